@@ -1,0 +1,1 @@
+"""HTTP transport: wire schemas, routes, and the one error-to-status table."""

@@ -1,0 +1,71 @@
+"""The error taxonomy's one table: domain error -> HTTP status and one JSON shape.
+
+Every error body is ``{"error": {"code", "message", "request_id"}}``. A 500 never carries
+exception text: the message names the request id so operators can find the log line.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service import errors
+from service.api.responses import JSONBytesResponse
+
+log = logging.getLogger(__name__)
+
+STATUS: dict[type[errors.ServiceError], int] = {
+    errors.InvalidRequestError: 422,
+    errors.TextTooLongError: 413,
+    errors.QueueFullError: 503,
+    errors.ShuttingDownError: 503,
+    errors.DeadlineExceededError: 504,
+    errors.InferenceError: 500,
+    errors.ClientGoneError: 499,
+}
+
+
+def request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "-"))
+
+
+def error_response(request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONBytesResponse:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.refused.labels(code).inc()
+    body = {"error": {"code": code, "message": message, "request_id": request_id(request)}}
+    return JSONBytesResponse(body, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    retry_after = str(getattr(app.state, "retry_after_s", 1))
+
+    @app.exception_handler(errors.ServiceError)
+    async def _service_error(request: Request, exc: errors.ServiceError) -> JSONBytesResponse:
+        status = STATUS.get(type(exc), 500)
+        headers = {"Retry-After": retry_after} if status == 503 else None
+        if status >= 500 and status != 503 and status != 504:
+            log.error("request %s failed: %s", request_id(request), exc)
+            return error_response(request, status, exc.code, f"inference failed; see server log for request {request_id(request)}")
+        return error_response(request, status, exc.code, str(exc), headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONBytesResponse:
+        problems = exc.errors()
+        if any(p.get("type") == "json_invalid" for p in problems):
+            return error_response(request, 400, "malformed_json", "request body is not valid JSON")
+        message = "; ".join(f"{'.'.join(str(x) for x in p.get('loc', ()) if x != 'body') or 'body'}: {p.get('msg')}" for p in problems)
+        return error_response(request, 422, "invalid_request", message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONBytesResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status_code, "http_error")
+        return error_response(request, exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONBytesResponse:
+        log.exception("request %s: unexpected error", request_id(request))
+        return error_response(request, 500, "internal_error", f"internal error; see server log for request {request_id(request)}")

@@ -1,0 +1,85 @@
+"""Wire models. Pydantic lives here only; the engine works on frozen dataclasses."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+_EXAMPLE_TEXT = "IL-2 gene expression requires NF-kappa B activation in human T lymphocytes."
+
+
+class NerRequest(BaseModel):
+    """Send ``text`` (one string) or ``texts`` (a list); the answer has the same shape."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"text": _EXAMPLE_TEXT}, {"texts": [_EXAMPLE_TEXT, "No entities here."], "min_score": 0.5}]},
+    )
+
+    text: str | None = Field(None, description="One text; offsets index this exact string (Python str indices).")
+    texts: list[str] | None = Field(None, description="Several texts, answered in order.")
+    aggregation_strategy: Literal["first", "average", "max"] | None = Field(None, description="Subword-to-word aggregation; default: the model's.")
+    min_score: float = Field(0.0, ge=0.0, le=1.0, description="Drop entities scoring below this.")
+    labels: list[str] | None = Field(None, description="Keep only these entity types.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> NerRequest:
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("send exactly one of 'text' or 'texts'")
+        if self.texts is not None and not self.texts:
+            raise ValueError("'texts' must not be empty")
+        return self
+
+
+class EntityOut(BaseModel):
+    start: int = Field(description="Start offset in the sent text (inclusive).")
+    end: int = Field(description="End offset (exclusive); text == sent[start:end].")
+    text: str
+    label: str
+    score: float = Field(description="Mean over the entity's words of the chosen label's probability.")
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+    sha256: str
+
+
+_EXAMPLE_ENTITIES = [
+    {"start": 0, "end": 9, "text": "IL-2 gene", "label": "DNA", "score": 0.93},
+    {"start": 30, "end": 41, "text": "NF-kappa B", "label": "protein", "score": 0.97},
+]
+
+
+class NerResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"entities": _EXAMPLE_ENTITIES, "model": {"name": "bioner-minilm-jnlpba", "version": "1", "sha256": "..."}}]})
+
+    entities: list[EntityOut]
+    model: ModelRef
+
+
+class NerBatchResponse(BaseModel):
+    entities: list[list[EntityOut]] = Field(description="One entity list per input text, in order.")
+    model: ModelRef
+
+
+class ModelInfoOut(BaseModel):
+    name: str
+    version: str
+    sha256: str
+    labels: list[str]
+    max_length: int
+    stride: int
+    aggregation_strategy: str
+    provider: str
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    request_id: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

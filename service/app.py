@@ -1,0 +1,83 @@
+"""``create_app(settings)``: the lifespan loads the bundle, warms up, starts and drains the batcher."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service import __version__
+from service.api.errors import install_error_handlers
+from service.api.middleware import RequestContextMiddleware
+from service.api.responses import JSONBytesResponse
+from service.api.routes import router
+from service.decoding.aggregate import Strategy
+from service.decoding.predict import WindowConfig
+from service.engine import NerEngine
+from service.metrics import Metrics
+from service.runtime.bundle import load_bundle
+from service.runtime.session import OnnxSession
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_engine(settings: Settings, metrics: Metrics) -> NerEngine:
+    """Load and check everything that can fail before the server binds its port."""
+    bundle = load_bundle(settings.model_path)
+    session = OnnxSession(bundle.onnx_path, len(bundle.scheme), settings.provider, settings.intra_op_threads,
+                          settings.inter_op_threads, settings.graph_optimization)
+    window = WindowConfig(settings.max_length or bundle.max_length,
+                          settings.stride if settings.stride is not None else bundle.stride)
+    if window.stride >= window.max_length - bundle.encoder.n_special:
+        raise ValueError(f"stride {window.stride} leaves no room in windows of {window.max_length} tokens")
+    strategy = Strategy(settings.aggregation_strategy or bundle.strategy)
+    engine = NerEngine.build(
+        bundle, session, window, strategy,
+        max_batch_size=settings.max_batch_size, max_batch_tokens=settings.max_batch_tokens,
+        max_wait_s=settings.max_wait_ms / 1000, max_queue=settings.max_queue_windows,
+        max_text_chars=settings.max_text_chars, timeout_s=settings.request_timeout_s,
+        hooks=metrics.batcher_hooks(),
+    )
+    metrics.model_info.info({"name": bundle.name, "version": bundle.version, "sha256": bundle.sha256,
+                             "provider": session.provider, "max_length": str(window.max_length)})
+    return engine
+
+
+def create_app(settings: Settings | None = None, engine: NerEngine | None = None, metrics: Metrics | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = metrics or Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        current = engine or build_engine(settings, metrics)
+        if settings.warmup:
+            current.warmup()
+        current.batcher.start()
+        app.state.engine = current
+        app.state.ready = True
+        metrics.ready.set(1)
+        log.info("ready: model %s (%s) sha256 %s on %s", current.info.name, current.info.version,
+                 current.info.sha256[:12], current.info.provider)
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            metrics.ready.set(0)
+            log.info("draining %d queued windows", current.batcher.depth)
+            await current.batcher.drain()
+
+    app = FastAPI(title="bioner", version=__version__, lifespan=lifespan, default_response_class=JSONBytesResponse,
+                  description="Biomedical named-entity recognition: entities with exact character offsets, labels and scores.")
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.ready = False
+    app.state.retry_after_s = settings.retry_after_s
+    install_error_handlers(app)
+    app.include_router(router)
+    # Body limit: the largest legal request (all texts at the character limit, escaped) plus slack.
+    max_body = settings.max_texts_per_request * settings.max_text_chars * 6 + 65_536
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=max_body)
+    return app

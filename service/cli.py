@@ -1,0 +1,66 @@
+"""``bioner serve`` (this package) and ``bioner train|evaluate|export`` (the ``train`` extra)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from service.settings import Settings
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    serve = sub.add_parser("serve", help="run the HTTP service", description="Flags override BIONER_* environment variables.")
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{field.description or ''} [env BIONER_{name.upper()}]"
+        if field.annotation is bool:
+            serve.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            serve.add_argument(flag, default=None, help=help_text, dest=name)
+    serve.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import build_engine, create_app
+    from service.errors import BundleError
+    from service.metrics import Metrics
+
+    overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
+    settings = Settings(**overrides)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    metrics = Metrics()
+    try:
+        engine = build_engine(settings, metrics)
+    except (BundleError, ValueError) as exc:
+        print(f"bioner: cannot start: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(settings, engine=engine, metrics=metrics)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                timeout_graceful_shutdown=int(settings.request_timeout_s) + 5, access_log=False)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bioner", description="Biomedical NER service and training tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    try:
+        from train.cli import add_train_commands
+    except ImportError as exc:  # the train extra is optional
+        missing = str(exc)
+
+        def _no_train(args: argparse.Namespace) -> int:
+            print(f"bioner {args.command}: install the train extra (pip install '.[train]'): {missing}", file=sys.stderr)
+            return 2
+
+        for name in ("train", "evaluate", "export"):
+            sub.add_parser(name, help=f"{name} (needs the train extra)").set_defaults(handler=_no_train)
+    else:
+        add_train_commands(sub)
+    args = parser.parse_args(argv)
+    if args.command != "serve":
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.handler(args))

@@ -1,0 +1,147 @@
+"""Subword scores -> word labels -> entity spans with exact character offsets.
+
+Words are the tokenizer's pre-tokenizer words (``word_ids``), never a split on spaces, so texts
+without spaces (Chinese) and punctuation-heavy names (``IL-2``) decode the same way.
+
+Score of an entity: the mean, over its words, of the probability of the label chosen for that
+word (after subword aggregation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from service.decoding.labels import BEGIN, END, INSIDE, OUTSIDE, SINGLE, LabelScheme
+
+
+class Strategy(str, Enum):
+    """How subword scores become one word's scores (as in the transformers pipeline)."""
+
+    FIRST = "first"  # the first subword speaks for the word
+    AVERAGE = "average"  # mean of the subwords' probability vectors
+    MAX = "max"  # the subword with the most confident label speaks for the word
+
+
+@dataclass(frozen=True)
+class Entity:
+    start: int
+    end: int
+    label: str
+    score: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Words:
+    """Word-level view of a text: per word the token range and the aggregated probabilities."""
+
+    token_start: np.ndarray  # (W,)
+    token_end: np.ndarray  # (W,) exclusive
+    probs: np.ndarray  # (W, n_labels)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def word_boundaries(word_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Token ranges of consecutive equal word ids (a token with id -1 is its own word)."""
+    n = word_ids.shape[0]
+    if n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    change = np.ones(n, dtype=bool)
+    change[1:] = (word_ids[1:] != word_ids[:-1]) | (word_ids[1:] < 0)
+    starts = np.nonzero(change)[0]
+    ends = np.append(starts[1:], n)
+    return starts, ends
+
+
+def aggregate_words(probs: np.ndarray, word_ids: np.ndarray, strategy: Strategy) -> Words:
+    starts, ends = word_boundaries(word_ids)
+    if strategy is Strategy.FIRST:
+        word_probs = probs[starts]
+    elif strategy is Strategy.AVERAGE:
+        sums = np.add.reduceat(probs, starts, axis=0) if len(starts) else probs[:0]
+        word_probs = sums / (ends - starts)[:, None]
+    elif strategy is Strategy.MAX:
+        confidence = probs.max(axis=-1)
+        best = [s + int(np.argmax(confidence[s:e])) for s, e in zip(starts, ends)]
+        word_probs = probs[np.asarray(best, dtype=np.int64)] if best else probs[:0]
+    else:  # pragma: no cover - Enum exhausts the cases
+        raise ValueError(strategy)
+    return Words(starts, ends, word_probs)
+
+
+def decode_tags(prefixes: Sequence[str], types: Sequence[str]) -> list[tuple[int, int, str]]:
+    """Spans ``(first, last_exclusive, type)`` over a tag sequence, in any BIO-family scheme.
+
+    Tolerant by design: an ``I-X`` after ``O`` or after another type opens a new span (the
+    usual repair), ``B-X`` always opens one (so IOB1 works), ``E-X``/``S-X`` close one (BIOES).
+    """
+    spans: list[tuple[int, int, str]] = []
+    open_start, open_type = -1, ""
+
+    def close(end: int) -> None:
+        nonlocal open_start, open_type
+        if open_start >= 0:
+            spans.append((open_start, end, open_type))
+        open_start, open_type = -1, ""
+
+    for i, (prefix, kind) in enumerate(zip(prefixes, types)):
+        if prefix == OUTSIDE:
+            close(i)
+            continue
+        continues = open_start >= 0 and open_type == kind and prefix in (INSIDE, END)
+        if not continues:
+            close(i)
+            open_start, open_type = i, kind
+        if prefix in (END, SINGLE):
+            close(i + 1)
+    close(len(prefixes))
+    return spans
+
+
+def entities_from_scores(
+    text: str,
+    offsets: np.ndarray,
+    word_ids: np.ndarray,
+    probs: np.ndarray,
+    scheme: LabelScheme,
+    strategy: Strategy = Strategy.FIRST,
+) -> list[Entity]:
+    """Turn per-token probabilities of one text into entities with offsets into ``text``."""
+    if probs.shape[0] == 0:
+        return []
+    words = aggregate_words(probs, word_ids, strategy)
+    chosen = words.probs.argmax(axis=-1)
+    chosen_p = words.probs[np.arange(len(chosen)), chosen]
+    prefixes = [scheme.prefixes[c] for c in chosen]
+    types = [scheme.types[c] for c in chosen]
+    entities = []
+    for first, last, kind in decode_tags(prefixes, types):
+        token_lo, token_hi = int(words.token_start[first]), int(words.token_end[last - 1])
+        entity = _make_entity(text, offsets[token_lo:token_hi], kind, float(chosen_p[first:last].mean()))
+        if entity is not None:
+            entities.append(entity)
+    return entities
+
+
+def _make_entity(text: str, offsets: np.ndarray, label: str, score: float) -> Entity | None:
+    real = offsets[offsets[:, 1] > offsets[:, 0]]
+    if real.shape[0] == 0:
+        return None
+    start, end = int(real[:, 0].min()), int(real[:, 1].max())
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    if start >= end:
+        return None
+    return Entity(start, end, label, score, text[start:end])

@@ -1,0 +1,144 @@
+"""NerEngine: texts -> windows -> micro-batcher -> stitched logits -> entities.
+
+The only thing route handlers call. It owns the bundle, the ONNX session and the batcher, and
+reports per-request timings so responses can carry them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from service.batching import BatcherHooks, MicroBatcher, WindowResult
+from service.decoding.aggregate import Entity, Strategy, entities_from_scores, softmax
+from service.decoding.predict import WindowConfig, pad_windows, windows_for
+from service.decoding.windows import Encoded, stitch
+from service.errors import InvalidRequestError, TextTooLongError
+from service.runtime.bundle import Bundle
+from service.runtime.session import OnnxSession
+
+# Above this many characters, tokenisation and decoding leave the event loop for a thread.
+_OFFLOAD_CHARS = 20_000
+
+
+@dataclass(frozen=True)
+class Recognition:
+    entities: list[list[Entity]]
+    queued_s: float
+    inference_s: float
+    tokens: int
+    windows: int
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    sha256: str
+    labels: tuple[str, ...]
+    max_length: int
+    stride: int
+    aggregation_strategy: str
+    provider: str
+
+
+class Engine(Protocol):
+    """The seam between HTTP and inference: routes know only this."""
+
+    info: ModelInfo
+
+    async def recognize(self, texts: Sequence[str], strategy: Strategy | None = None, min_score: float = 0.0,
+                        labels: Sequence[str] | None = None, timeout_s: float | None = None) -> Recognition: ...
+
+
+class NerEngine:
+    def __init__(self, bundle: Bundle, session: OnnxSession, window: WindowConfig, strategy: Strategy,
+                 batcher: MicroBatcher, max_text_chars: int, timeout_s: float) -> None:
+        self.bundle = bundle
+        self.session = session
+        self.window = window
+        self.strategy = strategy
+        self.batcher = batcher
+        self.max_text_chars = max_text_chars
+        self.timeout_s = timeout_s
+        self.info = ModelInfo(bundle.name, bundle.version, bundle.sha256, bundle.scheme.entity_types,
+                              window.max_length, window.stride, strategy.value, session.provider)
+
+    @staticmethod
+    def build(bundle: Bundle, session: OnnxSession, window: WindowConfig, strategy: Strategy, *,
+              max_batch_size: int, max_batch_tokens: int, max_wait_s: float, max_queue: int,
+              max_text_chars: int, timeout_s: float, hooks: BatcherHooks | None = None) -> NerEngine:
+        def run_rows(rows: Sequence[np.ndarray]) -> list[np.ndarray]:
+            ids, mask = pad_windows(rows, bundle.pad_id)
+            logits = session.run(ids, mask)
+            return [logits[i, : len(row)] for i, row in enumerate(rows)]
+
+        batcher = MicroBatcher(run_rows, max_batch_size, max_batch_tokens, max_wait_s, max_queue, hooks)
+        return NerEngine(bundle, session, window, strategy, batcher, max_text_chars, timeout_s)
+
+    def warmup(self) -> None:
+        """One synchronous inference so the first request does not pay for allocation."""
+        encoded = self.bundle.encoder.encode("Interleukin-2 activates NF-kappa B in human T cells.")
+        ids, mask = pad_windows([self.bundle.encoder.window_ids(encoded, windows_for(self.bundle.encoder, encoded, self.window)[0])])
+        self.session.run(ids, mask)
+
+    def check_request(self, texts: Sequence[str], labels: Sequence[str] | None) -> None:
+        for i, text in enumerate(texts):
+            if len(text) > self.max_text_chars:
+                raise TextTooLongError(f"text {i} has {len(text)} characters; the limit is {self.max_text_chars}")
+        unknown = sorted(set(labels or ()) - set(self.info.labels))
+        if unknown:
+            raise InvalidRequestError(f"unknown labels {unknown}; this model knows {list(self.info.labels)}")
+
+    async def recognize(self, texts: Sequence[str], strategy: Strategy | None = None, min_score: float = 0.0,
+                        labels: Sequence[str] | None = None, timeout_s: float | None = None) -> Recognition:
+        self.check_request(texts, labels)
+        big = sum(len(t) for t in texts) > _OFFLOAD_CHARS
+        encoder = self.bundle.encoder
+        encoded = await asyncio.to_thread(encoder.encode_batch, texts) if big else encoder.encode_batch(texts)
+        plans = [windows_for(encoder, e, self.window) if len(e) else [] for e in encoded]
+        rows = [encoder.window_ids(e, span) for e, plan in zip(encoded, plans) for span in plan]
+        deadline = time.monotonic() + (timeout_s or self.timeout_s)
+        results: list[WindowResult] = []
+        if rows:
+            futures = self.batcher.submit(rows, deadline)
+            try:
+                results = list(await asyncio.gather(*futures))
+            finally:
+                for future in futures:  # a cancelled request leaves nothing queued behind it
+                    future.cancel()
+        decode = lambda: self._decode(texts, encoded, plans, results, strategy or self.strategy, min_score, labels)  # noqa: E731
+        entities = await asyncio.to_thread(decode) if big else decode()
+        return Recognition(
+            entities=entities,
+            queued_s=max((r.queued_s for r in results), default=0.0),
+            inference_s=sum({r.batch: r.inference_s for r in results}.values()),
+            tokens=sum(len(e) for e in encoded),
+            windows=len(rows),
+        )
+
+    def _decode(self, texts: Sequence[str], encoded: Sequence[Encoded], plans: Sequence[Sequence[object]],
+                results: Sequence[WindowResult], strategy: Strategy, min_score: float,
+                labels: Sequence[str] | None) -> list[list[Entity]]:
+        n_prefix = len(self.bundle.encoder.prefix_ids)
+        keep = set(labels) if labels else None
+        out: list[list[Entity]] = []
+        cursor = 0
+        for text, enc, plan in zip(texts, encoded, plans):
+            if not plan:
+                out.append([])
+                continue
+            window_logits = [
+                results[cursor + k].logits[n_prefix : n_prefix + (span.end - span.start)]  # type: ignore[attr-defined]
+                for k, span in enumerate(plan)
+            ]
+            cursor += len(plan)
+            probs = softmax(stitch(len(enc), plan, window_logits).astype(np.float32))  # type: ignore[arg-type]
+            found = entities_from_scores(text, enc.offsets, enc.word_ids, probs, self.bundle.scheme, strategy)
+            out.append([e for e in found if e.score >= min_score and (keep is None or e.label in keep)])
+        return out

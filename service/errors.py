@@ -1,0 +1,45 @@
+"""Domain errors raised by the engine and batcher; ``api/errors.py`` maps them to HTTP once."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base class; ``code`` is the stable machine-readable name sent to clients."""
+
+    code = "internal_error"
+
+
+class QueueFullError(ServiceError):
+    code = "overloaded"
+
+
+class ShuttingDownError(ServiceError):
+    code = "shutting_down"
+
+
+class DeadlineExceededError(ServiceError):
+    code = "deadline_exceeded"
+
+
+class InferenceError(ServiceError):
+    code = "inference_failed"
+
+
+class TextTooLongError(ServiceError):
+    code = "text_too_long"
+
+
+class InvalidRequestError(ServiceError):
+    code = "invalid_request"
+
+
+class BundleError(ServiceError):
+    """The model folder is missing, corrupt or inconsistent; raised at startup."""
+
+    code = "bad_bundle"
+
+
+class ClientGoneError(ServiceError):
+    """The client disconnected; its queued work was dropped (logged as 499, nginx's convention)."""
+
+    code = "client_closed_request"

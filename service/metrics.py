@@ -1,0 +1,54 @@
+"""Prometheus collectors, in base units, on a registry owned by one app instance.
+
+Buckets are chosen for this workload: requests take milliseconds to seconds; a batch holds up
+to a few dozen windows of up to 512 tokens; entity scores live in [0, 1] and drift shows in
+the lower buckets first.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from service.batching import BatcherHooks, BatchStats
+
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0)
+_ROWS = (1, 2, 4, 8, 12, 16, 24, 32, 64)
+_TOKENS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+_SCORES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("bioner_requests_total", "HTTP requests by route and status", ["route", "method", "status"], registry=r)
+        self.request_seconds = Histogram("bioner_request_duration_seconds", "HTTP request latency", ["route"], buckets=_LATENCY, registry=r)
+        self.queue_seconds = Histogram("bioner_queue_duration_seconds", "Time a request's windows waited in the queue", buckets=_LATENCY, registry=r)
+        self.inference_seconds = Histogram("bioner_inference_duration_seconds", "Time of one inference batch", buckets=_LATENCY, registry=r)
+        self.batch_rows = Histogram("bioner_batch_size_windows", "Windows per inference batch", buckets=_ROWS, registry=r)
+        self.batch_tokens = Histogram("bioner_batch_size_tokens", "Padded tokens per inference batch", buckets=_TOKENS, registry=r)
+        self.queue_depth = Gauge("bioner_queue_depth_windows", "Windows waiting for inference", registry=r)
+        self.texts = Counter("bioner_texts_total", "Texts processed", registry=r)
+        self.tokens = Counter("bioner_tokens_total", "Subword tokens processed (without special tokens)", registry=r)
+        self.windows = Counter("bioner_windows_total", "Windows sent to the model", registry=r)
+        self.padding_tokens = Counter("bioner_padding_tokens_total", "Padded positions computed for nothing", registry=r)
+        self.entities = Counter("bioner_entities_total", "Entities returned, by type", ["label"], registry=r)
+        self.entity_score = Histogram("bioner_entity_score", "Entity confidence by type (watch for drift)", ["label"], buckets=_SCORES, registry=r)
+        self.refused = Counter("bioner_requests_refused_total", "Requests answered with an error, by reason", ["reason"], registry=r)
+        self.dropped = Counter("bioner_windows_dropped_total", "Windows refused or dropped by the batcher, by reason", ["reason"], registry=r)
+        self.model_info = Info("bioner_model", "The loaded model", registry=r)
+        self.ready = Gauge("bioner_ready", "1 when the model is loaded and warmed up", registry=r)
+
+    def batcher_hooks(self) -> BatcherHooks:
+        def on_batch(stats: BatchStats) -> None:
+            self.batch_rows.observe(stats.rows)
+            self.batch_tokens.observe(stats.padded_tokens)
+            self.inference_seconds.observe(stats.seconds)
+            self.windows.inc(stats.rows)
+            self.padding_tokens.inc(stats.padded_tokens - stats.real_tokens)
+
+        return BatcherHooks(
+            on_batch=on_batch,
+            on_drop=lambda reason, n: self.dropped.labels(reason).inc(n),
+            on_queue_depth=self.queue_depth.set,
+        )

@@ -1,0 +1,1 @@
+"""Model bundle loading and the ONNX Runtime session."""

@@ -1,0 +1,99 @@
+"""Load and validate a model bundle; fail fast with one clear message on any mismatch.
+
+A bundle is what optimum's ONNX export writes (``model.onnx``, ``config.json``, fast tokenizer
+files) plus an optional ``serving.json`` with the window length, stride, aggregation strategy,
+name and version the model was trained and released with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service.decoding.labels import LabelScheme
+from service.decoding.windows import TextEncoder
+from service.errors import BundleError
+
+SERVING_FILE = "serving.json"
+DEFAULT_MAX_LENGTH = 128
+DEFAULT_STRIDE = 32
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    onnx_path: Path
+    sha256: str
+    name: str
+    version: str
+    scheme: LabelScheme
+    encoder: TextEncoder
+    pad_id: int
+    max_length: int
+    stride: int
+    strategy: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise BundleError(f"{what} missing: {path}") from exc
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{what} unreadable ({path}): {exc}") from exc
+    if not isinstance(data, dict):
+        raise BundleError(f"{what} must be a JSON object: {path}")
+    return data
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_bundle(path: Path) -> Bundle:
+    if not path.is_dir():
+        raise BundleError(f"model bundle folder not found: {path}")
+    onnx_path = path / "model.onnx"
+    if not onnx_path.is_file():
+        raise BundleError(f"model.onnx missing in {path}")
+    config = _read_json(path / "config.json", "config.json")
+    if not config.get("id2label"):
+        raise BundleError(f"config.json in {path} has no id2label")
+    try:
+        scheme = LabelScheme.from_id2label(config["id2label"])
+    except (ValueError, KeyError) as exc:
+        raise BundleError(f"config.json id2label invalid: {exc}") from exc
+    tokenizer_path = path / "tokenizer.json"
+    if not tokenizer_path.is_file():
+        raise BundleError(f"tokenizer.json missing in {path} (a fast tokenizer is required)")
+    try:
+        encoder = TextEncoder.from_file(tokenizer_path)
+    except Exception as exc:  # tokenizers raises plain Exception on bad files
+        raise BundleError(f"tokenizer.json unreadable: {exc}") from exc
+    serving = _read_json(path / SERVING_FILE, SERVING_FILE) if (path / SERVING_FILE).exists() else {}
+    max_length = int(serving.get("max_length", DEFAULT_MAX_LENGTH))
+    limit = int(config.get("max_position_embeddings", max_length))
+    if max_length > limit:
+        raise BundleError(f"serving.json max_length {max_length} exceeds the model's {limit} positions")
+    return Bundle(
+        path=path,
+        onnx_path=onnx_path,
+        sha256=file_sha256(onnx_path),
+        name=str(serving.get("name", path.name)),
+        version=str(serving.get("version", "0")),
+        scheme=scheme,
+        encoder=encoder,
+        pad_id=int(config.get("pad_token_id") or 0),
+        max_length=max_length,
+        stride=int(serving.get("stride", DEFAULT_STRIDE)),
+        strategy=str(serving.get("aggregation_strategy", "first")),
+        extra=serving,
+    )

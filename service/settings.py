@@ -1,0 +1,58 @@
+"""Every knob of the service: one pydantic-settings class, env prefix ``BIONER_``.
+
+The CLI maps its flags one-to-one onto these fields; validators reject nonsense at startup.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "bioner-minilm-jnlpba"
+
+
+class Provider(str, Enum):
+    CPU = "cpu"
+    CUDA = "cuda"  # falls back to CPU with a warning when onnxruntime-gpu/CUDA is not usable
+
+
+class GraphOptimization(str, Enum):
+    DISABLE = "disable"
+    BASIC = "basic"
+    EXTENDED = "extended"
+    ALL = "all"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BIONER_", env_file=None, protected_namespaces=())
+
+    model_path: Path = Field(DEFAULT_MODEL, description="Model bundle folder (model.onnx, config.json, tokenizer.json).")
+    host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 in containers.")
+    port: int = Field(8000, ge=1, le=65535)
+    provider: Provider = Field(Provider.CPU, description="ONNX Runtime execution provider.")
+    intra_op_threads: int = Field(0, ge=0, description="Threads per inference (0: one per core).")
+    inter_op_threads: int = Field(1, ge=0, description="Threads across graph nodes (1 is right for BERT graphs).")
+    graph_optimization: GraphOptimization = Field(GraphOptimization.ALL, description="ONNX Runtime graph optimisation level.")
+    max_length: int | None = Field(None, ge=8, le=4096, description="Window length in tokens; default: the bundle's training length.")
+    stride: int | None = Field(None, ge=0, description="Overlap between windows in tokens; default: the bundle's.")
+    aggregation_strategy: Literal["first", "average", "max"] | None = Field(None, description="Default subword aggregation; default: the bundle's.")
+    max_batch_size: int = Field(8, ge=1, description="Most windows in one inference batch.")
+    max_batch_tokens: int = Field(4096, ge=16, description="Most padded tokens (rows x padded length) in one batch.")
+    max_wait_ms: float = Field(2.0, ge=0, description="Longest the oldest queued window waits for batch-mates.")
+    max_queue_windows: int = Field(1024, ge=1, description="Queued windows beyond which requests are refused with 503.")
+    max_texts_per_request: int = Field(64, ge=1)
+    max_text_chars: int = Field(100_000, ge=1, description="Longer texts get 413.")
+    request_timeout_s: float = Field(30.0, gt=0, description="Deadline for a request's windows; expired work is dropped (504).")
+    retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 on overload.")
+    warmup: bool = Field(True, description="Run one inference before reporting ready.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _check_window(self) -> Settings:
+        if self.max_length is not None and self.stride is not None and self.stride >= self.max_length - 2:
+            raise ValueError("stride (overlap) must be smaller than max_length minus the special tokens")
+        return self

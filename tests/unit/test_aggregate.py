@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.decoding.aggregate import Strategy, aggregate_words, decode_tags, entities_from_scores
+from service.decoding.labels import LabelScheme, split_label
+
+SCHEME = LabelScheme.from_id2label({0: "O", 1: "B-protein", 2: "I-protein", 3: "B-DNA", 4: "I-DNA"})
+
+
+def spans_of(tags: list[str]) -> list[tuple[int, int, str]]:
+    parts = [split_label(t) for t in tags]
+    return decode_tags([p for p, _ in parts], [k for _, k in parts])
+
+
+@pytest.mark.parametrize(
+    ("tags", "expected"),
+    [
+        (["B-protein", "I-protein", "O"], [(0, 2, "protein")]),
+        (["O", "I-protein", "I-protein"], [(1, 3, "protein")]),  # I- without B- opens a span
+        (["B-protein", "I-DNA"], [(0, 1, "protein"), (1, 2, "DNA")]),  # type change repairs
+        (["B-protein", "B-DNA"], [(0, 1, "protein"), (1, 2, "DNA")]),  # adjacent, different types
+        (["B-protein", "B-protein"], [(0, 1, "protein"), (1, 2, "protein")]),  # IOB1 boundary
+        (["I-protein", "I-protein", "O", "I-DNA"], [(0, 2, "protein"), (3, 4, "DNA")]),  # IO scheme
+        (["S-protein", "B-DNA", "I-DNA", "E-DNA", "S-DNA"], [(0, 1, "protein"), (1, 4, "DNA"), (4, 5, "DNA")]),  # BIOES
+        (["E-DNA", "O"], [(0, 1, "DNA")]),  # stray E- is a single-word entity
+        ([], []),
+        (["O", "O"], []),
+    ],
+)
+def test_decode_tags(tags: list[str], expected: list[tuple[int, int, str]]) -> None:
+    assert spans_of(tags) == expected
+
+
+def test_split_label_variants() -> None:
+    assert split_label("O") == ("O", "")
+    assert split_label("B-cell_line") == ("B", "cell_line")
+    assert split_label("L-DNA") == ("E", "DNA")
+    assert split_label("U-DNA") == ("S", "DNA")
+    assert split_label("protein") == ("I", "protein")
+
+
+def one_hot(labels: list[int], p: float = 0.9) -> np.ndarray:
+    out = np.full((len(labels), 5), (1 - p) / 4, dtype=np.float32)
+    out[np.arange(len(labels)), labels] = p
+    return out
+
+
+def test_strategies_differ_on_a_split_word() -> None:
+    # one word of three subwords: B-protein (0.6), I-DNA (0.95), O (0.5)
+    probs = np.array(
+        [[0.1, 0.6, 0.1, 0.1, 0.1], [0.0, 0.0, 0.0, 0.05, 0.95], [0.5, 0.2, 0.1, 0.1, 0.1]], dtype=np.float32
+    )
+    word_ids = np.array([0, 0, 0])
+    first = aggregate_words(probs, word_ids, Strategy.FIRST).probs.argmax(-1)
+    maxed = aggregate_words(probs, word_ids, Strategy.MAX).probs.argmax(-1)
+    average = aggregate_words(probs, word_ids, Strategy.AVERAGE).probs
+    assert first.tolist() == [1] and maxed.tolist() == [4]
+    np.testing.assert_allclose(average[0], probs.mean(0), rtol=1e-6)
+
+
+def test_entity_offsets_and_score() -> None:
+    text = "The p53 kinase."
+    offsets = np.array([[0, 3], [4, 7], [8, 14], [14, 15]])
+    word_ids = np.array([0, 1, 2, 3])
+    probs = one_hot([0, 1, 2, 0])
+    [entity] = entities_from_scores(text, offsets, word_ids, probs, SCHEME)
+    assert (entity.start, entity.end, entity.text, entity.label) == (4, 14, "p53 kinase", "protein")
+    assert entity.score == pytest.approx(0.9)
+
+
+def test_whitespace_never_inside_span_edges() -> None:
+    text = "  p53\u00a0 "
+    offsets = np.array([[1, 6]])  # a tokenizer whose offsets include spaces
+    [entity] = entities_from_scores(text, offsets, np.array([0]), one_hot([1]), SCHEME)
+    assert entity.text == "p53" and text[entity.start : entity.end] == "p53"
+
+
+def test_unicode_offsets_slice_the_input() -> None:
+    text = "β-catenin 蛋白 🧬 café"
+    offsets = np.array([[0, 1], [1, 2], [2, 9], [10, 11], [11, 12], [13, 14], [15, 19]])
+    word_ids = np.array([0, 1, 2, 3, 4, 5, 6])
+    probs = one_hot([1, 2, 2, 1, 2, 0, 3])
+    entities = entities_from_scores(text, offsets, word_ids, probs, SCHEME)
+    assert [(e.text, e.label) for e in entities] == [("β-catenin", "protein"), ("蛋白", "protein"), ("café", "DNA")]
+    assert all(text[e.start : e.end] == e.text for e in entities)
+
+
+def test_empty_input_gives_no_entities() -> None:
+    assert entities_from_scores("", np.zeros((0, 2), int), np.zeros(0, int), np.zeros((0, 5)), SCHEME) == []

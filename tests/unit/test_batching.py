@@ -1,0 +1,159 @@
+"""The MicroBatcher's written contract, event-driven on a real event loop and worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from service.batching import BatcherHooks, BatchStats, MicroBatcher
+from service.errors import DeadlineExceededError, InferenceError, QueueFullError, ShuttingDownError
+
+
+class Recorder:
+    """A batch function that tags each row with its first id so results can be traced back."""
+
+    def __init__(self, fail_on: int | None = None, gate: threading.Event | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.fail_on = fail_on
+        self.gate = gate
+
+    def __call__(self, rows: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if self.gate is not None:
+            self.gate.wait(5)
+        keys = [int(r[0]) for r in rows]
+        self.batches.append(keys)
+        if self.fail_on is not None and self.fail_on in keys:
+            raise RuntimeError("boom")
+        return [np.full((len(r), 2), float(r[0])) for r in rows]
+
+
+def far() -> float:
+    return time.monotonic() + 60
+
+
+async def test_concurrent_requests_are_batched_and_routed_back() -> None:
+    recorder = Recorder()
+    batcher = MicroBatcher(recorder, max_batch_size=8, max_wait_s=0.02)
+    batcher.start()
+    futures = [batcher.submit([np.array([k, 1, 2])], far())[0] for k in range(40)]
+    results = await asyncio.gather(*futures)
+    await batcher.drain()
+    assert [int(r.logits[0, 0]) for r in results] == list(range(40))
+    assert max(len(b) for b in recorder.batches) > 1
+    assert all(len(b) <= 8 for b in recorder.batches)
+
+
+async def test_token_budget_limits_batches() -> None:
+    recorder = Recorder()
+    batcher = MicroBatcher(recorder, max_batch_size=64, max_batch_tokens=40, max_wait_s=0.02)
+    batcher.start()
+    futures = [batcher.submit([np.full(10, k)], far())[0] for k in range(12)]
+    await asyncio.gather(*futures)
+    await batcher.drain()
+    assert all(len(b) * 10 <= 40 for b in recorder.batches)
+
+
+async def test_length_grouping_keeps_padding_small() -> None:
+    gate = threading.Event()
+    recorder = Recorder(gate=gate)
+    stats: list[BatchStats] = []
+    batcher = MicroBatcher(recorder, max_batch_size=4, max_wait_s=0.01, hooks=BatcherHooks(on_batch=stats.append))
+    batcher.start()
+    blocker = batcher.submit([np.array([99])], far())  # occupies the worker while the queue fills
+    await asyncio.sleep(0.05)
+    lengths = [3, 120, 4, 118, 5, 119, 3, 121]
+    futures = [batcher.submit([np.full(n, i)], far())[0] for i, n in enumerate(lengths)]
+    gate.set()
+    await asyncio.gather(*blocker, *futures)
+    await batcher.drain()
+    later = stats[1:]
+    assert sum(s.padded_tokens - s.real_tokens for s in later) < 40  # short with short, long with long
+
+
+async def test_full_queue_refuses_whole_request() -> None:
+    gate = threading.Event()
+    batcher = MicroBatcher(Recorder(gate=gate), max_batch_size=1, max_queue=3, max_wait_s=0)
+    batcher.start()
+    first = batcher.submit([np.array([1])], far())
+    await asyncio.sleep(0.05)  # the worker takes it and blocks on the gate
+    accepted = batcher.submit([np.array([2]), np.array([3])], far())
+    with pytest.raises(QueueFullError):
+        batcher.submit([np.array([4]), np.array([5])], far())
+    assert batcher.depth == 2  # nothing of the refused request was queued
+    gate.set()
+    await asyncio.gather(*first, *accepted)
+    await batcher.drain()
+
+
+async def test_failing_batch_fails_only_its_own_requests() -> None:
+    recorder = Recorder(fail_on=7)
+    batcher = MicroBatcher(recorder, max_batch_size=1, max_wait_s=0)
+    batcher.start()
+    futures = [batcher.submit([np.array([k])], far())[0] for k in range(10)]
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    after = await batcher.submit([np.array([11])], far())[0]  # the worker survived
+    await batcher.drain()
+    assert isinstance(results[7], InferenceError)
+    assert all(not isinstance(r, Exception) for i, r in enumerate(results) if i != 7)
+    assert int(after.logits[0, 0]) == 11
+
+
+async def test_wrong_result_count_is_an_error() -> None:
+    batcher = MicroBatcher(lambda rows: [], max_batch_size=2, max_wait_s=0)
+    batcher.start()
+    with pytest.raises(InferenceError):
+        await batcher.submit([np.array([1])], far())[0]
+    await batcher.drain()
+
+
+async def test_cancelled_and_expired_items_never_run() -> None:
+    gate = threading.Event()
+    recorder = Recorder(gate=gate)
+    drops: list[tuple[str, int]] = []
+    batcher = MicroBatcher(recorder, max_batch_size=1, max_wait_s=0, hooks=BatcherHooks(on_drop=lambda r, n: drops.append((r, n))))
+    batcher.start()
+    running = batcher.submit([np.array([1])], far())
+    await asyncio.sleep(0.05)
+    cancelled = batcher.submit([np.array([2])], far())
+    expired = batcher.submit([np.array([3])], time.monotonic() + 0.01)
+    kept = batcher.submit([np.array([4])], far())
+    cancelled[0].cancel()
+    await asyncio.sleep(0.05)
+    gate.set()
+    await asyncio.gather(*running, *kept)
+    with pytest.raises(DeadlineExceededError):
+        await expired[0]
+    await batcher.drain()
+    ran = [k for b in recorder.batches for k in b]
+    assert 2 not in ran and 3 not in ran and 4 in ran
+    assert ("cancelled", 1) in drops and ("deadline", 1) in drops
+
+
+async def test_wait_timer_starts_at_the_oldest_item() -> None:
+    recorder = Recorder()
+    batcher = MicroBatcher(recorder, max_batch_size=100, max_wait_s=0.2)
+    batcher.start()
+    started = time.monotonic()
+    first = batcher.submit([np.array([1])], far())
+    for k in range(5):  # a trickle of arrivals must not keep postponing the batch
+        await asyncio.sleep(0.05)
+        batcher.submit([np.array([k + 2])], far())
+    await first[0]
+    assert time.monotonic() - started < 0.45
+    await batcher.drain()
+
+
+async def test_drain_finishes_queued_work_then_refuses() -> None:
+    recorder = Recorder()
+    batcher = MicroBatcher(recorder, max_batch_size=2, max_wait_s=0.5)
+    batcher.start()
+    futures = [batcher.submit([np.array([k])], far())[0] for k in range(5)]
+    await batcher.drain()
+    assert all(f.done() and not f.cancelled() for f in futures)
+    with pytest.raises(ShuttingDownError):
+        batcher.submit([np.array([9])], far())

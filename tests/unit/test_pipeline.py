@@ -1,0 +1,89 @@
+"""Text -> windows -> ONNX -> spans on the tiny hand-weighted bundle (known answers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from service.decoding.aggregate import Strategy
+from service.decoding.predict import WindowConfig, predict_texts
+from service.runtime.bundle import Bundle, load_bundle
+from service.runtime.session import OnnxSession
+
+
+@pytest.fixture(scope="module")
+def runtime(tiny_bundle: Path) -> tuple[Bundle, OnnxSession]:
+    bundle = load_bundle(tiny_bundle)
+    return bundle, OnnxSession(bundle.onnx_path, len(bundle.scheme))
+
+
+def predict(runtime: tuple[Bundle, OnnxSession], text: str, max_length: int = 16, stride: int = 4,
+            strategy: Strategy = Strategy.FIRST) -> list[tuple[str, str]]:
+    bundle, session = runtime
+    [entities] = predict_texts([text], bundle.encoder, session.run, bundle.scheme, WindowConfig(max_length, stride), strategy)
+    assert all(text[e.start : e.end] == e.text for e in entities)
+    return [(e.text, e.label) for e in entities]
+
+
+def test_known_entities(runtime: tuple[Bundle, OnnxSession]) -> None:
+    text = "The p53 kinase binds the myc gene in cells."
+    assert predict(runtime, text, max_length=64) == [("p53 kinase", "protein"), ("myc gene", "DNA")]
+
+
+def test_entity_split_across_two_windows(runtime: tuple[Bundle, OnnxSession]) -> None:
+    # windows of 6 content tokens with overlap 2: the long entity crosses several window edges
+    text = "the the the the p53 kinase kinase kinase kinase kinase the myc gene"
+    one_window = predict(runtime, text, max_length=64, stride=4)
+    assert predict(runtime, text, max_length=8, stride=2) == one_window
+    assert one_window[0] == ("p53 kinase kinase kinase kinase kinase", "protein")
+
+
+def test_stray_inside_tag_opens_a_new_entity(runtime: tuple[Bundle, OnnxSession]) -> None:
+    assert predict(runtime, "the kinase binds") == [("kinase", "protein")]
+
+
+def test_adjacent_entities_of_different_types(runtime: tuple[Bundle, OnnxSession]) -> None:
+    assert predict(runtime, "p53 myc gene") == [("p53", "protein"), ("myc gene", "DNA")]
+
+
+def test_strategies_on_subwords(runtime: tuple[Bundle, OnnxSession]) -> None:
+    # "p53x" = p53 (B-protein, 4.0) + ##x (I-DNA, 6.0)
+    assert predict(runtime, "the p53x", strategy=Strategy.FIRST) == [("p53x", "protein")]
+    assert predict(runtime, "the p53x", strategy=Strategy.MAX) == [("p53x", "DNA")]
+
+
+def test_chinese_without_spaces(runtime: tuple[Bundle, OnnxSession]) -> None:
+    assert predict(runtime, "在蛋白质在") == [("蛋白质", "protein")]
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t", "\u200b", "\x00"])
+def test_empty_and_whitespace_text(runtime: tuple[Bundle, OnnxSession], text: str) -> None:
+    assert predict(runtime, text) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Café p53 naïve kinase", "α-p53 β kinase", "p53\u0301 kinase", "😀p53😀 kinase 🧬", "p53\u200d kinase", "مرحبا p53 kinase"],
+)
+def test_unicode_offsets(runtime: tuple[Bundle, OnnxSession], text: str) -> None:
+    found = predict(runtime, text)  # the helper asserts text[start:end] == entity.text
+    assert any(label == "protein" for _, label in found)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200)
+       | st.lists(st.sampled_from(["p53", "kinase", "myc", "gene", " ", "蛋", "白", "x", "\u0301", "-", "😀"]), max_size=60).map("".join))
+def test_spans_always_slice_the_input(runtime: tuple[Bundle, OnnxSession], text: str) -> None:
+    bundle, session = runtime
+    for strategy in Strategy:
+        [entities] = predict_texts([text], bundle.encoder, session.run, bundle.scheme, WindowConfig(8, 2), strategy)
+        previous_end = 0
+        for e in entities:
+            assert text[e.start : e.end] == e.text
+            assert e.text == e.text.strip() and e.text
+            assert e.start >= previous_end  # sorted and non-overlapping
+            assert 0.0 <= e.score <= 1.0
+            previous_end = e.end

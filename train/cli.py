@@ -1,0 +1,109 @@
+"""``bioner train | evaluate | export``: argument parsing only; the work lives in the modules."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from train.readers.columns import parse_tag_map
+
+
+def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    t = sub.add_parser("train", help="fine-tune an encoder for NER")
+    t.add_argument("--train", nargs="+", required=True, help="brat folder, column file or .jsonl (several allowed)")
+    t.add_argument("--dev", nargs="*", default=[], help="dev files; default: carve --dev-fraction from train by document")
+    t.add_argument("--base-model", required=True, help="hub name or local folder of a Hugging Face encoder")
+    t.add_argument("--output", required=True)
+    t.add_argument("--dev-fraction", type=float, default=0.1)
+    t.add_argument("--epochs", type=int, default=3)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--learning-rate", type=float, default=5e-5)
+    t.add_argument("--weight-decay", type=float, default=0.01)
+    t.add_argument("--warmup-ratio", type=float, default=0.1)
+    t.add_argument("--dropout", type=float, default=0.3, help="classifier dropout")
+    t.add_argument("--max-length", type=int, default=128, help="window length in tokens, specials included")
+    t.add_argument("--stride", type=int, default=32, help="overlap between windows in tokens")
+    t.add_argument("--label-policy", choices=["first", "all"], default="first")
+    t.add_argument("--seed", type=int, default=13)
+    t.add_argument("--threads", type=int, default=0, help="torch threads (0: library default)")
+    t.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke runs)")
+    t.add_argument("--tag-map", default=None, help="cleaning rules for malformed tags: 'I-I-MISC=I-MISC,0=O'")
+    t.add_argument("--separator", default=" ", help="how column-file tokens are joined into text ('' for Chinese)")
+    t.set_defaults(handler=_train)
+
+    e = sub.add_parser("evaluate", help="strict span P/R/F1 per type of a checkpoint or ONNX bundle")
+    e.add_argument("--model", required=True, help="PyTorch checkpoint folder or ONNX bundle folder")
+    e.add_argument("--data", nargs="+", required=True)
+    e.add_argument("--dev-fraction", type=float, default=0.0, help="score only the dev split carved from --data")
+    e.add_argument("--seed", type=int, default=13)
+    e.add_argument("--strategy", choices=["first", "average", "max"], default=None)
+    e.add_argument("--max-length", type=int, default=None)
+    e.add_argument("--stride", type=int, default=None)
+    e.add_argument("--tag-map", default=None)
+    e.add_argument("--separator", default=" ")
+    e.add_argument("--report", default=None, help="write the JSON report here")
+    e.set_defaults(handler=_evaluate)
+
+    x = sub.add_parser("export", help="ONNX bundle via optimum, graph optimisation, int8, parity check")
+    x.add_argument("--checkpoint", required=True)
+    x.add_argument("--output", required=True)
+    x.add_argument("--data", nargs="*", default=[], help="corpus for the dev-F1 parity check and calibration")
+    x.add_argument("--dev-fraction", type=float, default=0.1)
+    x.add_argument("--seed", type=int, default=13)
+    x.add_argument("--quantize", choices=["none", "dynamic", "static"], default="none")
+    x.add_argument("--tolerance", type=float, default=1e-3, help="max |logit difference| PyTorch vs ONNX fp32")
+    x.add_argument("--tag-map", default=None)
+    x.set_defaults(handler=_export)
+
+
+def _require_extra(command: str) -> bool:
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        print(f"bioner {command}: install the train extra (pip install '.[train]'): {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def _train(args: argparse.Namespace) -> int:
+    if not _require_extra("train"):
+        return 2
+    from train.finetune import TrainConfig, train
+
+    fields = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
+    fields["tag_map"] = parse_tag_map(args.tag_map)
+    best = train(TrainConfig(**fields))
+    print(json.dumps({"best_epoch": best.get("epoch"), "dev_micro": best["dev"]["micro"]}, indent=2))  # type: ignore[index]
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    if not _require_extra("evaluate"):
+        return 2
+    from train.evaluate_cli import run_evaluate
+
+    return run_evaluate(args)
+
+
+def _export(args: argparse.Namespace) -> int:
+    if not _require_extra("export"):
+        return 2
+    from train.export import run_export
+
+    return run_export(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="bioner-train")
+    add_train_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

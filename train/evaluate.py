@@ -1,0 +1,58 @@
+"""Evaluate on raw text through the service's own windowing and decoding.
+
+Scores are exact character-span matches (start, end, type); for column files the predicted
+spans are also mapped back to the source tokens and scored with seqeval in strict IOB2 mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from service.decoding.aggregate import Entity, Strategy
+from service.decoding.labels import LabelScheme
+from service.decoding.predict import RunBatch, WindowConfig, predict_texts
+from service.decoding.windows import TextEncoder
+from train.readers import Document
+from train.scoring import span_scores
+
+
+def predict_documents(
+    docs: Sequence[Document], encoder: TextEncoder, run: RunBatch, scheme: LabelScheme, window: WindowConfig,
+    strategy: Strategy, batch_size: int = 16,
+) -> list[list[Entity]]:
+    return predict_texts([d.text for d in docs], encoder, run, scheme, window, strategy, batch_size)
+
+
+def evaluate_documents(
+    docs: Sequence[Document], encoder: TextEncoder, run: RunBatch, scheme: LabelScheme, window: WindowConfig,
+    strategy: Strategy, batch_size: int = 16,
+) -> dict[str, object]:
+    predicted = predict_documents(docs, encoder, run, scheme, window, strategy, batch_size)
+    report = span_scores(
+        [[(s.start, s.end, s.label) for s in d.spans] for d in docs],
+        [[(e.start, e.end, e.label) for e in ents] for ents in predicted],
+    )
+    if all(d.token_offsets for d in docs):
+        report["seqeval"] = seqeval_report(docs, predicted)
+    return report
+
+
+def tags_from_spans(doc: Document, spans: Sequence[tuple[int, int, str]]) -> list[str]:
+    """IOB2 tags of the document's source tokens; a token is inside a span if it overlaps it."""
+    tags = ["O"] * len(doc.token_offsets)
+    for start, end, kind in sorted(spans):
+        inside = [i for i, (a, b) in enumerate(doc.token_offsets) if a < end and b > start]
+        for n, i in enumerate(inside):
+            tags[i] = ("B-" if n == 0 else "I-") + kind
+    return tags
+
+
+def seqeval_report(docs: Sequence[Document], predicted: Sequence[Sequence[Entity]]) -> dict[str, object]:
+    from seqeval.metrics import accuracy_score, classification_report
+    from seqeval.scheme import IOB2
+
+    gold = [tags_from_spans(d, [(s.start, s.end, s.label) for s in d.spans]) for d in docs]
+    pred = [tags_from_spans(d, [(e.start, e.end, e.label) for e in ents]) for d, ents in zip(docs, predicted)]
+    report = classification_report(gold, pred, mode="strict", scheme=IOB2, output_dict=True, zero_division=0)
+    return {"token_accuracy": accuracy_score(gold, pred),
+            "report": {k: {m: float(v) for m, v in d.items()} for k, d in report.items()}}

@@ -1,0 +1,176 @@
+"""Fine-tune a Hugging Face encoder for token classification on character-span documents.
+
+Defaults follow the published SciBERT-on-JNLPBA recipe (window 128, batch 32, AdamW 5e-5, linear
+decay after 10% warmup, classifier dropout 0.3); the best epoch by dev strict span F1 is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from transformers import AutoModelForTokenClassification, AutoTokenizer, get_linear_schedule_with_warmup
+
+from service.decoding.aggregate import Strategy
+from service.decoding.labels import LabelScheme
+from service.decoding.predict import WindowConfig
+from service.decoding.windows import TextEncoder
+from train.align import IGNORE, Feature, LabelPolicy, build_features, label_list
+from train.backends import torch_runner
+from train.bundle_meta import write_serving_config
+from train.evaluate import evaluate_documents
+from train.readers import Document, read_corpus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    train: list[str]
+    output: str
+    base_model: str
+    dev: list[str] = field(default_factory=list)
+    dev_fraction: float = 0.1
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    dropout: float = 0.3
+    max_length: int = 128
+    stride: int = 32
+    label_policy: str = "first"
+    seed: int = 13
+    threads: int = 0
+    max_steps: int = 0  # stop early (tests and smoke runs); 0 = full epochs
+    tag_map: dict[str, str] = field(default_factory=dict)
+    separator: str = " "
+
+
+def split_dev(docs: list[Document], fraction: float, seed: int) -> tuple[list[Document], list[Document]]:
+    """Carve a dev split by document with a fixed seed."""
+    order = list(range(len(docs)))
+    random.Random(seed).shuffle(order)
+    n_dev = max(1, int(round(len(docs) * fraction)))
+    dev_ids = set(order[:n_dev])
+    return [d for i, d in enumerate(docs) if i not in dev_ids], [d for i, d in enumerate(docs) if i in dev_ids]
+
+
+def length_grouped_batches(features: list[Feature], batch_size: int, rng: np.random.Generator) -> list[list[int]]:
+    """Shuffle, sort by length inside mega-chunks, batch, shuffle batches: little padding, still random."""
+    order = rng.permutation(len(features))
+    mega = batch_size * 50
+    batches = []
+    for lo in range(0, len(order), mega):
+        chunk = sorted(order[lo : lo + mega], key=lambda i: len(features[i].input_ids), reverse=True)
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)  # type: ignore[arg-type]
+    return batches
+
+
+def collate(features: list[Feature], indices: list[int], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(features[i].input_ids) for i in indices)
+    ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(indices), width), dtype=torch.long)
+    labels = torch.full((len(indices), width), IGNORE, dtype=torch.long)
+    for row, i in enumerate(indices):
+        n = len(features[i].input_ids)
+        ids[row, :n] = torch.from_numpy(features[i].input_ids)
+        mask[row, :n] = 1
+        labels[row, :n] = torch.from_numpy(features[i].labels)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def load_documents(config: TrainConfig) -> tuple[list[Document], list[Document]]:
+    train_docs = [d for p in config.train for d in read_corpus(p, config.tag_map, config.separator)]
+    if config.dev:
+        return train_docs, [d for p in config.dev for d in read_corpus(p, config.tag_map, config.separator)]
+    return split_dev(train_docs, config.dev_fraction, config.seed)
+
+
+def train(config: TrainConfig) -> dict[str, object]:
+    """Run the fine-tune; returns the best epoch's record. Writes a checkpoint to ``output``."""
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+
+    train_docs, dev_docs = load_documents(config)
+    labels = label_list(train_docs + dev_docs)
+    label2id = {label: i for i, label in enumerate(labels)}
+    tokenizer = AutoTokenizer.from_pretrained(config.base_model, use_fast=True)
+    encoder = TextEncoder(tokenizer.backend_tokenizer)
+    window = WindowConfig(config.max_length, config.stride)
+    policy = LabelPolicy(config.label_policy)
+    features, stats = build_features(train_docs, encoder, label2id, window, policy)
+    print(f"{len(train_docs)} train / {len(dev_docs)} dev documents, {len(features)} windows, "
+          f"{stats.misaligned_spans} entity boundaries inside a word")
+
+    model = AutoModelForTokenClassification.from_pretrained(
+        config.base_model, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id,
+        classifier_dropout=config.dropout,
+    )
+    pad_id = tokenizer.pad_token_id or 0
+    rng = np.random.default_rng(config.seed)
+    steps_per_epoch = math.ceil(len(features) / config.batch_size)
+    total = config.max_steps or steps_per_epoch * config.epochs
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm", "norm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)], "weight_decay": config.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(total * config.warmup_ratio), total)
+    scheme = LabelScheme.from_id2label(dict(enumerate(labels)))
+    strategy = Strategy.FIRST if policy is LabelPolicy.FIRST else Strategy.AVERAGE
+    log_path = out / "metrics.jsonl"
+    best: dict[str, object] = {"dev": {"micro": {"f1": -1.0}}}
+    step = 0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        started, tokens, loss_sum = time.perf_counter(), 0, 0.0
+        batches = length_grouped_batches(features, config.batch_size, rng)
+        bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", mininterval=5)
+        for n_batch, indices in enumerate(bar, 1):
+            batch = collate(features, indices, pad_id)
+            loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            tokens += int(batch["attention_mask"].sum())
+            loss_sum += float(loss.detach())
+            step += 1
+            bar.set_postfix(loss=f"{loss_sum / n_batch:.4f}", tok_s=f"{tokens / (time.perf_counter() - started):.0f}")
+            if config.max_steps and step >= config.max_steps:
+                break
+        seconds = time.perf_counter() - started
+        report = evaluate_documents(dev_docs, encoder, torch_runner(model), scheme, window, strategy)
+        record = {"epoch": epoch, "step": step, "train_loss": loss_sum / max(n_batch, 1), "epoch_seconds": seconds,
+                  "train_tokens_per_second": tokens / seconds, "dev": report}
+        with log_path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        micro = report["micro"]
+        print(f"epoch {epoch}: loss {record['train_loss']:.4f}, dev P {micro['precision']:.4f} "
+              f"R {micro['recall']:.4f} F1 {micro['f1']:.4f} ({seconds:.0f} s)")
+        if micro["f1"] > best["dev"]["micro"]["f1"]:  # type: ignore[index]
+            best = record
+            model.save_pretrained(out)
+            tokenizer.save_pretrained(out)
+            write_serving_config(out, window, strategy.value, extra={"train_config": asdict(config), "best_epoch": epoch})
+        if config.max_steps and step >= config.max_steps:
+            break
+    (out / "best.json").write_text(json.dumps(best, indent=2), encoding="utf-8")
+    return best

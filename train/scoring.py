@@ -1,0 +1,59 @@
+"""Strict entity-level scores: exact (start, end, type) match per type, micro and macro."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class PRF:
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+    @classmethod
+    def of(cls, tp: int, n_pred: int, n_gold: int) -> PRF:
+        p = tp / n_pred if n_pred else 0.0
+        r = tp / n_gold if n_gold else 0.0
+        f = 2 * p * r / (p + r) if p + r else 0.0
+        return cls(p, r, f, n_gold)
+
+
+SpanKey = tuple[int, int, str]
+
+
+def span_scores(gold: Sequence[Iterable[SpanKey]], predicted: Sequence[Iterable[SpanKey]]) -> dict[str, object]:
+    """Per-type, micro and macro P/R/F1 over documents' span sets."""
+    tp: Counter[str] = Counter()
+    n_pred: Counter[str] = Counter()
+    n_gold: Counter[str] = Counter()
+    for g_doc, p_doc in zip(gold, predicted, strict=True):
+        g, p = set(g_doc), set(p_doc)
+        for _, _, kind in g:
+            n_gold[kind] += 1
+        for _, _, kind in p:
+            n_pred[kind] += 1
+        for _, _, kind in g & p:
+            tp[kind] += 1
+    kinds = sorted(set(n_gold) | set(n_pred))
+    per_type = {k: PRF.of(tp[k], n_pred[k], n_gold[k]) for k in kinds}
+    micro = PRF.of(sum(tp.values()), sum(n_pred.values()), sum(n_gold.values()))
+    gold_kinds = [k for k in kinds if n_gold[k]]
+    macro = PRF(
+        *(sum(getattr(per_type[k], f) for k in gold_kinds) / max(len(gold_kinds), 1) for f in ("precision", "recall", "f1")),
+        sum(n_gold.values()),
+    )
+    return {"micro": asdict(micro), "macro": asdict(macro), "per_type": {k: asdict(v) for k, v in per_type.items()}}
+
+
+def format_table(report: dict[str, object]) -> str:
+    rows = [("type", "precision", "recall", "f1", "support")]
+    per_type: dict[str, dict[str, float]] = report["per_type"]  # type: ignore[assignment]
+    for name, prf in [*per_type.items(), ("micro", report["micro"]), ("macro", report["macro"])]:
+        prf = dict(prf)  # type: ignore[arg-type]
+        rows.append((name, f"{prf['precision']:.4f}", f"{prf['recall']:.4f}", f"{prf['f1']:.4f}", str(prf["support"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows)
