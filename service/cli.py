@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from service.settings import Settings
@@ -38,6 +39,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"bioner: cannot start: {exc}", file=sys.stderr)
         return 2
     app = create_app(settings, engine=engine, metrics=metrics)
+    # uvicorn drains on SIGTERM, then re-raises the signal; with this no-op handler in place the
+    # re-raise lands here and the process exits 0: a planned stop is not a crash to supervisors.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                 timeout_graceful_shutdown=int(settings.request_timeout_s) + 5, access_log=False)
     return 0

@@ -1,0 +1,105 @@
+"""One real server process: the console entry point, uvicorn, sockets, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+TEXTS = ["The p53 kinase binds the myc gene in cells.", "myc gene and p53", "蛋白质在 cells", "the kinase binds"] * 50
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(bundle: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "service", "serve", "--model-path", str(bundle), "--port", str(port), *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "BIONER_LOG_LEVEL": "warning"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.stdout.read().decode() if proc.stdout else ''}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("server did not become ready")
+
+
+@pytest.fixture
+def server(tiny_bundle: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    proc, url = start_server(tiny_bundle, "--max-wait-ms", "5", "--max-batch-size", "16")
+    yield proc, url
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+async def post_all(url: str, texts: list[str]) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+        return await asyncio.gather(*(client.post("/ner", json={"text": t}) for t in texts))
+
+
+async def post_all_outcomes(url: str, texts: list[str]) -> list[httpx.Response | BaseException]:
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+        return await asyncio.gather(*(client.post("/ner", json={"text": t}) for t in texts), return_exceptions=True)
+
+
+def test_concurrent_requests_form_batches_and_get_their_own_answers(server: tuple[subprocess.Popen[bytes], str]) -> None:
+    _, url = server
+    alone = {t: httpx.post(f"{url}/ner", json={"text": t}).json()["entities"] for t in set(TEXTS)}
+    responses = asyncio.run(post_all(url, TEXTS))
+    assert all(r.status_code == 200 for r in responses)
+    for text, response in zip(TEXTS, responses):
+        assert response.json()["entities"] == alone[text]
+    metrics = httpx.get(f"{url}/metrics").text
+    count = float(re.search(r"^bioner_batch_size_windows_count (\S+)", metrics, re.M).group(1))  # type: ignore[union-attr]
+    total = float(re.search(r"^bioner_batch_size_windows_sum (\S+)", metrics, re.M).group(1))  # type: ignore[union-attr]
+    assert total == len(TEXTS) + len(alone) and total / count > 1.5  # batches really formed
+
+
+def test_sigterm_drains_accepted_requests_then_exits_zero(server: tuple[subprocess.Popen[bytes], str]) -> None:
+    proc, url = server
+
+    big = [" ".join(["p53 kinase binds the myc gene"] * 40)] * 60  # enough work to be mid-flight
+
+    async def scenario() -> list[httpx.Response | BaseException]:
+        task = asyncio.ensure_future(post_all_outcomes(url, big))
+        await asyncio.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        return await task
+
+    outcomes = asyncio.run(scenario())
+    assert proc.wait(timeout=30) == 0
+    answered = [o for o in outcomes if isinstance(o, httpx.Response)]
+    # Everything the server accepted is answered in full; only connections it never accepted fail.
+    assert answered and all(r.status_code in (200, 503) for r in answered)
+    assert sum(r.status_code == 200 for r in answered) > 0
+    assert all(isinstance(o, httpx.ConnectError) for o in outcomes if not isinstance(o, httpx.Response))
+
+
+def test_bad_bundle_fails_fast_with_one_line(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "service", "serve", "--model-path", str(tmp_path / "nope")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "model bundle folder not found" in result.stderr

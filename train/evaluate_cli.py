@@ -1,0 +1,55 @@
+"""``bioner evaluate``: a PyTorch checkpoint or an ONNX bundle, scored through the service's decoding."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from service.decoding.aggregate import Strategy
+from service.decoding.labels import LabelScheme
+from service.decoding.predict import RunBatch, WindowConfig
+from service.decoding.windows import TextEncoder
+from train.bundle_meta import SERVING_FILE
+from train.evaluate import evaluate_documents
+from train.finetune import split_dev
+from train.readers import read_corpus
+from train.readers.columns import parse_tag_map
+from train.scoring import format_table
+
+
+def load_runner(model_dir: Path) -> tuple[RunBatch, LabelScheme]:
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    scheme = LabelScheme.from_id2label(config["id2label"])
+    if (model_dir / "model.onnx").exists():
+        from train.backends import onnx_runner
+
+        return onnx_runner(model_dir / "model.onnx"), scheme
+    from transformers import AutoModelForTokenClassification
+
+    from train.backends import torch_runner
+
+    return torch_runner(AutoModelForTokenClassification.from_pretrained(model_dir)), scheme
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    model_dir = Path(args.model)
+    serving = json.loads((model_dir / SERVING_FILE).read_text()) if (model_dir / SERVING_FILE).exists() else {}
+    window = WindowConfig(args.max_length or int(serving.get("max_length", 128)),
+                          args.stride if args.stride is not None else int(serving.get("stride", 32)))
+    strategy = Strategy(args.strategy or serving.get("aggregation_strategy", "first"))
+    docs = [d for p in args.data for d in read_corpus(p, parse_tag_map(args.tag_map), args.separator)]
+    if args.dev_fraction:
+        _, docs = split_dev(docs, args.dev_fraction, args.seed)
+    run, scheme = load_runner(model_dir)
+    encoder = TextEncoder.from_file(model_dir / "tokenizer.json")
+    report = evaluate_documents(docs, encoder, run, scheme, window, strategy)
+    report["settings"] = {"model": str(model_dir), "documents": len(docs), "max_length": window.max_length,
+                          "stride": window.stride, "strategy": strategy.value}
+    print(format_table(report))
+    if "seqeval" in report:
+        print(f"seqeval strict IOB2 micro F1: {report['seqeval']['report']['micro avg']['f1-score']:.4f}, "  # type: ignore[index]
+              f"token accuracy: {report['seqeval']['token_accuracy']:.4f}")  # type: ignore[index]
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return 0

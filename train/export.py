@@ -1,0 +1,167 @@
+"""Export a checkpoint to the service's bundle: optimum ONNX export, ORT graph optimisation,
+optional int8, and a parity check that fails loudly.
+
+The parity check compares PyTorch and ONNX fp32 logits on real windows (max absolute
+difference) and reports dev strict span F1 of PyTorch, ONNX fp32 and the int8 graph side by
+side, all through the service's own decoding. It writes ``parity.json`` and ``MODEL_CARD.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.decoding.aggregate import Strategy
+from service.decoding.labels import LabelScheme
+from service.decoding.predict import WindowConfig, pad_windows
+from service.decoding.windows import TextEncoder
+from service.runtime.bundle import file_sha256
+from train.bundle_meta import SERVING_FILE
+
+BUNDLE_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                "merges.txt", "vocab.json", SERVING_FILE)
+
+
+class ParityError(RuntimeError):
+    pass
+
+
+def export_onnx(checkpoint: Path, output: Path, optimization_level: int = 0) -> Path:
+    """optimum export into ``output`` with the checkpoint's tokenizer and serving files."""
+    from optimum.exporters.onnx import main_export
+
+    output.mkdir(parents=True, exist_ok=True)
+    main_export(str(checkpoint), output=output, task="token-classification", do_validation=False, local_files_only=True)
+    for name in BUNDLE_FILES:
+        if (checkpoint / name).exists():
+            shutil.copy(checkpoint / name, output / name)
+    if optimization_level:
+        optimize_copy(output, output, optimization_level)
+    return output / "model.onnx"
+
+
+def optimize_copy(src: Path, dst: Path, optimization_level: int) -> Path:
+    """ORT transformer graph optimisation via optimum (level 0 copies the graph unchanged)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        if optimization_level:
+            from optimum.onnxruntime import ORTOptimizer
+            from optimum.onnxruntime.configuration import OptimizationConfig
+
+            config = OptimizationConfig(optimization_level=optimization_level, optimize_for_gpu=False)
+            ORTOptimizer.from_pretrained(src, file_names=["model.onnx"]).optimize(config, tmp, file_suffix=None)
+            shutil.copy(Path(tmp) / "model.onnx", Path(tmp) / "out.onnx")
+        else:
+            shutil.copy(src / "model.onnx", Path(tmp) / "out.onnx")
+        shutil.copy(Path(tmp) / "out.onnx", dst / "model.onnx")
+    if src != dst:
+        for name in BUNDLE_FILES:
+            if (src / name).exists():
+                shutil.copy(src / name, dst / name)
+    return dst / "model.onnx"
+
+
+def sample_rows(encoder: TextEncoder, texts: list[str], window: WindowConfig, limit: int) -> list[np.ndarray]:
+    from service.decoding.predict import windows_for
+
+    rows: list[np.ndarray] = []
+    for encoded in encoder.encode_batch(texts):
+        rows.extend(encoder.window_ids(encoded, span) for span in windows_for(encoder, encoded, window) if len(encoded))
+        if len(rows) >= limit:
+            break
+    return rows[:limit]
+
+
+def max_logit_difference(run_a: Any, run_b: Any, rows: list[np.ndarray], batch_size: int = 8) -> float:
+    worst = 0.0
+    for lo in range(0, len(rows), batch_size):
+        ids, mask = pad_windows(rows[lo : lo + batch_size])
+        a, b = run_a(ids, mask), run_b(ids, mask)
+        worst = max(worst, float(np.abs((a - b) * mask[..., None]).max()))
+    return worst
+
+
+def windows_per_second(run: Any, rows: list[np.ndarray], batch_size: int = 8, repeats: int = 1) -> float:
+    ordered = sorted(rows, key=len)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        for lo in range(0, len(ordered), batch_size):
+            run(*pad_windows(ordered[lo : lo + batch_size]))
+    return len(ordered) * repeats / (time.perf_counter() - started)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from transformers import AutoModelForTokenClassification
+
+    from train.backends import onnx_runner, torch_runner
+    from train.evaluate import evaluate_documents
+    from train.finetune import split_dev
+    from train.quantize import quantize_dynamic, quantize_static
+    from train.readers import read_corpus
+    from train.readers.columns import parse_tag_map
+
+    checkpoint, output = Path(args.checkpoint), Path(args.output)
+    serving = json.loads((checkpoint / SERVING_FILE).read_text()) if (checkpoint / SERVING_FILE).exists() else {}
+    window = WindowConfig(int(serving.get("max_length", 128)), int(serving.get("stride", 32)))
+    strategy = Strategy(serving.get("aggregation_strategy", "first"))
+    model = AutoModelForTokenClassification.from_pretrained(checkpoint)
+    scheme = LabelScheme.from_id2label(model.config.id2label)
+    raw_dir = Path(tempfile.mkdtemp(prefix="onnx-raw-"))
+    export_onnx(checkpoint, raw_dir, optimization_level=0)
+    fp32_dir = output if args.quantize == "none" else Path(tempfile.mkdtemp(prefix="onnx-fp32-"))
+    optimize_copy(raw_dir, fp32_dir, args.optimization_level)
+    encoder = TextEncoder.from_file(fp32_dir / "tokenizer.json")
+
+    docs = [d for p in args.data for d in read_corpus(p, parse_tag_map(args.tag_map))]
+    train_docs, dev_docs = split_dev(docs, args.dev_fraction, args.seed) if docs else ([], [])
+    probe_texts = [d.text for d in dev_docs] or ["Interleukin-2 gene expression requires NF-kappa B in human T cells."] * 4
+    rows = sample_rows(encoder, probe_texts, window, 64)
+    runners = {"pytorch": torch_runner(model), "onnx_fp32": onnx_runner(fp32_dir / "model.onnx")}
+    parity: dict[str, Any] = {"max_abs_logit_diff_fp32": max_logit_difference(runners["pytorch"], runners["onnx_fp32"], rows),
+                              "tolerance": args.tolerance, "probe_windows": len(rows)}
+    print(f"parity: max |logit(PyTorch) - logit(ONNX fp32)| = {parity['max_abs_logit_diff_fp32']:.2e} over {len(rows)} windows")
+    if parity["max_abs_logit_diff_fp32"] > args.tolerance:
+        raise ParityError(f"ONNX fp32 differs from PyTorch by {parity['max_abs_logit_diff_fp32']:.3e} > {args.tolerance}")
+
+    if args.quantize != "none":
+        output.mkdir(parents=True, exist_ok=True)
+        for name in BUNDLE_FILES:
+            if (fp32_dir / name).exists():
+                shutil.copy(fp32_dir / name, output / name)
+        # Quantise the unfused graph: fused Attention nodes hide their MatMuls from the quantiser.
+        if args.quantize == "dynamic":
+            quantize_dynamic(raw_dir, output)
+        else:
+            calibration = sample_rows(encoder, [d.text for d in train_docs] or probe_texts, window, args.calibration_windows)
+            quantize_static(raw_dir / "model.onnx", output / "model.onnx", calibration,
+                            exclude=args.exclude_nodes or (), method=args.calibration_method)
+        runners["onnx_int8"] = onnx_runner(output / "model.onnx")
+        parity["max_abs_logit_diff_int8"] = max_logit_difference(runners["pytorch"], runners["onnx_int8"], rows)
+
+    scores: dict[str, Any] = {}
+    for name, run in runners.items():
+        if dev_docs:
+            scores[name] = evaluate_documents(dev_docs, encoder, run, scheme, window, strategy)
+            print(f"dev strict span F1 {name}: {scores[name]['micro']['f1']:.4f}")
+        parity.setdefault("windows_per_second", {})[name] = windows_per_second(run, rows)
+    parity["dev"] = scores
+    meta = json.loads((output / SERVING_FILE).read_text()) if (output / SERVING_FILE).exists() else {}
+    meta.update({"name": args.name or output.name, "version": args.version, "quantization": args.quantize,
+                 "onnx_sha256": file_sha256(output / "model.onnx")})
+    (output / SERVING_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    (output / "parity.json").write_text(json.dumps(parity, indent=2))
+    from train.model_card import write_model_card
+
+    write_model_card(output, meta, parity, sys.argv)
+    for scratch in {raw_dir, fp32_dir} - {output}:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(f"bundle written to {output} ({(output / 'model.onnx').stat().st_size / 1e6:.1f} MB model.onnx)")
+    return 0

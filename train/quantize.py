@@ -1,0 +1,84 @@
+"""int8 schemes for the exported graph, each written as its own ``model.onnx``.
+
+- ``dynamic``: optimum's plain dynamic quantisation (activations quantised per batch at run
+  time). Fast, but its ranges are taken over the whole batch, padding included, so a text's
+  entities can change with its batch-mates: the service must not serve it.
+- ``static``: ONNX Runtime's static QDQ quantisation, calibrated on training windows, weights per
+  channel. Activation ranges are fixed at export, so every row is computed the same way whatever
+  it is batched with. Only MatMul/Gemm are quantised; nodes named in ``exclude`` stay fp32.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from service.decoding.predict import pad_windows
+
+
+class WindowReader:
+    """Feeds calibration batches of real training windows to ONNX Runtime's calibrator."""
+
+    def __init__(self, rows: Sequence[np.ndarray], input_names: Sequence[str], batch_size: int = 8) -> None:
+        self._batches: Iterator[dict[str, np.ndarray]] = iter(self._make(rows, input_names, batch_size))
+
+    @staticmethod
+    def _make(rows: Sequence[np.ndarray], names: Sequence[str], batch_size: int) -> list[dict[str, np.ndarray]]:
+        out = []
+        for lo in range(0, len(rows), batch_size):
+            ids, mask = pad_windows(rows[lo : lo + batch_size])
+            feed = {"input_ids": ids, "attention_mask": mask}
+            if "token_type_ids" in names:
+                feed["token_type_ids"] = np.zeros_like(ids)
+            out.append(feed)
+        return out
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+    def rewind(self) -> None:  # pragma: no cover - part of the reader protocol
+        pass
+
+
+def quantize_dynamic(src_dir: Path, dst_dir: Path, per_channel: bool = False) -> Path:
+    from optimum.onnxruntime import ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    config = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=per_channel)
+    with tempfile.TemporaryDirectory() as tmp:
+        ORTQuantizer.from_pretrained(src_dir, file_name="model.onnx").quantize(config, tmp, file_suffix=None)
+        dst_dir.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(Path(tmp) / "model.onnx"), dst_dir / "model.onnx")
+    return dst_dir / "model.onnx"
+
+
+def matmul_nodes(model_path: Path) -> list[str]:
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm")]
+
+
+def quantize_static(src_model: Path, dst_model: Path, rows: Sequence[np.ndarray], exclude: Sequence[str] = (),
+                    method: str = "minmax", per_channel: bool = True) -> Path:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static as ort_quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}
+    names = [i.name for i in onnx.load(str(src_model), load_external_data=False).graph.input]
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(src_model), str(prepared), skip_symbolic_shape=True)
+        ort_quantize_static(
+            str(prepared), str(dst_model), WindowReader(rows, names), quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul", "Gemm"], per_channel=per_channel,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude),
+            calibrate_method=methods[method],
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "CalibPercentile": 99.999,
+                           "CalibTensorRangeSymmetric": False},
+        )
+    return dst_model
