@@ -5,7 +5,8 @@
   entities can change with its batch-mates: the service must not serve it.
 - ``static``: ONNX Runtime's static QDQ quantisation, calibrated on training windows, weights per
   channel. Activation ranges are fixed at export, so every row is computed the same way whatever
-  it is batched with. Only MatMul/Gemm are quantised; nodes named in ``exclude`` stay fp32.
+  it is batched with. MatMul/Gemm are quantised, and the embedding tables (Gather) unless told
+  not to (they are most of the file); nodes named in ``exclude`` stay fp32.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def matmul_nodes(model_path: Path) -> list[str]:
 
 
 def quantize_static(src_model: Path, dst_model: Path, rows: Sequence[np.ndarray], exclude: Sequence[str] = (),
-                    method: str = "minmax", per_channel: bool = True) -> Path:
+                    method: str = "minmax", per_channel: bool = True, embeddings: bool = True) -> Path:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -75,7 +76,7 @@ def quantize_static(src_model: Path, dst_model: Path, rows: Sequence[np.ndarray]
         quant_pre_process(str(src_model), str(prepared), skip_symbolic_shape=True)
         ort_quantize_static(
             str(prepared), str(dst_model), WindowReader(rows, names), quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["MatMul", "Gemm"], per_channel=per_channel,
+            op_types_to_quantize=["MatMul", "Gemm", *(["Gather"] if embeddings else [])], per_channel=per_channel,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude),
             calibrate_method=methods[method],
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "CalibPercentile": 99.999,

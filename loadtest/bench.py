@@ -1,0 +1,269 @@
+"""Side-by-side benchmark on one machine, same texts, one run: what users run today vs the service.
+
+1. transformers ``pipeline("token-classification")`` on PyTorch with the same fine-tuned weights
+   (``--checkpoint``; skipped with a message without the train extra or a checkpoint), at its best
+   setting: ``aggregation_strategy="first"`` with the model's own training window and stride.
+2. a raw ONNX Runtime session on the same bundle: pre-tokenised windows, length-sorted batches,
+   no HTTP, no queue: the ceiling for this model on this machine.
+3. the service over HTTP (a real server process) at client concurrencies 1, 4, 16, 64 with the
+   micro-batcher on, and at 16 with batching off (max batch size 1).
+
+Reports texts/s, tokens/s, latency p50/p95/p99, mean batch size, server peak RSS, strict span
+F1 on the same texts, the ratios service/pipeline and service/raw-ORT, and time to ready, as a
+Markdown table and a JSON file. Loopback only.
+
+    python loadtest/bench.py --model models/bioner-minilm-jnlpba --checkpoint runs/jnlpba-minilm \
+        --texts ../shared/data/jnlpba/train --limit 300 --out loadtest/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from service.decoding.aggregate import Strategy, entities_from_scores, softmax  # noqa: E402
+from service.decoding.predict import WindowConfig, pad_windows, predict_token_logits, windows_for  # noqa: E402
+from service.runtime.bundle import load_bundle  # noqa: E402
+from service.runtime.session import OnnxSession  # noqa: E402
+
+Spans = list[tuple[int, int, str]]
+
+
+def load_corpus(folder: Path, limit: int) -> tuple[list[str], list[Spans]]:
+    texts, gold = [], []
+    for txt in sorted(folder.glob("*.txt"))[-limit:]:  # the last abstracts: outside most dev carve-outs too
+        texts.append(txt.read_text(encoding="utf-8"))
+        spans = []
+        ann = txt.with_suffix(".ann")
+        for line in ann.read_text(encoding="utf-8").splitlines() if ann.exists() else []:
+            if line.startswith("T") and ";" not in line.split("\t")[1]:
+                label, start, end = line.split("\t")[1].split()
+                spans.append((int(start), int(end), label))
+        gold.append(spans)
+    return texts, gold
+
+
+def f1(gold: list[Spans], predicted: list[Spans]) -> float:
+    g = {(i, *s) for i, doc in enumerate(gold) for s in doc}
+    p = {(i, *s) for i, doc in enumerate(predicted) for s in doc}
+    tp = len(g & p)
+    return 2 * tp / (len(g) + len(p)) if g or p else 1.0
+
+
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    if len(latencies) < 2:
+        return {"p50": latencies[0] if latencies else 0.0, "p95": 0.0, "p99": 0.0}
+    q = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {"p50": q[49], "p95": q[94], "p99": q[98]}
+
+
+# ---------------------------------------------------------------------------------- raw ONNX Runtime
+def bench_raw_ort(model: Path, texts: list[str], threads: int, batch_size: int) -> dict[str, Any]:
+    bundle = load_bundle(model)
+    session = OnnxSession(bundle.onnx_path, len(bundle.scheme), intra_op_threads=threads)
+    window = WindowConfig(bundle.max_length, bundle.stride)
+    encoded = bundle.encoder.encode_batch(texts)  # pre-tokenised: not timed
+    rows = [bundle.encoder.window_ids(e, s) for e in encoded for s in windows_for(bundle.encoder, e, window)]
+    ordered = sorted(rows, key=len)
+    batches = [pad_windows(ordered[i : i + batch_size], bundle.pad_id) for i in range(0, len(ordered), batch_size)]
+    session.run(*batches[0])
+    started = time.perf_counter()
+    for ids, mask in batches:
+        session.run(ids, mask)
+    seconds = time.perf_counter() - started
+    logits = predict_token_logits(bundle.encoder, encoded, session.run, window, batch_size, bundle.pad_id)
+    strategy = Strategy(bundle.strategy)
+    predicted = [[(e.start, e.end, e.label) for e in entities_from_scores(t, enc.offsets, enc.word_ids, softmax(lg), bundle.scheme, strategy)]
+                 if len(enc) else [] for t, enc, lg in zip(texts, encoded, logits)]
+    return {"seconds": seconds, "texts_per_s": len(texts) / seconds, "tokens": sum(len(e) for e in encoded),
+            "windows": len(rows), "predicted": predicted, "batch_size": batch_size}
+
+
+# ---------------------------------------------------------------------------------- transformers pipeline
+def bench_pipeline(checkpoint: Path | None, texts: list[str], threads: int, max_length: int, stride: int) -> dict[str, Any] | str:
+    if checkpoint is None or not (checkpoint / "config.json").exists():
+        return "skipped: no PyTorch checkpoint given (--checkpoint)"
+    try:
+        import torch
+        from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
+    except ImportError:
+        return "skipped: the train extra (torch, transformers) is not installed"
+    torch.set_num_threads(threads)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint, model_max_length=max_length)
+    model = AutoModelForTokenClassification.from_pretrained(checkpoint)
+    ner = pipeline("token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="first",
+                   stride=stride, device=-1)
+    ner(texts[0])
+    latencies, predicted = [], []
+    started = time.perf_counter()
+    for text in texts:
+        t0 = time.perf_counter()
+        out = ner(text)
+        latencies.append(time.perf_counter() - t0)
+        predicted.append([(int(e["start"]), int(e["end"]), e["entity_group"]) for e in out])
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "texts_per_s": len(texts) / seconds, "predicted": predicted, **percentiles(latencies)}
+
+
+# ---------------------------------------------------------------------------------- the service over HTTP
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def start_service(model: Path, threads: int, extra: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, float]:
+    port = free_port()
+    env = {**os.environ, "BIONER_MODEL_PATH": str(model), "BIONER_PORT": str(port), "BIONER_LOG_LEVEL": "warning",
+           "BIONER_INTRA_OP_THREADS": str(threads), **extra}
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "service", "serve"], env=env)
+    url = f"http://127.0.0.1:{port}"
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError("service exited during startup")
+        try:
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                return proc, url, time.perf_counter() - started
+        except httpx.TransportError:
+            time.sleep(0.02)
+
+
+def histogram(text: str, name: str) -> tuple[float, float]:
+    total = re.search(rf"^{name}_sum (\S+)", text, re.M)
+    count = re.search(rf"^{name}_count (\S+)", text, re.M)
+    return (float(total.group(1)) if total else 0.0, float(count.group(1)) if count else 0.0)
+
+
+async def drive(url: str, texts: list[str], concurrency: int) -> dict[str, Any]:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=300) as client:
+        await client.post("/ner", json={"text": texts[0]})
+        before = (await client.get("/metrics")).text
+        gate = asyncio.Semaphore(concurrency)
+        latencies: list[float] = [0.0] * len(texts)
+        predicted: list[Spans] = [[] for _ in texts]
+        failures = 0
+
+        async def one(i: int) -> None:
+            nonlocal failures
+            async with gate:
+                t0 = time.perf_counter()
+                response = await client.post("/ner", json={"text": texts[i]})
+                latencies[i] = time.perf_counter() - t0
+                if response.status_code != 200:
+                    failures += 1
+                    return
+                predicted[i] = [(e["start"], e["end"], e["label"]) for e in response.json()["entities"]]
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(len(texts))))
+        seconds = time.perf_counter() - started
+        after = (await client.get("/metrics")).text
+    rows = histogram(after, "bioner_batch_size_windows")[0] - histogram(before, "bioner_batch_size_windows")[0]
+    batches = histogram(after, "bioner_batch_size_windows")[1] - histogram(before, "bioner_batch_size_windows")[1]
+    return {"seconds": seconds, "texts_per_s": len(texts) / seconds, "failures": failures, "predicted": predicted,
+            "mean_batch_windows": rows / batches if batches else 0.0, **percentiles(latencies)}
+
+
+def bench_service(model: Path, texts: list[str], threads: int, concurrencies: list[int], extra: dict[str, str]) -> dict[str, Any]:
+    proc, url, ready_s = start_service(model, threads, extra)
+    try:
+        runs = {c: asyncio.run(drive(url, texts, c)) for c in concurrencies}
+        return {"ready_seconds": ready_s, "runs": runs, "peak_rss_mb": peak_rss_mb(proc.pid)}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+# ---------------------------------------------------------------------------------- report
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "bioner-minilm-jnlpba")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="PyTorch checkpoint of the same weights (pipeline baseline)")
+    parser.add_argument("--texts", type=Path, default=ROOT.parent / "shared" / "data" / "jnlpba" / "train")
+    parser.add_argument("--limit", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--raw-batch-size", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--service-env", nargs="*", default=[], help="extra BIONER_*=value settings for the service runs")
+    parser.add_argument("--out", type=Path, default=ROOT / "loadtest" / "results")
+    args = parser.parse_args()
+    texts, gold = load_corpus(args.texts, args.limit)
+    bundle = load_bundle(args.model)
+    extra = dict(kv.split("=", 1) for kv in args.service_env)
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "threads": args.threads}, "texts": len(texts)}
+
+    raw = bench_raw_ort(args.model, texts, args.threads, args.raw_batch_size)
+    tokens = raw["tokens"]
+    results["raw_ort"] = raw
+    pipe = bench_pipeline(args.checkpoint, texts, args.threads, bundle.max_length, bundle.stride)
+    results["pipeline"] = pipe
+    results["service"] = bench_service(args.model, texts, args.threads, args.concurrency, extra)
+    results["service_unbatched"] = bench_service(args.model, texts, args.threads, [16], {**extra, "BIONER_MAX_BATCH_SIZE": "1"})
+
+    rows = []
+    if isinstance(pipe, dict):
+        rows.append(("transformers pipeline (PyTorch, first)", "1", pipe["texts_per_s"], pipe, "-", f1(gold, pipe["predicted"])))
+    rows.append((f"raw ONNX Runtime (batches of {args.raw_batch_size})", "-", raw["texts_per_s"], None, "-", f1(gold, raw["predicted"])))
+    for c, run in results["service"]["runs"].items():
+        rows.append(("service, micro-batching", str(c), run["texts_per_s"], run, f"{run['mean_batch_windows']:.2f}", f1(gold, run["predicted"])))
+    unbatched = results["service_unbatched"]["runs"][16]
+    rows.append(("service, batching off", "16", unbatched["texts_per_s"], unbatched, "1.00", f1(gold, unbatched["predicted"])))
+
+    single = results["service"]["runs"].get(1)
+    at16 = results["service"]["runs"].get(16)
+    lines = [f"{len(texts)} JNLPBA abstracts, {tokens} subword tokens; {os.cpu_count()} CPU cores, {args.threads} inference threads.", "",
+             "| way | concurrency | texts/s | tokens/s | p50 ms | p95 ms | p99 ms | windows/batch | strict span F1 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, conc, tps, lat, batch, score in rows:
+        ms = (lambda k: f"{lat[k] * 1000:.0f}") if lat else (lambda k: "-")
+        lines.append(f"| {name} | {conc} | {tps:.1f} | {tps * tokens / len(texts):.0f} | {ms('p50')} | {ms('p95')} | {ms('p99')} | {batch} | {score:.4f} |")
+    ratios = {}
+    if at16:
+        ratios["service16_over_raw_ort"] = at16["texts_per_s"] / raw["texts_per_s"]
+        if isinstance(pipe, dict):
+            ratios["service16_over_pipeline"] = at16["texts_per_s"] / pipe["texts_per_s"]
+        if single:
+            ratios["p99_at_16_over_single_p50"] = at16["p99"] / single["p50"]
+    ratios["peak_rss_mb"] = results["service"]["peak_rss_mb"]
+    ratios["ready_seconds"] = results["service"]["ready_seconds"]
+    results["ratios"] = ratios
+    lines += ["", *[f"- {k}: {v:.2f}" for k, v in ratios.items()]]
+    if isinstance(pipe, str):
+        lines.append(f"- pipeline: {pipe}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for section in ("raw_ort", "pipeline"):
+        if isinstance(results[section], dict):
+            results[section].pop("predicted", None)
+    for key in ("service", "service_unbatched"):
+        for run in results[key]["runs"].values():
+            run.pop("predicted", None)
+    (args.out / "bench.md").write_text("\n".join(lines) + "\n")
+    (args.out / "bench.json").write_text(json.dumps(results, indent=2, default=str))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

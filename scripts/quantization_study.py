@@ -1,0 +1,108 @@
+"""Compare ONNX variants of one checkpoint side by side: dev strict span F1, speed, determinism.
+
+For every scheme: dev F1 through the service's decoding; windows/s of a raw ORT session on
+length-sorted batches of 8; and whether each text's entities are the same when its windows run
+alone as when they share a batch with other texts (a service must answer the same text the
+same way under any load). Writes a Markdown table and a JSON file.
+
+    python scripts/quantization_study.py --checkpoint runs/jnlpba-minilm \
+        --data ../shared/data/jnlpba/train --out runs/quant-study
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.decoding.aggregate import Strategy
+from service.decoding.labels import LabelScheme
+from service.decoding.predict import WindowConfig, predict_texts
+from service.decoding.windows import TextEncoder
+from train.backends import onnx_runner
+from train.evaluate import evaluate_documents
+from train.export import export_onnx, optimize_copy, sample_rows, windows_per_second
+from train.finetune import split_dev
+from train.quantize import matmul_nodes, quantize_dynamic, quantize_static
+from train.readers import read_corpus
+
+
+def determinism(texts: list[str], encoder: TextEncoder, run: Any, scheme: LabelScheme, window: WindowConfig) -> int:
+    """Texts whose entities differ between batch-of-1 and mixed batches of 8."""
+    alone = predict_texts(texts, encoder, run, scheme, window, batch_size=1)
+    mixed = predict_texts(texts, encoder, run, scheme, window, batch_size=8)
+    return sum(a != b for a, b in zip(alone, mixed))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--dev-fraction", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--max-dev-docs", type=int, default=0, help="score only the first N dev documents (0: all)")
+    parser.add_argument("--schemes", nargs="*", default=["fp32", "fp32_o2", "dynamic", "dynamic_pc", "static_minmax",
+                                                          "static_percentile", "static_skip_ends"])
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    serving = json.loads((Path(args.checkpoint) / "serving.json").read_text())
+    window = WindowConfig(int(serving["max_length"]), int(serving["stride"]))
+    raw = out / "raw"
+    export_onnx(Path(args.checkpoint), raw, optimization_level=0)
+    encoder = TextEncoder.from_file(raw / "tokenizer.json")
+    scheme = LabelScheme.from_id2label(json.loads((raw / "config.json").read_text())["id2label"])
+    train_docs, dev_docs = split_dev(read_corpus(args.data), args.dev_fraction, args.seed)
+    if args.max_dev_docs:
+        dev_docs = dev_docs[: args.max_dev_docs]
+    calibration = sample_rows(encoder, [d.text for d in train_docs], window, 256)
+    speed_rows = sample_rows(encoder, [d.text for d in dev_docs], window, 256)
+    nodes = matmul_nodes(raw / "model.onnx")
+    # The first layer's and the classifier's MatMuls are commonly the most sensitive to int8.
+    ends = [n for n in nodes if "layer.0/" in n or "classifier" in n]
+    builders = {
+        "fp32": lambda d: optimize_copy(raw, d, 0),
+        "fp32_o2": lambda d: optimize_copy(raw, d, 2),
+        "dynamic": lambda d: quantize_dynamic(raw, d, per_channel=False),
+        "dynamic_pc": lambda d: quantize_dynamic(raw, d, per_channel=True),
+        "static_minmax": lambda d: quantize_static(raw / "model.onnx", d / "model.onnx", calibration, method="minmax"),
+        "static_percentile": lambda d: quantize_static(raw / "model.onnx", d / "model.onnx", calibration, method="percentile"),
+        "static_skip_ends": lambda d: quantize_static(raw / "model.onnx", d / "model.onnx", calibration, exclude=ends),
+    }
+    results: dict[str, dict[str, Any]] = {}
+    for name in args.schemes:
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        builders[name](folder)
+        run = onnx_runner(folder / "model.onnx")
+        report = evaluate_documents(dev_docs, encoder, run, scheme, window, Strategy(serving.get("aggregation_strategy", "first")))
+        windows_per_second(run, speed_rows[:16])  # warm-up
+        results[name] = {
+            "f1": report["micro"]["f1"], "per_type": {k: v["f1"] for k, v in report["per_type"].items()},
+            "windows_per_second": windows_per_second(run, speed_rows, repeats=2),
+            "mb": (folder / "model.onnx").stat().st_size / 1e6,
+            "texts_changed_by_batching": determinism([d.text for d in dev_docs[:100]], encoder, run, scheme, window),
+            "build_seconds": time.perf_counter() - started,
+        }
+        print(name, json.dumps(results[name]))
+    base = results.get("fp32", next(iter(results.values())))
+    lines = ["| scheme | dev F1 | Δ vs fp32 (points) | windows/s | speed vs fp32 | MB | texts changed by batch-mates (of 100) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['f1']:.4f} | {100 * (r['f1'] - base['f1']):+.2f} | {r['windows_per_second']:.1f} | "
+                     f"{r['windows_per_second'] / base['windows_per_second']:.2f}x | {r['mb']:.1f} | {r['texts_changed_by_batching']} |")
+    (out / "study.md").write_text("\n".join(lines) + "\n")
+    (out / "study.json").write_text(json.dumps(results, indent=2))
+    print("\n".join(lines))
+    shutil.rmtree(raw, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

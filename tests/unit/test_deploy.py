@@ -1,0 +1,43 @@
+"""The Grafana dashboard only queries metrics the service really exports."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from prometheus_client import generate_latest
+
+from service.metrics import Metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def exported_names() -> set[str]:
+    metrics = Metrics()
+    metrics.requests.labels("/ner", "POST", "200").inc()
+    metrics.entities.labels("protein").inc()
+    metrics.entity_score.labels("protein").observe(0.9)
+    metrics.refused.labels("overloaded").inc()
+    metrics.dropped.labels("cancelled").inc()
+    metrics.request_seconds.labels("/ner").observe(0.1)
+    text = generate_latest(metrics.registry).decode()
+    return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def test_dashboard_is_valid_and_uses_real_metrics() -> None:
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "bioner.json").read_text())
+    names = exported_names()
+    queried = set()
+    for panel in dashboard["panels"]:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            queried |= set(re.findall(r"\bbioner_[a-z_]+", target["expr"]))
+    assert queried and queried <= names, queried - names
+
+
+def test_metric_names_follow_conventions() -> None:
+    for name in exported_names():
+        if name.endswith(("_bucket", "_sum", "_count", "_created")):
+            continue
+        assert name.startswith("bioner_")
