@@ -26,12 +26,13 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import build_engine, create_app
+    from service.logs import configure_logging
     from service.errors import BundleError
     from service.metrics import Metrics
 
     overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
     settings = Settings(**overrides)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     metrics = Metrics()
     try:
         engine = build_engine(settings, metrics)
@@ -42,7 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
     # uvicorn drains on SIGTERM, then re-raises the signal; with this no-op handler in place the
     # re-raise lands here and the process exits 0: a planned stop is not a crash to supervisors.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, log_config=None,
                 timeout_graceful_shutdown=int(settings.request_timeout_s) + 5, access_log=False)
     return 0
 

@@ -49,7 +49,8 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0, description="Deadline for a request's windows; expired work is dropped (504).")
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 on overload.")
     warmup: bool = Field(True, description="Run one inference before reporting ready.")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="debug logs one line per request; errors are always logged.")
+    log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per log line.")
 
     @model_validator(mode="after")
     def _check_window(self) -> Settings:

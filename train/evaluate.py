@@ -12,7 +12,7 @@ from service.decoding.aggregate import Entity, Strategy
 from service.decoding.labels import LabelScheme
 from service.decoding.predict import RunBatch, WindowConfig, predict_texts
 from service.decoding.windows import TextEncoder
-from train.readers import Document
+from train.readers import Document, Span
 from train.scoring import span_scores
 
 
@@ -32,9 +32,28 @@ def evaluate_documents(
         [[(s.start, s.end, s.label) for s in d.spans] for d in docs],
         [[(e.start, e.end, e.label) for e in ents] for ents in predicted],
     )
+    report["token_accuracy"] = word_accuracy(docs, predicted, encoder)
     if all(d.token_offsets for d in docs):
         report["seqeval"] = seqeval_report(docs, predicted)
     return report
+
+
+def word_accuracy(docs: Sequence[Document], predicted: Sequence[Sequence[Entity]], encoder: TextEncoder) -> float:
+    """Share of tokenizer words whose IOB2 label from the predicted spans equals the gold one."""
+    from train.align import AlignStats, word_labels
+
+    kinds = sorted({s.label for d in docs for s in d.spans} | {e.label for ents in predicted for e in ents})
+    label2id = {"O": 0, **{f"{p}-{k}": i for i, (k, p) in enumerate(((k, p) for k in kinds for p in "BI"), 1)}}
+    right = total = 0
+    for doc, ents, encoded in zip(docs, predicted, encoder.encode_batch([d.text for d in docs])):
+        if not len(encoded):
+            continue
+        guess = Document(doc.id, doc.text, tuple(Span(e.start, e.end, e.label) for e in ents))
+        gold_labels = word_labels(doc, encoded, label2id, AlignStats())[2]
+        pred_labels = word_labels(guess, encoded, label2id, AlignStats())[2]
+        right += int((gold_labels == pred_labels).sum())
+        total += len(gold_labels)
+    return right / total if total else 1.0
 
 
 def tags_from_spans(doc: Document, spans: Sequence[tuple[int, int, str]]) -> list[str]:

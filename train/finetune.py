@@ -13,6 +13,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,6 +97,15 @@ def load_documents(config: TrainConfig) -> tuple[list[Document], list[Document]]
     return split_dev(train_docs, config.dev_fraction, config.seed)
 
 
+def _tensorboard(out: Path) -> Any:
+    """A SummaryWriter when TensorBoard is installed; the JSON Lines log is always written."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(out / "tensorboard"))
+
+
 def train(config: TrainConfig) -> dict[str, object]:
     """Run the fine-tune; returns the best epoch's record. Writes a checkpoint to ``output``."""
     random.seed(config.seed)
@@ -135,6 +145,7 @@ def train(config: TrainConfig) -> dict[str, object]:
     scheme = LabelScheme.from_id2label(dict(enumerate(labels)))
     strategy = Strategy.FIRST if policy is LabelPolicy.FIRST else Strategy.AVERAGE
     log_path = out / "metrics.jsonl"
+    board = _tensorboard(out)
     best: dict[str, object] = {"dev": {"micro": {"f1": -1.0}}}
     step = 0
     for epoch in range(1, config.epochs + 1):
@@ -162,6 +173,11 @@ def train(config: TrainConfig) -> dict[str, object]:
                   "train_tokens_per_second": tokens / seconds, "dev": report}
         with log_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
+        if board is not None:
+            board.add_scalar("train/loss", record["train_loss"], epoch)
+            board.add_scalar("dev/f1", report["micro"]["f1"], epoch)
+            for kind, prf in report["per_type"].items():
+                board.add_scalar(f"dev/f1_{kind}", prf["f1"], epoch)
         micro = report["micro"]
         print(f"epoch {epoch}: loss {record['train_loss']:.4f}, dev P {micro['precision']:.4f} "
               f"R {micro['recall']:.4f} F1 {micro['f1']:.4f} ({seconds:.0f} s)")

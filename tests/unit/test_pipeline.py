@@ -87,3 +87,27 @@ def test_spans_always_slice_the_input(runtime: tuple[Bundle, OnnxSession], text:
             assert e.start >= previous_end  # sorted and non-overlapping
             assert 0.0 <= e.score <= 1.0
             previous_end = e.end
+
+
+def test_cuda_request_falls_back_to_cpu_here(tiny_bundle: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import onnxruntime as ort
+
+    from service.runtime.session import choose_providers
+    from service.settings import Provider
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has CUDA")
+    assert choose_providers(Provider.CUDA) == ["CPUExecutionProvider"]
+    assert "falling back to CPU" in caplog.text
+    bundle = load_bundle(tiny_bundle)
+    assert OnnxSession(bundle.onnx_path, len(bundle.scheme), Provider.CUDA).provider == "CPUExecutionProvider"
+
+
+def test_bundle_label_width_mismatch_fails_fast(tmp_path: Path) -> None:
+    from service.errors import BundleError
+    from tiny_bundle import write_bundle
+
+    folder = write_bundle(tmp_path / "b", labels=["O", "B-protein", "I-protein"])
+    bundle = load_bundle(folder)
+    with pytest.raises(BundleError, match="5 logits per token but config.json has 3 labels"):
+        OnnxSession(bundle.onnx_path, len(bundle.scheme))
