@@ -85,7 +85,12 @@ def test_sigterm_drains_accepted_requests_then_exits_zero(server: tuple[subproce
 
     async def scenario() -> list[httpx.Response | BaseException]:
         task = asyncio.ensure_future(post_all_outcomes(url, big))
-        await asyncio.sleep(0.3)
+        async with httpx.AsyncClient(base_url=url) as probe:  # SIGTERM only once work is really queued
+            for _ in range(300):
+                metrics = (await probe.get("/metrics")).text
+                if float(re.search(r"^bioner_queue_depth_windows (\S+)", metrics, re.M).group(1)) > 0:  # type: ignore[union-attr]
+                    break
+                await asyncio.sleep(0.01)
         proc.send_signal(signal.SIGTERM)
         return await task
 
