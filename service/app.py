@@ -13,7 +13,7 @@ from service.api.errors import install_error_handlers
 from service.api.middleware import RequestContextMiddleware
 from service.api.responses import JSONBytesResponse
 from service.api.routes import router
-from service.decoding.aggregate import Strategy
+from service.decoding.aggregate import Decoding, Strategy
 from service.decoding.predict import WindowConfig
 from service.engine import NerEngine
 from service.metrics import Metrics
@@ -34,8 +34,9 @@ def build_engine(settings: Settings, metrics: Metrics) -> NerEngine:
     if window.stride >= window.max_length - bundle.encoder.n_special:
         raise ValueError(f"stride {window.stride} leaves no room in windows of {window.max_length} tokens")
     strategy = Strategy(settings.aggregation_strategy or bundle.strategy)
+    decoding = Decoding(settings.decoding or bundle.decoding)
     engine = NerEngine.build(
-        bundle, session, window, strategy,
+        bundle, session, window, strategy, decoding=decoding,
         max_batch_size=settings.max_batch_size, max_batch_tokens=settings.max_batch_tokens,
         max_wait_s=settings.max_wait_ms / 1000, max_queue=settings.max_queue_windows,
         max_text_chars=settings.max_text_chars, timeout_s=settings.request_timeout_s,

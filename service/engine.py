@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from service.batching import BatcherHooks, MicroBatcher, WindowResult
-from service.decoding.aggregate import Entity, Strategy, entities_from_scores, softmax
+from service.decoding.aggregate import Decoding, Entity, Strategy, entities_from_scores, softmax
 from service.decoding.predict import WindowConfig, pad_windows, windows_for
 from service.decoding.windows import Encoded, stitch
 from service.errors import InvalidRequestError, TextTooLongError
@@ -44,6 +44,7 @@ class ModelInfo:
     max_length: int
     stride: int
     aggregation_strategy: str
+    decoding: str
     provider: str
 
 
@@ -53,24 +54,27 @@ class Engine(Protocol):
     info: ModelInfo
 
     async def recognize(self, texts: Sequence[str], strategy: Strategy | None = None, min_score: float = 0.0,
-                        labels: Sequence[str] | None = None, timeout_s: float | None = None) -> Recognition: ...
+                        labels: Sequence[str] | None = None, timeout_s: float | None = None,
+                        decoding: Decoding | None = None) -> Recognition: ...
 
 
 class NerEngine:
     def __init__(self, bundle: Bundle, session: OnnxSession, window: WindowConfig, strategy: Strategy,
-                 batcher: MicroBatcher, max_text_chars: int, timeout_s: float) -> None:
+                 batcher: MicroBatcher, max_text_chars: int, timeout_s: float, decoding: Decoding = Decoding.CONSTRAINED) -> None:
         self.bundle = bundle
         self.session = session
         self.window = window
         self.strategy = strategy
+        self.decoding = decoding
         self.batcher = batcher
         self.max_text_chars = max_text_chars
         self.timeout_s = timeout_s
         self.info = ModelInfo(bundle.name, bundle.version, bundle.sha256, bundle.scheme.entity_types,
-                              window.max_length, window.stride, strategy.value, session.provider)
+                              window.max_length, window.stride, strategy.value, decoding.value,
+                              session.provider)
 
     @staticmethod
-    def build(bundle: Bundle, session: OnnxSession, window: WindowConfig, strategy: Strategy, *,
+    def build(bundle: Bundle, session: OnnxSession, window: WindowConfig, strategy: Strategy, *, decoding: Decoding,
               max_batch_size: int, max_batch_tokens: int, max_wait_s: float, max_queue: int,
               max_text_chars: int, timeout_s: float, hooks: BatcherHooks | None = None) -> NerEngine:
         def run_rows(rows: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -79,7 +83,7 @@ class NerEngine:
             return [logits[i, : len(row)] for i, row in enumerate(rows)]
 
         batcher = MicroBatcher(run_rows, max_batch_size, max_batch_tokens, max_wait_s, max_queue, hooks)
-        return NerEngine(bundle, session, window, strategy, batcher, max_text_chars, timeout_s)
+        return NerEngine(bundle, session, window, strategy, batcher, max_text_chars, timeout_s, decoding)
 
     def warmup(self) -> None:
         """One synchronous inference so the first request does not pay for allocation."""
@@ -96,7 +100,8 @@ class NerEngine:
             raise InvalidRequestError(f"unknown labels {unknown}; this model knows {list(self.info.labels)}")
 
     async def recognize(self, texts: Sequence[str], strategy: Strategy | None = None, min_score: float = 0.0,
-                        labels: Sequence[str] | None = None, timeout_s: float | None = None) -> Recognition:
+                        labels: Sequence[str] | None = None, timeout_s: float | None = None,
+                        decoding: Decoding | None = None) -> Recognition:
         self.check_request(texts, labels)
         big = sum(len(t) for t in texts) > _OFFLOAD_CHARS
         encoder = self.bundle.encoder
@@ -112,7 +117,8 @@ class NerEngine:
             finally:
                 for future in futures:  # a cancelled request leaves nothing queued behind it
                     future.cancel()
-        decode = lambda: self._decode(texts, encoded, plans, results, strategy or self.strategy, min_score, labels)  # noqa: E731
+        decode = lambda: self._decode(texts, encoded, plans, results, strategy or self.strategy, min_score, labels,
+                                      decoding or self.decoding)  # noqa: E731
         entities = await asyncio.to_thread(decode) if big else decode()
         return Recognition(
             entities=entities,
@@ -124,7 +130,7 @@ class NerEngine:
 
     def _decode(self, texts: Sequence[str], encoded: Sequence[Encoded], plans: Sequence[Sequence[object]],
                 results: Sequence[WindowResult], strategy: Strategy, min_score: float,
-                labels: Sequence[str] | None) -> list[list[Entity]]:
+                labels: Sequence[str] | None, decoding: Decoding) -> list[list[Entity]]:
         n_prefix = len(self.bundle.encoder.prefix_ids)
         keep = set(labels) if labels else None
         out: list[list[Entity]] = []
@@ -139,6 +145,6 @@ class NerEngine:
             ]
             cursor += len(plan)
             probs = softmax(stitch(len(enc), plan, window_logits).astype(np.float32))  # type: ignore[arg-type]
-            found = entities_from_scores(text, enc.offsets, enc.word_ids, probs, self.bundle.scheme, strategy)
+            found = entities_from_scores(text, enc.offsets, enc.word_ids, probs, self.bundle.scheme, strategy, decoding)
             out.append([e for e in found if e.score >= min_score and (keep is None or e.label in keep)])
         return out

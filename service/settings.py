@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     max_length: int | None = Field(None, ge=8, le=4096, description="Window length in tokens; default: the bundle's training length.")
     stride: int | None = Field(None, ge=0, description="Overlap between windows in tokens; default: the bundle's.")
     aggregation_strategy: Literal["first", "average", "max"] | None = Field(None, description="Default subword aggregation; default: the bundle's.")
+    decoding: Literal["greedy", "constrained"] | None = Field(None, description="Default label decoding; default: the bundle's (constrained).")
     max_batch_size: int = Field(8, ge=1, description="Most windows in one inference batch.")
     max_batch_tokens: int = Field(4096, ge=16, description="Most padded tokens (rows x padded length) in one batch.")
     max_wait_ms: float = Field(2.0, ge=0, description="Longest the oldest queued window waits for batch-mates.")

@@ -84,7 +84,8 @@ def write_bundle(folder: Path, max_length: int = 16, stride: int = 4, labels: li
     config = {"model_type": "bert", "id2label": {str(i): l for i, l in enumerate(labels)},
               "label2id": {l: i for i, l in enumerate(labels)}, "pad_token_id": 0, "max_position_embeddings": 512}
     (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    meta = {"name": "tiny-test", "version": "1", "max_length": max_length, "stride": stride, "aggregation_strategy": "first"}
+    meta = {"name": "tiny-test", "version": "1", "max_length": max_length, "stride": stride, "aggregation_strategy": "first",
+            "decoding": "greedy"}
     meta.update(serving or {})
     (folder / "serving.json").write_text(json.dumps(meta), encoding="utf-8")
     return folder

@@ -40,6 +40,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     e.add_argument("--dev-fraction", type=float, default=0.0, help="score only the dev split carved from --data")
     e.add_argument("--seed", type=int, default=13)
     e.add_argument("--strategy", choices=["first", "average", "max"], default=None)
+    e.add_argument("--decoding", choices=["greedy", "constrained"], default=None)
     e.add_argument("--max-length", type=int, default=None)
     e.add_argument("--stride", type=int, default=None)
     e.add_argument("--tag-map", default=None)
@@ -61,6 +62,9 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     x.add_argument("--calibration-windows", type=int, default=256, help="training windows used to calibrate static int8")
     x.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy"], default="minmax")
     x.add_argument("--exclude-nodes", nargs="*", default=[], help="graph nodes kept in fp32 by static int8")
+    x.add_argument("--keep-fp32", nargs="*", default=["ffn_out"],
+                   choices=["attention_scores", "qkv", "attention_out", "ffn_in", "ffn_out", "classifier", "embeddings"],
+                   help="node groups static int8 leaves in fp32 (default: the FFN down-projections, measured to lose the most)")
     x.add_argument("--name", default=None, help="bundle name (default: output folder name)")
     x.add_argument("--version", default="1")
     x.set_defaults(handler=_export)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from service.decoding.aggregate import Entity, Strategy
+from service.decoding.aggregate import Decoding, Entity, Strategy
 from service.decoding.labels import LabelScheme
 from service.decoding.predict import RunBatch, WindowConfig, predict_texts
 from service.decoding.windows import TextEncoder
@@ -18,16 +18,16 @@ from train.scoring import span_scores
 
 def predict_documents(
     docs: Sequence[Document], encoder: TextEncoder, run: RunBatch, scheme: LabelScheme, window: WindowConfig,
-    strategy: Strategy, batch_size: int = 16,
+    strategy: Strategy, batch_size: int = 16, decoding: Decoding = Decoding.CONSTRAINED,
 ) -> list[list[Entity]]:
-    return predict_texts([d.text for d in docs], encoder, run, scheme, window, strategy, batch_size)
+    return predict_texts([d.text for d in docs], encoder, run, scheme, window, strategy, batch_size, decoding=decoding)
 
 
 def evaluate_documents(
     docs: Sequence[Document], encoder: TextEncoder, run: RunBatch, scheme: LabelScheme, window: WindowConfig,
-    strategy: Strategy, batch_size: int = 16,
+    strategy: Strategy, batch_size: int = 16, decoding: Decoding = Decoding.CONSTRAINED,
 ) -> dict[str, object]:
-    predicted = predict_documents(docs, encoder, run, scheme, window, strategy, batch_size)
+    predicted = predict_documents(docs, encoder, run, scheme, window, strategy, batch_size, decoding)
     report = span_scores(
         [[(s.start, s.end, s.label) for s in d.spans] for d in docs],
         [[(e.start, e.end, e.label) for e in ents] for ents in predicted],

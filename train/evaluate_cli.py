@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from service.decoding.aggregate import Strategy
+from service.decoding.aggregate import Decoding, Strategy
 from service.decoding.labels import LabelScheme
 from service.decoding.predict import RunBatch, WindowConfig
 from service.decoding.windows import TextEncoder
@@ -43,9 +43,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         _, docs = split_dev(docs, args.dev_fraction, args.seed)
     run, scheme = load_runner(model_dir)
     encoder = TextEncoder.from_file(model_dir / "tokenizer.json")
-    report = evaluate_documents(docs, encoder, run, scheme, window, strategy)
+    decoding = Decoding(args.decoding or serving.get("decoding", "constrained"))
+    report = evaluate_documents(docs, encoder, run, scheme, window, strategy, decoding=decoding)
     report["settings"] = {"model": str(model_dir), "documents": len(docs), "max_length": window.max_length,
-                          "stride": window.stride, "strategy": strategy.value}
+                          "stride": window.stride, "strategy": strategy.value, "decoding": decoding.value}
     print(format_table(report))
     if "seqeval" in report:
         print(f"seqeval strict IOB2 micro F1: {report['seqeval']['report']['micro avg']['f1-score']:.4f}, "  # type: ignore[index]

@@ -19,12 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from service.decoding.aggregate import Strategy
+from service.decoding.aggregate import Decoding, Strategy
 from service.decoding.labels import LabelScheme
 from service.decoding.predict import WindowConfig, pad_windows
 from service.decoding.windows import TextEncoder
 from service.runtime.bundle import file_sha256
 from train.bundle_meta import SERVING_FILE
+from train.model_card import portable, write_model_card
 
 BUNDLE_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                 "merges.txt", "vocab.json", SERVING_FILE)
@@ -104,7 +105,7 @@ def run_export(args: argparse.Namespace) -> int:
     from train.backends import onnx_runner, torch_runner
     from train.evaluate import evaluate_documents
     from train.finetune import split_dev
-    from train.quantize import quantize_dynamic, quantize_static
+    from train.quantize import node_groups, quantize_dynamic, quantize_static
     from train.readers import read_corpus
     from train.readers.columns import parse_tag_map
 
@@ -112,6 +113,7 @@ def run_export(args: argparse.Namespace) -> int:
     serving = json.loads((checkpoint / SERVING_FILE).read_text()) if (checkpoint / SERVING_FILE).exists() else {}
     window = WindowConfig(int(serving.get("max_length", 128)), int(serving.get("stride", 32)))
     strategy = Strategy(serving.get("aggregation_strategy", "first"))
+    decoding = Decoding(serving.get("decoding", "constrained"))
     model = AutoModelForTokenClassification.from_pretrained(checkpoint)
     scheme = LabelScheme.from_id2label(model.config.id2label)
     raw_dir = Path(tempfile.mkdtemp(prefix="onnx-raw-"))
@@ -141,24 +143,28 @@ def run_export(args: argparse.Namespace) -> int:
             quantize_dynamic(raw_dir, output)
         else:
             calibration = sample_rows(encoder, [d.text for d in train_docs] or probe_texts, window, args.calibration_windows)
+            groups = node_groups(raw_dir / "model.onnx")
+            keep = [*(args.exclude_nodes or ()), *(n for g in args.keep_fp32 for n in groups[g])]
+            parity["int8_nodes_kept_fp32"] = {"groups": args.keep_fp32, "nodes": len(keep)}
             quantize_static(raw_dir / "model.onnx", output / "model.onnx", calibration,
-                            exclude=args.exclude_nodes or (), method=args.calibration_method)
+                            exclude=keep, method=args.calibration_method)
         runners["onnx_int8"] = onnx_runner(output / "model.onnx")
         parity["max_abs_logit_diff_int8"] = max_logit_difference(runners["pytorch"], runners["onnx_int8"], rows)
 
     scores: dict[str, Any] = {}
     for name, run in runners.items():
         if dev_docs:
-            scores[name] = evaluate_documents(dev_docs, encoder, run, scheme, window, strategy)
+            scores[name] = evaluate_documents(dev_docs, encoder, run, scheme, window, strategy, decoding=decoding)
             print(f"dev strict span F1 {name}: {scores[name]['micro']['f1']:.4f}")
         parity.setdefault("windows_per_second", {})[name] = windows_per_second(run, rows)
     parity["dev"] = scores
     meta = json.loads((output / SERVING_FILE).read_text()) if (output / SERVING_FILE).exists() else {}
+    if "train_config" in meta:
+        meta["train_config"] = {k: portable(v) if k in ("base_model", "output") else v for k, v in meta["train_config"].items()}
     meta.update({"name": args.name or output.name, "version": args.version, "quantization": args.quantize,
                  "onnx_sha256": file_sha256(output / "model.onnx")})
     (output / SERVING_FILE).write_text(json.dumps(meta, indent=2, default=str))
     (output / "parity.json").write_text(json.dumps(parity, indent=2))
-    from train.model_card import write_model_card
 
     write_model_card(output, meta, parity, sys.argv)
     for scratch in {raw_dir, fp32_dir} - {output}:

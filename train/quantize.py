@@ -63,6 +63,34 @@ def matmul_nodes(model_path: Path) -> list[str]:
     return [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm")]
 
 
+# Groups of a BERT graph's quantisable nodes, by the role the node plays in every layer.
+NODE_GROUPS = {
+    "attention_scores": lambda n, w: not w and n.op_type == "MatMul",  # Q.K^T and softmax.V: activation x activation
+    "qkv": lambda n, w: w and "/attention/self/" in n.name,
+    "attention_out": lambda n, w: w and "/attention/output/" in n.name,
+    "ffn_in": lambda n, w: w and "/intermediate/" in n.name,
+    "ffn_out": lambda n, w: w and "/output/dense" in n.name and "/attention/" not in n.name,
+    "classifier": lambda n, w: w and "classifier" in n.name,
+    "embeddings": lambda n, w: n.op_type == "Gather" and w,
+}
+
+
+def node_groups(model_path: Path) -> dict[str, list[str]]:
+    """Names of the MatMul/Gemm/Gather nodes in each group of :data:`NODE_GROUPS`."""
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    weights = {i.name for i in graph.initializer}
+    groups: dict[str, list[str]] = {name: [] for name in NODE_GROUPS}
+    for node in graph.node:
+        if node.op_type not in ("MatMul", "Gemm", "Gather"):
+            continue
+        has_weight = any(i in weights for i in node.input)
+        for name, test in NODE_GROUPS.items():
+            if test(node, has_weight):
+                groups[name].append(node.name)
+                break
+    return groups
+
+
 def quantize_static(src_model: Path, dst_model: Path, rows: Sequence[np.ndarray], exclude: Sequence[str] = (),
                     method: str = "minmax", per_channel: bool = True, embeddings: bool = True) -> Path:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType

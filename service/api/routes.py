@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from service.api.responses import JSONBytesResponse
 from service.api.schemas import ErrorResponse, ModelInfoOut, NerBatchResponse, NerRequest, NerResponse
-from service.decoding.aggregate import Entity, Strategy
+from service.decoding.aggregate import Decoding, Entity, Strategy
 from service.engine import Engine, Recognition
 from service.errors import ClientGoneError, InvalidRequestError
 from service.metrics import Metrics
@@ -57,7 +57,8 @@ async def ner(body: NerRequest, request: Request) -> Response:
     if len(texts) > settings.max_texts_per_request:
         raise InvalidRequestError(f"{len(texts)} texts in one request; the limit is {settings.max_texts_per_request}")
     strategy = Strategy(body.aggregation_strategy) if body.aggregation_strategy else None
-    result = await until_disconnect(request, engine.recognize(texts, strategy, body.min_score, body.labels))
+    decoding = Decoding(body.decoding) if body.decoding else None
+    result = await until_disconnect(request, engine.recognize(texts, strategy, body.min_score, body.labels, decoding=decoding))
     _observe(request.app.state.metrics, result, len(texts))
     info = engine.info
     model = {"name": info.name, "version": info.version, "sha256": info.sha256}

@@ -20,6 +20,8 @@ class NerRequest(BaseModel):
     text: str | None = Field(None, description="One text; offsets index this exact string (Python str indices).")
     texts: list[str] | None = Field(None, description="Several texts, answered in order.")
     aggregation_strategy: Literal["first", "average", "max"] | None = Field(None, description="Subword-to-word aggregation; default: the model's.")
+    decoding: Literal["greedy", "constrained"] | None = Field(
+        None, description="greedy: arg-max per word, stray I- tags repaired into new spans; constrained: the most probable valid BIO sequence (Viterbi). Default: the model's.")
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="Drop entities scoring below this.")
     labels: list[str] | None = Field(None, description="Keep only these entity types.")
 
@@ -72,6 +74,7 @@ class ModelInfoOut(BaseModel):
     max_length: int
     stride: int
     aggregation_strategy: str
+    decoding: str
     provider: str
 
 

@@ -18,6 +18,13 @@ import numpy as np
 from service.decoding.labels import BEGIN, END, INSIDE, OUTSIDE, SINGLE, LabelScheme
 
 
+class Decoding(str, Enum):
+    """How word labels are chosen from word probabilities."""
+
+    GREEDY = "greedy"  # arg-max per word, then the tolerant decoder repairs stray I- tags
+    CONSTRAINED = "constrained"  # most probable tag sequence with no I-X except after B-X/I-X (Viterbi)
+
+
 class Strategy(str, Enum):
     """How subword scores become one word's scores (as in the transformers pipeline)."""
 
@@ -108,6 +115,43 @@ def decode_tags(prefixes: Sequence[str], types: Sequence[str]) -> list[tuple[int
     return spans
 
 
+def allowed_transitions(scheme: LabelScheme) -> tuple[np.ndarray, np.ndarray]:
+    """``(allowed[prev, cur], allowed_at_start[cur])`` for schemes that have B- labels.
+
+    ``I-X`` and ``E-X`` may only follow ``B-X`` or ``I-X``; in an IO scheme (no B- labels)
+    every move is allowed.
+    """
+    n = len(scheme)
+    allowed = np.ones((n, n), dtype=bool)
+    start = np.ones(n, dtype=bool)
+    if BEGIN not in scheme.prefixes:
+        return allowed, start
+    for cur in range(n):
+        if scheme.prefixes[cur] in (INSIDE, END):
+            kind = scheme.types[cur]
+            ok = [p for p in range(n) if scheme.types[p] == kind and scheme.prefixes[p] in (BEGIN, INSIDE)]
+            allowed[:, cur] = False
+            allowed[ok, cur] = True
+            start[cur] = False
+    return allowed, start
+
+
+def viterbi(log_probs: np.ndarray, allowed: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Most probable label sequence under hard transition constraints; ``(W, L)`` -> ``(W,)``."""
+    penalty = np.where(allowed, 0.0, -np.inf)
+    score = log_probs[0] + np.where(start, 0.0, -np.inf)
+    back = np.zeros(log_probs.shape, dtype=np.int64)
+    for t in range(1, log_probs.shape[0]):
+        candidates = score[:, None] + penalty  # (prev, cur)
+        back[t] = candidates.argmax(axis=0)
+        score = candidates[back[t], np.arange(log_probs.shape[1])] + log_probs[t]
+    path = np.zeros(log_probs.shape[0], dtype=np.int64)
+    path[-1] = int(score.argmax())
+    for t in range(log_probs.shape[0] - 1, 0, -1):
+        path[t - 1] = back[t, path[t]]
+    return path
+
+
 def entities_from_scores(
     text: str,
     offsets: np.ndarray,
@@ -115,12 +159,16 @@ def entities_from_scores(
     probs: np.ndarray,
     scheme: LabelScheme,
     strategy: Strategy = Strategy.FIRST,
+    decoding: Decoding = Decoding.GREEDY,
 ) -> list[Entity]:
     """Turn per-token probabilities of one text into entities with offsets into ``text``."""
     if probs.shape[0] == 0:
         return []
     words = aggregate_words(probs, word_ids, strategy)
-    chosen = words.probs.argmax(axis=-1)
+    if decoding is Decoding.CONSTRAINED:
+        chosen = viterbi(np.log(np.maximum(words.probs, 1e-12)), *allowed_transitions(scheme))
+    else:
+        chosen = words.probs.argmax(axis=-1)
     chosen_p = words.probs[np.arange(len(chosen)), chosen]
     prefixes = [scheme.prefixes[c] for c in chosen]
     types = [scheme.types[c] for c in chosen]

@@ -35,6 +35,7 @@ class Bundle:
     max_length: int
     stride: int
     strategy: str
+    decoding: str
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -95,5 +96,6 @@ def load_bundle(path: Path) -> Bundle:
         max_length=max_length,
         stride=int(serving.get("stride", DEFAULT_STRIDE)),
         strategy=str(serving.get("aggregation_strategy", "first")),
+        decoding=str(serving.get("decoding", "constrained")),
         extra=serving,
     )

@@ -58,7 +58,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert best["epoch"] in (1, 2)
     args = argparse.Namespace(checkpoint=str(root / "ckpt"), output=str(root / "bundle"), data=[str(corpus)], dev_fraction=0.25,
                               seed=13, quantize="static", tolerance=1e-3, tag_map=None, optimization_level=1,
-                              calibration_windows=16, calibration_method="minmax", exclude_nodes=[], name="e2e", version="0")
+                              calibration_windows=16, calibration_method="minmax", exclude_nodes=[], keep_fp32=["ffn_out"],
+                              name="e2e", version="0")
     assert run_export(args) == 0
     return root / "bundle"
 

@@ -3,7 +3,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.decoding.aggregate import Strategy, aggregate_words, decode_tags, entities_from_scores
+import itertools
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from service.decoding.aggregate import (
+    Decoding,
+    Strategy,
+    aggregate_words,
+    allowed_transitions,
+    decode_tags,
+    entities_from_scores,
+    viterbi,
+)
 from service.decoding.labels import LabelScheme, split_label
 
 SCHEME = LabelScheme.from_id2label({0: "O", 1: "B-protein", 2: "I-protein", 3: "B-DNA", 4: "I-DNA"})
@@ -89,3 +103,35 @@ def test_unicode_offsets_slice_the_input() -> None:
 
 def test_empty_input_gives_no_entities() -> None:
     assert entities_from_scores("", np.zeros((0, 2), int), np.zeros(0, int), np.zeros((0, 5)), SCHEME) == []
+
+
+def test_constrained_decoding_fixes_a_type_flip_inside_an_entity() -> None:
+    text = "IL-2 gene"
+    offsets = np.array([[0, 4], [5, 9]])
+    probs = np.array([[0.1, 0.1, 0.1, 0.6, 0.1], [0.05, 0.05, 0.5, 0.0, 0.4]], dtype=np.float32)  # B-DNA, then I-protein > I-DNA
+    greedy = entities_from_scores(text, offsets, np.array([0, 1]), probs, SCHEME, decoding=Decoding.GREEDY)
+    constrained = entities_from_scores(text, offsets, np.array([0, 1]), probs, SCHEME, decoding=Decoding.CONSTRAINED)
+    assert [(e.text, e.label) for e in greedy] == [("IL-2", "DNA"), ("gene", "protein")]
+    assert [(e.text, e.label) for e in constrained] == [("IL-2 gene", "DNA")]
+
+
+def test_io_schemes_are_unconstrained() -> None:
+    allowed, start = allowed_transitions(LabelScheme.from_id2label({0: "O", 1: "I-DNA", 2: "I-protein"}))
+    assert allowed.all() and start.all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(arrays(np.float64, st.tuples(st.integers(1, 5), st.just(5)), elements=st.floats(-8, 0)))
+def test_viterbi_equals_brute_force(log_probs: np.ndarray) -> None:
+    allowed, start = allowed_transitions(SCHEME)
+    best, best_path = -np.inf, None
+    for path in itertools.product(range(5), repeat=log_probs.shape[0]):
+        if not start[path[0]] or not all(allowed[a, b] for a, b in zip(path, path[1:])):
+            continue
+        score = sum(log_probs[t, j] for t, j in enumerate(path))
+        if score > best + 1e-9:
+            best, best_path = score, path
+    found = viterbi(log_probs, allowed, start)
+    assert sum(log_probs[t, j] for t, j in enumerate(found)) == pytest.approx(best)
+    assert start[found[0]] and all(allowed[a, b] for a, b in zip(found, found[1:]))
+    assert best_path is not None

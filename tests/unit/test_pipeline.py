@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.decoding.aggregate import Strategy
+from service.decoding.aggregate import Decoding, Strategy
 from service.decoding.predict import WindowConfig, predict_texts
 from service.runtime.bundle import Bundle, load_bundle
 from service.runtime.session import OnnxSession
@@ -21,9 +21,10 @@ def runtime(tiny_bundle: Path) -> tuple[Bundle, OnnxSession]:
 
 
 def predict(runtime: tuple[Bundle, OnnxSession], text: str, max_length: int = 16, stride: int = 4,
-            strategy: Strategy = Strategy.FIRST) -> list[tuple[str, str]]:
+            strategy: Strategy = Strategy.FIRST, decoding: Decoding = Decoding.GREEDY) -> list[tuple[str, str]]:
     bundle, session = runtime
-    [entities] = predict_texts([text], bundle.encoder, session.run, bundle.scheme, WindowConfig(max_length, stride), strategy)
+    [entities] = predict_texts([text], bundle.encoder, session.run, bundle.scheme, WindowConfig(max_length, stride), strategy,
+                               decoding=decoding)
     assert all(text[e.start : e.end] == e.text for e in entities)
     return [(e.text, e.label) for e in entities]
 
@@ -55,6 +56,11 @@ def test_strategies_on_subwords(runtime: tuple[Bundle, OnnxSession]) -> None:
     assert predict(runtime, "the p53x", strategy=Strategy.MAX) == [("p53x", "DNA")]
 
 
+def test_constrained_decoding_keeps_valid_entities(runtime: tuple[Bundle, OnnxSession]) -> None:
+    text = "The p53 kinase binds the myc gene in cells."
+    assert predict(runtime, text, decoding=Decoding.CONSTRAINED) == [("p53 kinase", "protein"), ("myc gene", "DNA")]
+
+
 def test_chinese_without_spaces(runtime: tuple[Bundle, OnnxSession]) -> None:
     assert predict(runtime, "在蛋白质在") == [("蛋白质", "protein")]
 
@@ -78,8 +84,9 @@ def test_unicode_offsets(runtime: tuple[Bundle, OnnxSession], text: str) -> None
        | st.lists(st.sampled_from(["p53", "kinase", "myc", "gene", " ", "蛋", "白", "x", "\u0301", "-", "😀"]), max_size=60).map("".join))
 def test_spans_always_slice_the_input(runtime: tuple[Bundle, OnnxSession], text: str) -> None:
     bundle, session = runtime
-    for strategy in Strategy:
-        [entities] = predict_texts([text], bundle.encoder, session.run, bundle.scheme, WindowConfig(8, 2), strategy)
+    for strategy, decoding in [(s, d) for s in Strategy for d in Decoding]:
+        [entities] = predict_texts([text], bundle.encoder, session.run, bundle.scheme, WindowConfig(8, 2), strategy,
+                                   decoding=decoding)
         previous_end = 0
         for e in entities:
             assert text[e.start : e.end] == e.text
