@@ -62,9 +62,9 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     x.add_argument("--calibration-windows", type=int, default=256, help="training windows used to calibrate static int8")
     x.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy"], default="minmax")
     x.add_argument("--exclude-nodes", nargs="*", default=[], help="graph nodes kept in fp32 by static int8")
-    x.add_argument("--keep-fp32", nargs="*", default=["ffn_out"],
+    x.add_argument("--keep-fp32", nargs="*", default=["attention_scores", "ffn_out"],
                    choices=["attention_scores", "qkv", "attention_out", "ffn_in", "ffn_out", "classifier", "embeddings"],
-                   help="node groups static int8 leaves in fp32 (default: the FFN down-projections, measured to lose the most)")
+                   help="node groups static int8 leaves in fp32 (default: measured to lose the most: FFN down-projections and the activation x activation attention products)")
     x.add_argument("--name", default=None, help="bundle name (default: output folder name)")
     x.add_argument("--version", default="1")
     x.set_defaults(handler=_export)

@@ -1,0 +1,68 @@
+"""The committed default model answers real biomedical sentences correctly, over the real app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from conftest import DEFAULT_MODEL
+from service.app import create_app
+from service.settings import Settings
+
+pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL / "model.onnx").exists(), reason="default model not present")
+
+SENTENCE = ("IL-2 gene expression and NF-kappa B activation through CD28 requires reactive oxygen production "
+            "by 5-lipoxygenase in human T cells.")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(Settings())  # all defaults: the committed bundle
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            yield c
+
+
+async def found(client: httpx.AsyncClient, text: str, **options: object) -> set[tuple[str, str]]:
+    response = await client.post("/ner", json={"text": text, **options})
+    assert response.status_code == 200
+    entities = response.json()["entities"]
+    assert all(text[e["start"] : e["end"]] == e["text"] for e in entities)
+    return {(e["text"], e["label"]) for e in entities}
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_protein_dna_and_cells(client: httpx.AsyncClient) -> None:
+    entities = await found(client, SENTENCE)
+    assert {("IL-2 gene", "DNA"), ("NF-kappa B", "protein"), ("CD28", "protein"), ("5-lipoxygenase", "protein")} <= entities
+    assert any(label == "cell_type" and "T cells" in text for text, label in entities)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_cell_lines_and_promoters(client: httpx.AsyncClient) -> None:
+    entities = await found(client, "The c-myc promoter binds E2F in HeLa cells and in peripheral blood monocytes.")
+    assert {("c-myc promoter", "DNA"), ("E2F", "protein"), ("HeLa cells", "cell_line")} <= entities
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_long_abstract_is_windowed_not_truncated(client: httpx.AsyncClient) -> None:
+    # About 9 windows of 128 tokens: the last sentence must still be tagged.
+    text = " ".join(["Activation of the CD28 surface receptor provides a major costimulatory signal for T cell activation."] * 40)
+    text += " Tyrosine phosphorylation of STAT1 was induced by interferon-alpha."
+    response = await client.post("/ner", json={"text": text})
+    assert int(response.headers["x-windows"]) >= 8
+    tail = [e for e in response.json()["entities"] if e["start"] > len(text) - 70]
+    assert {(e["text"], e["label"]) for e in tail} >= {("STAT1", "protein"), ("interferon-alpha", "protein")}
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_same_text_same_answer_alone_and_in_a_crowd(client: httpx.AsyncClient) -> None:
+    import asyncio
+
+    alone = (await client.post("/ner", json={"text": SENTENCE})).json()["entities"]
+    others = ["Short text about p53.", "The human T-cell leukemia virus type I Tax protein transactivates IL-2 receptor alpha gene. " * 5]
+    crowd = await asyncio.gather(*(client.post("/ner", json={"text": t}) for t in [*others, SENTENCE, *others]))
+    assert crowd[2].json()["entities"] == alone  # scores included: int8 ranges are static
