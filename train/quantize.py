@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -99,7 +100,9 @@ def quantize_static(src_model: Path, dst_model: Path, rows: Sequence[np.ndarray]
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}
     names = [i.name for i in onnx.load(str(src_model), load_external_data=False).graph.input]
-    with tempfile.TemporaryDirectory() as tmp:
+    src_model, dst_model = src_model.resolve(), dst_model.resolve()
+    # ONNX Runtime's pre-processing and calibration drop scratch files in the working folder.
+    with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(src_model), str(prepared), skip_symbolic_shape=True)
         ort_quantize_static(
