@@ -28,7 +28,7 @@ def build_engine(settings: Settings, metrics: Metrics) -> NerEngine:
     """Load and check everything that can fail before the server binds its port."""
     bundle = load_bundle(settings.model_path)
     session = OnnxSession(bundle.onnx_path, len(bundle.scheme), settings.provider, settings.intra_op_threads,
-                          settings.inter_op_threads, settings.graph_optimization)
+                          settings.inter_op_threads, settings.graph_optimization, settings.thread_spinning)
     window = WindowConfig(settings.max_length or bundle.max_length,
                           settings.stride if settings.stride is not None else bundle.stride)
     if window.stride >= window.max_length - bundle.encoder.n_special:

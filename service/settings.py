@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     provider: Provider = Field(Provider.CPU, description="ONNX Runtime execution provider.")
     intra_op_threads: int = Field(0, ge=0, description="Threads per inference (0: one per core).")
     inter_op_threads: int = Field(1, ge=0, description="Threads across graph nodes (1 is right for BERT graphs).")
+    thread_spinning: bool = Field(True, description="Let ONNX Runtime idle threads spin between ops (ORT default; off frees CPU for other work on small machines).")
     graph_optimization: GraphOptimization = Field(GraphOptimization.ALL, description="ONNX Runtime graph optimisation level.")
     max_length: int | None = Field(None, ge=8, le=4096, description="Window length in tokens; default: the bundle's training length.")
     stride: int | None = Field(None, ge=0, description="Overlap between windows in tokens; default: the bundle's.")
