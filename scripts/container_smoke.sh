@@ -34,7 +34,7 @@ fi
 echo "== building $IMAGE"
 secret=()
 [ -f "$CA" ] && secret=(--secret "id=pipcert,src=$CA")
-buildah "${STORE[@]}" bud --isolation chroot --pull=never --layers=false \
+buildah "${STORE[@]}" bud --isolation chroot --pull=never --layers=false --format docker \
   --build-arg "BASE=$BASE_IMAGE" "${secret[@]}" --target cpu -t "$IMAGE" .
 buildah "${STORE[@]}" images --format '{{.Name}}:{{.Tag}} {{.Size}}' "$IMAGE"
 
@@ -76,5 +76,9 @@ test ! -e "$mnt/etc/ssl/certs/pipcert" && ! grep -rqs PIP_CERT "$mnt/etc/environ
 buildah "${STORE[@]}" umount "$ctr" >/dev/null
 
 echo "== SIGTERM"
-pkill -TERM -f "bioner serve" || true
-wait "$runner" && echo "container exited 0" || echo "container exited $?"
+# chroot isolation: the server is a host process; signal it, not the buildah client.
+pkill -TERM -f "^/opt/venv/bin/python3? /opt/venv/bin/bioner serve" || pkill -TERM -f "/opt/venv/bin/bioner serve$"
+status=0
+wait "$runner" || status=$?
+echo "container exited $status"
+exit "$status"
