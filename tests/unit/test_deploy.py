@@ -41,3 +41,22 @@ def test_metric_names_follow_conventions() -> None:
         if name.endswith(("_bucket", "_sum", "_count", "_created")):
             continue
         assert name.startswith("bioner_")
+
+
+def test_compose_stack_mounts_files_that_exist() -> None:
+    import pytest
+
+    yaml = pytest.importorskip("yaml")
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert set(compose["services"]) == {"bioner", "prometheus", "grafana"}
+    for service in compose["services"].values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            assert (ROOT / source).exists(), source
+    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    [job] = prometheus["scrape_configs"]
+    assert job["metrics_path"] == "/metrics" and job["static_configs"][0]["targets"] == ["bioner:8000"]
+    datasource = yaml.safe_load((ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "bioner.json").read_text())
+    uids = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]}
+    assert uids == {datasource["datasources"][0]["uid"]}
