@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     decoding: Literal["greedy", "constrained"] | None = Field(None, description="Default label decoding; default: the bundle's (constrained).")
     max_batch_size: int = Field(8, ge=1, description="Most windows in one inference batch.")
     max_batch_tokens: int = Field(4096, ge=16, description="Most padded tokens (rows x padded length) in one batch.")
-    max_wait_ms: float = Field(2.0, ge=0, description="Longest the oldest queued window waits for batch-mates.")
+    max_wait_ms: float = Field(0.0, ge=0, description="Longest the oldest queued window waits for batch-mates (0: batches form from what queued while the previous batch ran).")
     max_queue_windows: int = Field(1024, ge=1, description="Queued windows beyond which requests are refused with 503.")
     max_texts_per_request: int = Field(64, ge=1)
     max_text_chars: int = Field(100_000, ge=1, description="Longer texts get 413.")
