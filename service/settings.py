@@ -12,7 +12,14 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "bioner-minilm-jnlpba"
+_BUNDLE = Path("models") / "bioner-minilm-jnlpba"
+
+
+def default_model_path() -> Path:
+    """The committed bundle: beside the source tree (checkout, editable install), else under the
+    working folder (``pip install .`` run from the repository root)."""
+    beside_source = Path(__file__).resolve().parent.parent / _BUNDLE
+    return beside_source if beside_source.is_dir() else Path.cwd() / _BUNDLE
 
 
 class Provider(str, Enum):
@@ -30,7 +37,7 @@ class GraphOptimization(str, Enum):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BIONER_", env_file=None, protected_namespaces=())
 
-    model_path: Path = Field(DEFAULT_MODEL, description="Model bundle folder (model.onnx, config.json, tokenizer.json).")
+    model_path: Path = Field(default_factory=default_model_path, description="Model bundle folder (model.onnx, config.json, tokenizer.json).")
     host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 in containers.")
     port: int = Field(8000, ge=1, le=65535)
     provider: Provider = Field(Provider.CPU, description="ONNX Runtime execution provider.")

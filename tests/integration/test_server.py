@@ -108,3 +108,27 @@ def test_bad_bundle_fails_fast_with_one_line(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "model bundle folder not found" in result.stderr
+
+
+def test_client_that_gives_up_has_its_queued_windows_dropped(tiny_bundle: Path) -> None:
+    proc, url = start_server(tiny_bundle, "--max-batch-size", "1", "--max-queue-windows", "100000")
+    try:
+        text = " ".join(["p53 kinase binds the myc gene"] * 3000)  # thousands of 16-token windows
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(f"{url}/ner", json={"text": text}, timeout=0.5)
+        deadline = time.monotonic() + 20
+        dropped = 0.0
+        while time.monotonic() < deadline:
+            metrics = httpx.get(f"{url}/metrics").text
+            found = re.search(r'^bioner_windows_dropped_total\{reason="cancelled"\} (\S+)', metrics, re.M)
+            dropped = float(found.group(1)) if found else 0.0
+            if dropped > 0:
+                break
+            time.sleep(0.1)
+        assert dropped > 0
+        assert 'bioner_requests_refused_total{reason="client_closed_request"} 1.0' in metrics
+        assert float(re.search(r"^bioner_queue_depth_windows (\S+)", metrics, re.M).group(1)) == 0  # type: ignore[union-attr]
+        assert httpx.post(f"{url}/ner", json={"text": "p53"}).status_code == 200  # and it still serves
+    finally:
+        proc.kill()
+        proc.wait()
