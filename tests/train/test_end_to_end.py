@@ -88,3 +88,15 @@ async def test_service_serves_the_exported_bundle(exported: Path) -> None:
             assert body["model"]["name"] == "e2e"
             text = "the p53 kinase binds the myc gene in cells ."
             assert all(text[e["start"]:e["end"]] == e["text"] for e in body["entities"])
+
+
+def test_parity_check_fails_loudly(exported: Path, tmp_path: Path) -> None:
+    from train.export import ParityError, run_export
+
+    checkpoint = exported.parent / "ckpt"
+    args = argparse.Namespace(checkpoint=str(checkpoint), output=str(tmp_path / "strict"), data=[], dev_fraction=0.25,
+                              seed=13, quantize="none", tolerance=0.0, tag_map=None, optimization_level=0,
+                              calibration_windows=16, calibration_method="minmax", exclude_nodes=[], keep_fp32=[],
+                              name="strict", version="0")
+    with pytest.raises(ParityError, match="differs from PyTorch"):
+        run_export(args)
