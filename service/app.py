@@ -9,6 +9,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import __version__
+from fastapi.middleware.cors import CORSMiddleware
+
+from service.api.auth import ApiKeyMiddleware
 from service.api.errors import install_error_handlers
 from service.api.middleware import RequestContextMiddleware
 from service.api.responses import JSONBytesResponse
@@ -80,5 +83,13 @@ def create_app(settings: Settings | None = None, engine: NerEngine | None = None
     app.include_router(router)
     # Body limit: the largest legal request (all texts at the character limit, escaped) plus slack.
     max_body = settings.max_texts_per_request * settings.max_text_chars * 6 + 65_536
+    # Added last = outermost: request ids and metrics cover refused requests too.
+    digests = settings.key_digests()
+    if digests:
+        app.add_middleware(ApiKeyMiddleware, digests=digests, metrics=metrics, metrics_public=settings.metrics_public)
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"])
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=max_body)
     return app

@@ -5,11 +5,12 @@ The CLI maps its flags one-to-one onto these fields; validators reject nonsense 
 
 from __future__ import annotations
 
+import hashlib
 from enum import Enum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _BUNDLE = Path("models") / "bioner-minilm-jnlpba"
@@ -58,8 +59,19 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0, description="Deadline for a request's windows; expired work is dropped (504).")
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 on overload.")
     warmup: bool = Field(True, description="Run one inference before reporting ready.")
+    api_keys: SecretStr | None = Field(None, description="Comma-separated API keys; when set, every route but health/ready needs one.")
+    api_keys_file: Path | None = Field(None, description="File with one API key per line (added to api_keys).")
+    metrics_public: bool = Field(True, description="Serve /metrics without a key (for Prometheus inside the network).")
+    cors_origins: str = Field("", description="Comma-separated origins allowed by CORS; empty: CORS off.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="debug logs one line per request; errors are always logged.")
     log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per log line.")
+
+    def key_digests(self) -> list[bytes]:
+        """SHA-256 digests of the configured keys; the keys themselves are not kept elsewhere."""
+        keys = [k.strip() for k in (self.api_keys.get_secret_value() if self.api_keys else "").split(",")]
+        if self.api_keys_file is not None:
+            keys += [line.strip() for line in self.api_keys_file.read_text(encoding="utf-8").splitlines()]
+        return [hashlib.sha256(k.encode()).digest() for k in keys if k and not k.startswith("#")]
 
     @model_validator(mode="after")
     def _check_window(self) -> Settings:
