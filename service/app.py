@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -92,4 +93,28 @@ def create_app(settings: Settings | None = None, engine: NerEngine | None = None
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"])
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=max_body)
+    install_openapi_limits(app, settings)
     return app
+
+
+def install_openapi_limits(app: FastAPI, settings: Settings) -> None:
+    """Put the configured limits and the loaded model's labels into the request schema, so that
+    every request the schema allows is one the service accepts."""
+    plain_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = plain_openapi()
+        app.openapi_schema = None  # the plain generator caches; limits are added below
+        fields = schema["components"]["schemas"]["NerRequest"]["properties"]
+        fields["text"]["maxLength"] = settings.max_text_chars
+        fields["texts"]["maxItems"] = settings.max_texts_per_request
+        fields["texts"]["items"]["maxLength"] = settings.max_text_chars
+        engine = getattr(app.state, "engine", None)
+        if engine is not None:
+            fields["labels"]["items"]["enum"] = list(engine.info.labels)
+            app.openapi_schema = schema  # complete: cache it
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

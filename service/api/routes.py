@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from service.api.responses import JSONBytesResponse
-from service.api.schemas import ErrorResponse, ModelInfoOut, NerBatchResponse, NerRequest, NerResponse
+from service.api.schemas import ErrorResponse, HealthOut, ModelInfoOut, NerBatchResponse, NerRequest, NerResponse, ReadyOut
 from service.decoding.aggregate import Decoding, Entity, Strategy
 from service.engine import Engine, Recognition
 from service.errors import ClientGoneError, InvalidRequestError
@@ -19,7 +19,7 @@ from service.metrics import Metrics
 
 router = APIRouter()
 T = TypeVar("T")
-_ERRORS = {status: {"model": ErrorResponse} for status in (400, 413, 422, 500, 503, 504)}
+_ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 413, 422, 500, 503, 504)}
 
 
 def _entity(e: Entity) -> dict[str, object]:
@@ -73,12 +73,12 @@ async def ner(body: NerRequest, request: Request) -> Response:
     return JSONBytesResponse(payload, headers=headers)
 
 
-@router.get("/health", summary="Liveness: the process answers")
+@router.get("/health", response_model=HealthOut, summary="Liveness: the process answers")
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", summary="Readiness: model loaded and warmed up", responses={503: {"model": ErrorResponse}})
+@router.get("/ready", response_model=ReadyOut, summary="Readiness: model loaded and warmed up", responses={503: {"model": ReadyOut}})
 async def ready(request: Request) -> Response:
     state = request.app.state
     engine = getattr(state, "engine", None)
@@ -87,7 +87,7 @@ async def ready(request: Request) -> Response:
     return JSONBytesResponse({"status": "not_ready"}, status_code=503)
 
 
-@router.get("/model", response_model=ModelInfoOut, summary="The loaded model and its limits")
+@router.get("/model", response_model=ModelInfoOut, responses={401: {"model": ErrorResponse}}, summary="The loaded model and its limits")
 async def model(request: Request) -> Response:
     info = request.app.state.engine.info
     return JSONBytesResponse({**info.__dict__, "labels": list(info.labels)})

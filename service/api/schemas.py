@@ -14,16 +14,21 @@ class NerRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"text": _EXAMPLE_TEXT}, {"texts": [_EXAMPLE_TEXT, "No entities here."], "min_score": 0.5}]},
+        strict=True,  # no coercion: "min_score": false is an error, not 0.0
+        json_schema_extra={
+            "examples": [{"text": _EXAMPLE_TEXT}, {"texts": [_EXAMPLE_TEXT, "No entities here."], "min_score": 0.5}],
+            "oneOf": [{"required": ["text"]}, {"required": ["texts"]}],
+        },
     )
 
-    text: str | None = Field(None, description="One text; offsets index this exact string (Python str indices).")
-    texts: list[str] | None = Field(None, description="Several texts, answered in order.")
-    aggregation_strategy: Literal["first", "average", "max"] | None = Field(None, description="Subword-to-word aggregation; default: the model's.")
-    decoding: Literal["greedy", "constrained"] | None = Field(
+    # Optional but never null on the wire: the schema says exactly what is accepted.
+    text: str = Field(None, description="One text; offsets index this exact string (Python str indices).")  # type: ignore[assignment]
+    texts: list[str] = Field(None, min_length=1, description="Several texts, answered in order.")  # type: ignore[assignment]
+    aggregation_strategy: Literal["first", "average", "max"] = Field(None, description="Subword-to-word aggregation; default: the model's.")  # type: ignore[assignment]
+    decoding: Literal["greedy", "constrained"] = Field(  # type: ignore[assignment]
         None, description="greedy: arg-max per word, stray I- tags repaired into new spans; constrained: the most probable valid BIO sequence (Viterbi). Default: the model's.")
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="Drop entities scoring below this.")
-    labels: list[str] | None = Field(None, description="Keep only these entity types.")
+    labels: list[str] = Field(None, description="Keep only these entity types.")  # type: ignore[assignment]
 
     @model_validator(mode="after")
     def _exactly_one(self) -> NerRequest:
@@ -76,6 +81,15 @@ class ModelInfoOut(BaseModel):
     aggregation_strategy: str
     decoding: str
     provider: str
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready", "not_ready"]
+    model: str | None = None
 
 
 class ErrorBody(BaseModel):
