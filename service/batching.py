@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.errors import DeadlineExceededError, InferenceError, QueueFullError, ShuttingDownError
+from service.errors import DeadlineExceededError, InferenceError, QueueFullError, RequestTooLargeError, ShuttingDownError
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,9 @@ class MicroBatcher:
         """Queue one request's windows together, or refuse them all."""
         if self._closing or not self.running:
             raise ShuttingDownError("the service is shutting down")
+        if len(windows) > self.max_queue:
+            self._hooks.on_drop("too_large", len(windows))
+            raise RequestTooLargeError(f"the request needs {len(windows)} windows; the queue holds {self.max_queue}: send less text per request")
         if len(self._pending) + len(windows) > self.max_queue:
             self._hooks.on_drop("queue_full", len(windows))
             raise QueueFullError(f"queue full ({len(self._pending)} windows waiting)")

@@ -29,6 +29,12 @@ class TextTooLongError(ServiceError):
     code = "text_too_long"
 
 
+class RequestTooLargeError(ServiceError):
+    """More windows than the whole queue holds: retrying cannot help, so it is not a 503."""
+
+    code = "request_too_large"
+
+
 class InvalidRequestError(ServiceError):
     code = "invalid_request"
 

@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(8, ge=1, description="Most windows in one inference batch.")
     max_batch_tokens: int = Field(4096, ge=16, description="Most padded tokens (rows x padded length) in one batch.")
     max_wait_ms: float = Field(0.0, ge=0, description="Longest the oldest queued window waits for batch-mates (0: batches form from what queued while the previous batch ran).")
-    max_queue_windows: int = Field(1024, ge=1, description="Queued windows beyond which requests are refused with 503.")
+    max_queue_windows: int = Field(2048, ge=1, description="Queued windows beyond which requests are refused with 503 (one maximal CJK text needs about 1,070).")
     max_texts_per_request: int = Field(64, ge=1)
     max_text_chars: int = Field(100_000, ge=1, description="Longer texts get 413.")
     request_timeout_s: float = Field(30.0, gt=0, description="Deadline for a request's windows; expired work is dropped (504).")

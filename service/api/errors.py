@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 STATUS: dict[type[errors.ServiceError], int] = {
     errors.InvalidRequestError: 422,
     errors.TextTooLongError: 413,
+    errors.RequestTooLargeError: 413,
     errors.QueueFullError: 503,
     errors.ShuttingDownError: 503,
     errors.DeadlineExceededError: 504,

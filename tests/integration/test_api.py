@@ -119,12 +119,22 @@ async def test_metrics_move(client: httpx.AsyncClient) -> None:
 
 
 async def test_overload_gives_503_with_retry_after(tiny_bundle: Path) -> None:
-    settings = Settings(model_path=tiny_bundle, max_queue_windows=2, retry_after_s=3)
+    settings = Settings(model_path=tiny_bundle, max_queue_windows=10, max_batch_size=1, retry_after_s=3)
     async for client, _ in _client(settings):
-        long_text = " ".join(["p53"] * 100)  # about 9 windows of 14 tokens
-        response = await client.post("/ner", json={"text": long_text})
-        assert response.status_code == 503 and response.headers["retry-after"] == "3"
+        long_text = " ".join(["p53"] * 100)  # about 9 windows of 14 tokens: one request fits, two do not
+        responses = await asyncio.gather(*(client.post("/ner", json={"text": long_text}) for _ in range(20)))
+        statuses = [r.status_code for r in responses]
+        assert set(statuses) == {200, 503}, statuses
+        assert all(r.headers["retry-after"] == "3" for r in responses if r.status_code == 503)
         assert (await client.post("/ner", json={"text": "p53"})).status_code == 200
+
+
+async def test_request_bigger_than_the_queue_is_413_not_503(tiny_bundle: Path) -> None:
+    settings = Settings(model_path=tiny_bundle, max_queue_windows=5)
+    async for client, _ in _client(settings):
+        response = await client.post("/ner", json={"text": " ".join(["p53"] * 100)})  # about 9 windows, never fits
+        assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+        assert "retry-after" not in response.headers
 
 
 async def test_failed_batch_fails_only_its_request(tiny_bundle: Path) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from service.batching import BatcherHooks, BatchStats, MicroBatcher
-from service.errors import DeadlineExceededError, InferenceError, QueueFullError, ShuttingDownError
+from service.errors import DeadlineExceededError, InferenceError, QueueFullError, RequestTooLargeError, ShuttingDownError
 
 
 class Recorder:
@@ -87,6 +87,14 @@ async def test_full_queue_refuses_whole_request() -> None:
     assert batcher.depth == 2  # nothing of the refused request was queued
     gate.set()
     await asyncio.gather(*first, *accepted)
+    await batcher.drain()
+
+
+async def test_request_larger_than_the_queue_is_too_large_not_overload() -> None:
+    batcher = MicroBatcher(Recorder(), max_queue=3)
+    batcher.start()
+    with pytest.raises(RequestTooLargeError):
+        batcher.submit([np.array([k]) for k in range(4)], far())
     await batcher.drain()
 
 

@@ -1,0 +1,49 @@
+"""Hypothesis over arbitrary Unicode for the whole path: JSON over HTTP -> windows -> spans -> JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from service.app import create_app
+from service.settings import Settings
+
+NASTY = [
+    "\u0301", "\u0308\u0301", "\u200d", "\u200b", "\u202e", "\u2066", "\x00", "\x07", "\ufeff", "\U0001f9ec", "\U0001f468\u200d\U0001f52c",
+    "مرحبا", "שלום", "蛋白", "p53", "kinase", "myc", "gene", " ", "\n", "\t", "\u00a0", "\u3000", "-", "x" * 300,
+]
+
+
+@pytest.fixture(scope="module")
+def client(tiny_bundle: Path) -> Iterator[TestClient]:
+    settings_ = Settings(model_path=tiny_bundle, max_text_chars=120_000, max_wait_ms=0, max_length=128, stride=32)
+    with TestClient(create_app(settings_)) as c:
+        yield c
+
+
+def check(client: TestClient, text: str) -> None:
+    response = client.post("/ner", json={"text": text})
+    assert response.status_code == 200, response.text
+    previous_end = 0
+    for entity in response.json()["entities"]:
+        assert text[entity["start"] : entity["end"]] == entity["text"]
+        assert entity["text"] and entity["text"] == entity["text"].strip()
+        assert entity["start"] >= previous_end
+        previous_end = entity["end"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=300)
+       | st.lists(st.sampled_from(NASTY), max_size=80).map("".join))
+def test_any_text_round_trips_over_http(client: TestClient, text: str) -> None:
+    check(client, text)
+
+
+@pytest.mark.parametrize("text", ["a" * 100_000, "蛋" * 100_000, "p53 " * 25_000, "\u0301" * 100_000, "x" * 99_999 + "\U0001f9ec"])
+def test_huge_repetitive_texts(client: TestClient, text: str) -> None:
+    check(client, text)
