@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tiny_bundle import write_bundle
 
 TEXTS = ["The p53 kinase binds the myc gene in cells.", "myc gene and p53", "蛋白质在 cells", "the kinase binds"] * 50
 
@@ -103,11 +104,31 @@ def test_sigterm_drains_accepted_requests_then_exits_zero(server: tuple[subproce
     assert all(isinstance(o, httpx.ConnectError) for o in outcomes if not isinstance(o, httpx.Response))
 
 
-def test_bad_bundle_fails_fast_with_one_line(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "service", "serve", "--model-path", str(tmp_path / "nope")],
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p / "nope", "model bundle folder not found"),
+        (lambda p: write_bundle(p / "narrow", labels=["O", "B-protein", "I-protein"]), "5 logits per token but config.json has 3 labels"),
+        (lambda p: _without(write_bundle(p / "notok"), "tokenizer.json"), "tokenizer.json missing"),
+        (lambda p: _corrupt(write_bundle(p / "corrupt")), "model.onnx cannot be loaded"),
+    ],
+)
+def test_bad_bundle_fails_fast_with_one_line(tmp_path: Path, make: object, message: str) -> None:
+    folder = make(tmp_path)  # type: ignore[operator]
+    result = subprocess.run([sys.executable, "-m", "service", "serve", "--model-path", str(folder)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and "model bundle folder not found" in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and message in result.stderr, result.stderr
+
+
+def _without(folder: Path, name: str) -> Path:
+    (folder / name).unlink()
+    return folder
+
+
+def _corrupt(folder: Path) -> Path:
+    (folder / "model.onnx").write_bytes(b"\x00garbage")
+    return folder
 
 
 def test_client_that_gives_up_has_its_queued_windows_dropped(tiny_bundle: Path) -> None:
