@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import ROOT, add_common_args, stop_service  # noqa: E402
+
 sys.path.insert(0, str(ROOT))
 
 from service.decoding.aggregate import Decoding, Strategy, entities_from_scores, softmax  # noqa: E402
@@ -103,10 +104,23 @@ def bench_raw_ort(model: Path, texts: list[str], threads: int, batch_size: int) 
     logits = predict_token_logits(bundle.encoder, encoded, session.run, window, batch_size, bundle.pad_id)
     strategy = Strategy(bundle.strategy)
     decoding = Decoding(bundle.decoding)
-    predicted = [[(e.start, e.end, e.label) for e in entities_from_scores(t, enc.offsets, enc.word_ids, softmax(lg), bundle.scheme, strategy, decoding)]
-                 if len(enc) else [] for t, enc, lg in zip(texts, encoded, logits)]
-    return {"seconds": seconds, "texts_per_s": len(texts) / seconds, "tokens": sum(len(e) for e in encoded),
-            "windows": len(rows), "predicted": predicted, "batch_size": batch_size}
+    predicted = [
+        [
+            (e.start, e.end, e.label)
+            for e in entities_from_scores(t, enc.offsets, enc.word_ids, softmax(lg), bundle.scheme, strategy, decoding)
+        ]
+        if len(enc)
+        else []
+        for t, enc, lg in zip(texts, encoded, logits)
+    ]
+    return {
+        "seconds": seconds,
+        "texts_per_s": len(texts) / seconds,
+        "tokens": sum(len(e) for e in encoded),
+        "windows": len(rows),
+        "predicted": predicted,
+        "batch_size": batch_size,
+    }
 
 
 # ---------------------------------------------------------------------------------- transformers pipeline
@@ -121,8 +135,7 @@ def bench_pipeline(checkpoint: Path | None, texts: list[str], threads: int, max_
     torch.set_num_threads(threads)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint, model_max_length=max_length)
     model = AutoModelForTokenClassification.from_pretrained(checkpoint)
-    ner = pipeline("token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="first",
-                   stride=stride, device=-1)
+    ner = pipeline("token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="first", stride=stride, device=-1)
     ner(texts[0])
     latencies, predicted = [], []
     started = time.perf_counter()
@@ -149,8 +162,14 @@ def peak_rss_mb(pid: int) -> float:
 
 def start_service(model: Path, threads: int, extra: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, float]:
     port = free_port()
-    env = {**os.environ, "BIONER_MODEL_PATH": str(model), "BIONER_PORT": str(port), "BIONER_LOG_LEVEL": "warning",
-           "BIONER_INTRA_OP_THREADS": str(threads), **extra}
+    env = {
+        **os.environ,
+        "BIONER_MODEL_PATH": str(model),
+        "BIONER_PORT": str(port),
+        "BIONER_LOG_LEVEL": "warning",
+        "BIONER_INTRA_OP_THREADS": str(threads),
+        **extra,
+    }
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "service", "serve"], env=env)
     url = f"http://127.0.0.1:{port}"
@@ -197,8 +216,14 @@ async def drive(url: str, texts: list[str], concurrency: int) -> dict[str, Any]:
         after = (await client.get("/metrics")).text
     rows = histogram(after, "bioner_batch_size_windows")[0] - histogram(before, "bioner_batch_size_windows")[0]
     batches = histogram(after, "bioner_batch_size_windows")[1] - histogram(before, "bioner_batch_size_windows")[1]
-    return {"seconds": seconds, "texts_per_s": len(texts) / seconds, "failures": failures, "predicted": predicted,
-            "mean_batch_windows": rows / batches if batches else 0.0, **percentiles(latencies)}
+    return {
+        "seconds": seconds,
+        "texts_per_s": len(texts) / seconds,
+        "failures": failures,
+        "predicted": predicted,
+        "mean_batch_windows": rows / batches if batches else 0.0,
+        **percentiles(latencies),
+    }
 
 
 def bench_service(model: Path, texts: list[str], threads: int, concurrencies: list[int], extra: dict[str, str]) -> dict[str, Any]:
@@ -207,16 +232,14 @@ def bench_service(model: Path, texts: list[str], threads: int, concurrencies: li
         runs = {c: asyncio.run(drive(url, texts, c)) for c in concurrencies}
         return {"ready_seconds": ready_s, "runs": runs, "peak_rss_mb": peak_rss_mb(proc.pid)}
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        stop_service(proc)
 
 
 # ---------------------------------------------------------------------------------- report
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=ROOT / "models" / "bioner-minilm-jnlpba")
+    add_common_args(parser)
     parser.add_argument("--checkpoint", type=Path, default=None, help="PyTorch checkpoint of the same weights (pipeline baseline)")
-    parser.add_argument("--texts", type=Path, default=ROOT.parent / "shared" / "data" / "jnlpba" / "train")
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--dev-fraction", type=float, default=0.1, help="use the dev documents train carves off (0: all files)")
     parser.add_argument("--seed", type=int, default=13)
@@ -244,18 +267,27 @@ def main() -> None:
         rows.append(("transformers pipeline (PyTorch, first)", "1", pipe["texts_per_s"], pipe, "-", f1(gold, pipe["predicted"])))
     rows.append((f"raw ONNX Runtime (batches of {args.raw_batch_size})", "-", raw["texts_per_s"], None, "-", f1(gold, raw["predicted"])))
     for c, run in results["service"]["runs"].items():
-        rows.append(("service, micro-batching", str(c), run["texts_per_s"], run, f"{run['mean_batch_windows']:.2f}", f1(gold, run["predicted"])))
+        rows.append(
+            ("service, micro-batching", str(c), run["texts_per_s"], run, f"{run['mean_batch_windows']:.2f}", f1(gold, run["predicted"]))
+        )
     unbatched = results["service_unbatched"]["runs"][16]
     rows.append(("service, batching off", "16", unbatched["texts_per_s"], unbatched, "1.00", f1(gold, unbatched["predicted"])))
 
     single = results["service"]["runs"].get(1)
     at16 = results["service"]["runs"].get(16)
-    lines = [f"{len(texts)} JNLPBA abstracts (dev split), {tokens} subword tokens; {os.cpu_count()} CPU cores, {args.threads} inference threads.", "",
-             "| way | concurrency | texts/s | tokens/s | p50 ms | p95 ms | p99 ms | windows/batch | strict span F1 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"{len(texts)} JNLPBA abstracts (dev split), {tokens} subword tokens; "
+        f"{os.cpu_count()} CPU cores, {args.threads} inference threads.",
+        "",
+        "| way | concurrency | texts/s | tokens/s | p50 ms | p95 ms | p99 ms | windows/batch | strict span F1 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, conc, tps, lat, batch, score in rows:
         ms = (lambda k: f"{lat[k] * 1000:.0f}") if lat else (lambda k: "-")
-        lines.append(f"| {name} | {conc} | {tps:.1f} | {tps * tokens / len(texts):.0f} | {ms('p50')} | {ms('p95')} | {ms('p99')} | {batch} | {score:.4f} |")
+        lines.append(
+            f"| {name} | {conc} | {tps:.1f} | {tps * tokens / len(texts):.0f} | {ms('p50')} | {ms('p95')} | {ms('p99')} "
+            f"| {batch} | {score:.4f} |"
+        )
     ratios = {}
     if at16:
         ratios["service16_over_raw_ort"] = at16["texts_per_s"] / raw["texts_per_s"]

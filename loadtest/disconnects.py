@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -18,15 +17,17 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import ROOT, load_corpus, start_service  # noqa: E402
-from overload import rss_mb  # noqa: E402
-from soak import open_fds  # noqa: E402
+from bench import load_corpus, start_service  # noqa: E402
+from harness import add_common_args, metric, open_fds, rss_mb, stop_service, verdict  # noqa: E402
 
 
 async def hang_up(port: int, body: bytes, linger_s: float) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"POST /ner HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-                 + f"content-length: {len(body)}\r\n\r\n".encode() + body)
+    writer.write(
+        b"POST /ner HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        + f"content-length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
     await writer.drain()
     await asyncio.sleep(linger_s)  # long enough for the request to be queued, not answered
     writer.close()
@@ -56,15 +57,9 @@ def settle(url: str, limit_s: float = 120) -> float:
     return time.monotonic() - started
 
 
-def metric(text: str, pattern: str) -> float:
-    found = re.search(pattern, text, re.M)
-    return float(found.group(1)) if found else 0.0
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=ROOT / "models" / "bioner-minilm-jnlpba")
-    parser.add_argument("--texts", type=Path, default=ROOT.parent / "shared" / "data" / "jnlpba" / "train")
+    add_common_args(parser)
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--linger", type=float, default=0.02, help="seconds between sending and hanging up")
@@ -87,22 +82,26 @@ def main() -> None:
         after = {"rss_mb": rss_mb(proc.pid), "open_fds": open_fds(proc.pid)}
         answer = httpx.post(f"{url}/ner", json={"text": texts[0]}, timeout=60)
         report = {
-            "requests_abandoned": args.requests, "seconds": round(elapsed, 1), "settled_after_s": round(waited, 1),
-            "before": before, "after": after,
+            "requests_abandoned": args.requests,
+            "seconds": round(elapsed, 1),
+            "settled_after_s": round(waited, 1),
+            "before": before,
+            "after": after,
             "queue_depth_after": metric(metrics, r"^bioner_queue_depth_windows (\S+)"),
             "windows_dropped_cancelled": metric(metrics, r'^bioner_windows_dropped_total\{reason="cancelled"\} (\S+)'),
             "requests_seen_as_disconnected": metric(metrics, r'^bioner_requests_refused_total\{reason="client_closed_request"\} (\S+)'),
             "windows_run": metric(metrics, r"^bioner_windows_total (\S+)"),
             "serves_after": answer.status_code == 200,
         }
-        print(json.dumps(report, indent=2))
-        ok = (report["queue_depth_after"] == 0 and report["serves_after"] and after["open_fds"] <= before["open_fds"] + 2
-              and after["rss_mb"] <= before["rss_mb"] * 1.1)
-        print("OK" if ok else "PROBLEMS FOUND")
-        raise SystemExit(0 if ok else 1)
+        verdict(
+            report,
+            report["queue_depth_after"] == 0
+            and report["serves_after"]
+            and after["open_fds"] <= before["open_fds"] + 2
+            and after["rss_mb"] <= before["rss_mb"] * 1.1,
+        )
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        stop_service(proc)
 
 
 if __name__ == "__main__":

@@ -47,5 +47,6 @@ class LabClient(HttpUser):
 
     @task(1)
     def filtered(self) -> None:
-        self.client.post("/ner", json={"text": random.choice(TEXTS), "labels": ["protein", "DNA"], "min_score": 0.5},
-                         name="/ner [filtered]")
+        self.client.post(
+            "/ner", json={"text": random.choice(TEXTS), "labels": ["protein", "DNA"], "min_score": 0.5}, name="/ner [filtered]"
+        )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import time
@@ -23,14 +22,8 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import ROOT, drive, load_corpus, start_service  # noqa: E402
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+from bench import drive, load_corpus, start_service  # noqa: E402
+from harness import add_common_args, rss_mb, stop_service, verdict  # noqa: E402
 
 
 async def burst(url: str, texts: list[str], rate: float, seconds: float, reference: dict[str, Any]) -> dict[str, Any]:
@@ -63,7 +56,9 @@ async def burst(url: str, texts: list[str], rate: float, seconds: float, referen
     refused = [o for o in outcomes if o[0] == 503]
     latencies = sorted(o[1] for o in accepted)
     return {
-        "sent": n, "accepted": len(accepted), "refused_503": len(refused),
+        "sent": n,
+        "accepted": len(accepted),
+        "refused_503": len(refused),
         "refused_with_retry_after": sum(o[3] is not None for o in refused),
         "failed": len(outcomes) - len(accepted) - len(refused),
         "accepted_wrong": sum(not o[2] for o in accepted),
@@ -74,8 +69,7 @@ async def burst(url: str, texts: list[str], rate: float, seconds: float, referen
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=ROOT / "models" / "bioner-minilm-jnlpba")
-    parser.add_argument("--texts", type=Path, default=ROOT.parent / "shared" / "data" / "jnlpba" / "train")
+    add_common_args(parser)
     parser.add_argument("--factor", type=float, default=5.0, help="arrival rate as a multiple of measured capacity")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=2, help="bursts in a row (memory must not climb)")
@@ -94,14 +88,18 @@ def main() -> None:
             after = httpx.post(f"{url}/ner", json={"text": texts[0]}, timeout=10)
             rounds[-1]["served_normally_after"] = after.status_code == 200 and after.json()["entities"] == reference[texts[0]]
         report["bursts"] = rounds
-        print(json.dumps(report, indent=2))
-        ok = all(r["failed"] == 0 and r["accepted_wrong"] == 0 and r["served_normally_after"]
-                 and r["refused_with_retry_after"] == r["refused_503"] for r in rounds)
-        print("OK" if ok else "PROBLEMS FOUND")
-        raise SystemExit(0 if ok else 1)
+        verdict(
+            report,
+            all(
+                r["failed"] == 0
+                and r["accepted_wrong"] == 0
+                and r["served_normally_after"]
+                and r["refused_with_retry_after"] == r["refused_503"]
+                for r in rounds
+            ),
+        )
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        stop_service(proc)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Soak: moderate closed-loop load for a fixed time; RSS, open file descriptors and latency sampled.
 
-    python loadtest/soak.py --minutes 10 --concurrency 4
+python loadtest/soak.py --minutes 10 --concurrency 4
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import time
@@ -17,12 +16,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import ROOT, load_corpus, start_service  # noqa: E402
-from overload import rss_mb  # noqa: E402
-
-
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+from bench import load_corpus, start_service  # noqa: E402
+from harness import add_common_args, open_fds, rss_mb, stop_service  # noqa: E402
 
 
 async def soak(url: str, pid: int, texts: list[str], minutes: float, concurrency: int, every_s: float) -> list[dict[str, float]]:
@@ -48,10 +43,17 @@ async def soak(url: str, pid: int, texts: list[str], minutes: float, concurrency
                 await asyncio.sleep(every_s)
                 window = latencies[:]
                 latencies.clear()
-                samples.append({"t_s": round(time.monotonic() - started), "requests": len(window), "failures": failures,
-                                "p50_ms": 1000 * statistics.median(window) if window else 0.0,
-                                "p99_ms": 1000 * sorted(window)[int(0.99 * (len(window) - 1))] if window else 0.0,
-                                "rss_mb": rss_mb(pid), "open_fds": open_fds(pid)})
+                samples.append(
+                    {
+                        "t_s": round(time.monotonic() - started),
+                        "requests": len(window),
+                        "failures": failures,
+                        "p50_ms": 1000 * statistics.median(window) if window else 0.0,
+                        "p99_ms": 1000 * sorted(window)[int(0.99 * (len(window) - 1))] if window else 0.0,
+                        "rss_mb": rss_mb(pid),
+                        "open_fds": open_fds(pid),
+                    }
+                )
                 print(json.dumps(samples[-1]), flush=True)
 
         await asyncio.gather(sampler(), *(worker(k) for k in range(concurrency)))
@@ -60,8 +62,7 @@ async def soak(url: str, pid: int, texts: list[str], minutes: float, concurrency
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", type=Path, default=ROOT / "models" / "bioner-minilm-jnlpba")
-    parser.add_argument("--texts", type=Path, default=ROOT.parent / "shared" / "data" / "jnlpba" / "train")
+    add_common_args(parser)
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--every", type=float, default=30, help="seconds between samples")
@@ -71,12 +72,13 @@ def main() -> None:
     try:
         samples = asyncio.run(soak(url, proc.pid, texts, args.minutes, args.concurrency, args.every))
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        stop_service(proc)
     first, last = samples[0], samples[-1]
-    print(f"requests {sum(s['requests'] for s in samples)}, failures {last['failures']}; "
-          f"RSS {first['rss_mb']:.1f} -> {last['rss_mb']:.1f} MB; fds {first['open_fds']} -> {last['open_fds']}; "
-          f"p50 {first['p50_ms']:.0f} -> {last['p50_ms']:.0f} ms; p99 {first['p99_ms']:.0f} -> {last['p99_ms']:.0f} ms")
+    print(
+        f"requests {sum(s['requests'] for s in samples)}, failures {last['failures']}; "
+        f"RSS {first['rss_mb']:.1f} -> {last['rss_mb']:.1f} MB; fds {first['open_fds']} -> {last['open_fds']}; "
+        f"p50 {first['p50_ms']:.0f} -> {last['p50_ms']:.0f} ms; p99 {first['p99_ms']:.0f} -> {last['p99_ms']:.0f} ms"
+    )
 
 
 if __name__ == "__main__":

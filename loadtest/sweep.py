@@ -1,6 +1,6 @@
 """Tune the batcher: the service at one concurrency under several settings, same texts, one run.
 
-    python loadtest/sweep.py --concurrency 16 --limit 200
+python loadtest/sweep.py --concurrency 16 --limit 200
 """
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-from pathlib import Path
 
-from bench import ROOT, drive, f1, load_corpus, start_service
+from bench import drive, f1, load_corpus, start_service
+from harness import add_common_args, stop_service
 
 CONFIGS = {
     "batch 8, wait 0 ms (default)": {},
@@ -28,8 +28,7 @@ CONFIGS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", type=Path, default=ROOT / "models" / "bioner-minilm-jnlpba")
-    parser.add_argument("--texts", type=Path, default=ROOT.parent / "shared" / "data" / "jnlpba" / "train")
+    add_common_args(parser)
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--only", nargs="*", default=None, help="names of CONFIGS to run")
@@ -45,10 +44,12 @@ def main() -> None:
         try:
             run = asyncio.run(drive(url, texts, args.concurrency))
         finally:
-            proc.terminate()
-            proc.wait(timeout=60)
-        print(f"| {name} | {run['texts_per_s']:.1f} | {run['p50'] * 1000:.0f} | {run['p99'] * 1000:.0f} | "
-              f"{run['mean_batch_windows']:.2f} | {f1(gold, run['predicted']):.4f} |", flush=True)
+            stop_service(proc)
+        print(
+            f"| {name} | {run['texts_per_s']:.1f} | {run['p50'] * 1000:.0f} | {run['p99'] * 1000:.0f} | "
+            f"{run['mean_batch_windows']:.2f} | {f1(gold, run['predicted']):.4f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from service.decoding.aggregate import Strategy
 from service.decoding.labels import LabelScheme
 from service.decoding.predict import WindowConfig, predict_texts
@@ -48,8 +46,11 @@ def main() -> None:
     parser.add_argument("--dev-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--max-dev-docs", type=int, default=0, help="score only the first N dev documents (0: all)")
-    parser.add_argument("--schemes", nargs="*", default=["fp32", "fp32_o2", "dynamic", "dynamic_pc", "static_minmax",
-                                                          "static_percentile", "static_skip_ends"])
+    parser.add_argument(
+        "--schemes",
+        nargs="*",
+        default=["fp32", "fp32_o2", "dynamic", "dynamic_pc", "static_minmax", "static_percentile", "static_skip_ends"],
+    )
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -76,15 +77,17 @@ def main() -> None:
     builders: dict[str, Any] = {f"static_fp32_{g}": static_except(g) for g in groups}
     builders["static_fp32_scores_ffn_out"] = static_except("attention_scores", "ffn_out")
     builders["static_fp32_scores_ffn_out_cls"] = static_except("attention_scores", "ffn_out", "classifier")
-    builders.update({
-        "fp32": lambda d: optimize_copy(raw, d, 0),
-        "fp32_o2": lambda d: optimize_copy(raw, d, 2),
-        "dynamic": lambda d: quantize_dynamic(raw, d, per_channel=False),
-        "dynamic_pc": lambda d: quantize_dynamic(raw, d, per_channel=True),
-        "static_minmax": lambda d: quantize_static(raw / "model.onnx", d / "model.onnx", calibration, method="minmax"),
-        "static_percentile": lambda d: quantize_static(raw / "model.onnx", d / "model.onnx", calibration, method="percentile"),
-        "static_skip_ends": lambda d: quantize_static(raw / "model.onnx", d / "model.onnx", calibration, exclude=ends),
-    })
+    builders.update(
+        {
+            "fp32": lambda d: optimize_copy(raw, d, 0),
+            "fp32_o2": lambda d: optimize_copy(raw, d, 2),
+            "dynamic": lambda d: quantize_dynamic(raw, d, per_channel=False),
+            "dynamic_pc": lambda d: quantize_dynamic(raw, d, per_channel=True),
+            "static_minmax": lambda d: quantize_static(raw / "model.onnx", d / "model.onnx", calibration, method="minmax"),
+            "static_percentile": lambda d: quantize_static(raw / "model.onnx", d / "model.onnx", calibration, method="percentile"),
+            "static_skip_ends": lambda d: quantize_static(raw / "model.onnx", d / "model.onnx", calibration, exclude=ends),
+        }
+    )
     results: dict[str, dict[str, Any]] = {}
     for name in args.schemes:
         folder = out / name
@@ -95,7 +98,8 @@ def main() -> None:
         report = evaluate_documents(dev_docs, encoder, run, scheme, window, Strategy(serving.get("aggregation_strategy", "first")))
         windows_per_second(run, speed_rows[:16])  # warm-up
         results[name] = {
-            "f1": report["micro"]["f1"], "per_type": {k: v["f1"] for k, v in report["per_type"].items()},
+            "f1": report["micro"]["f1"],
+            "per_type": {k: v["f1"] for k, v in report["per_type"].items()},
             "windows_per_second": windows_per_second(run, speed_rows, repeats=2),
             "mb": (folder / "model.onnx").stat().st_size / 1e6,
             "texts_changed_by_batching": determinism([d.text for d in dev_docs[:100]], encoder, run, scheme, window)[0],
@@ -104,12 +108,17 @@ def main() -> None:
         }
         print(name, json.dumps(results[name]))
     base = results.get("fp32", next(iter(results.values())))
-    lines = ["| scheme | dev F1 | Δ vs fp32 (points) | windows/s | speed vs fp32 | MB | spans changed by batch-mates (of 100 texts) | scores changed |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| scheme | dev F1 | Δ vs fp32 (points) | windows/s | speed vs fp32 | MB "
+        "| spans changed by batch-mates (of 100 texts) | scores changed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['f1']:.4f} | {100 * (r['f1'] - base['f1']):+.2f} | {r['windows_per_second']:.1f} | "
-                     f"{r['windows_per_second'] / base['windows_per_second']:.2f}x | {r['mb']:.1f} | {r['texts_changed_by_batching']} | "
-                     f"{r['scores_changed_by_batching']} |")
+        lines.append(
+            f"| {name} | {r['f1']:.4f} | {100 * (r['f1'] - base['f1']):+.2f} | {r['windows_per_second']:.1f} | "
+            f"{r['windows_per_second'] / base['windows_per_second']:.2f}x | {r['mb']:.1f} | {r['texts_changed_by_batching']} | "
+            f"{r['scores_changed_by_batching']} |"
+        )
     (out / "study.md").write_text("\n".join(lines) + "\n")
     (out / "study.json").write_text(json.dumps(results, indent=2))
     print("\n".join(lines))

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
-
-from service import __version__
 from fastapi.middleware.cors import CORSMiddleware
 
+from service import __version__
 from service.api.auth import ApiKeyMiddleware
 from service.api.errors import install_error_handlers
 from service.api.middleware import RequestContextMiddleware
@@ -31,23 +30,43 @@ log = logging.getLogger(__name__)
 def build_engine(settings: Settings, metrics: Metrics) -> NerEngine:
     """Load and check everything that can fail before the server binds its port."""
     bundle = load_bundle(settings.model_path)
-    session = OnnxSession(bundle.onnx_path, len(bundle.scheme), settings.provider, settings.intra_op_threads,
-                          settings.inter_op_threads, settings.graph_optimization, settings.thread_spinning)
-    window = WindowConfig(settings.max_length or bundle.max_length,
-                          settings.stride if settings.stride is not None else bundle.stride)
+    session = OnnxSession(
+        bundle.onnx_path,
+        len(bundle.scheme),
+        settings.provider,
+        settings.intra_op_threads,
+        settings.inter_op_threads,
+        settings.graph_optimization,
+        settings.thread_spinning,
+    )
+    window = WindowConfig(settings.max_length or bundle.max_length, settings.stride if settings.stride is not None else bundle.stride)
     if window.stride >= window.max_length - bundle.encoder.n_special:
         raise ValueError(f"stride {window.stride} leaves no room in windows of {window.max_length} tokens")
     strategy = Strategy(settings.aggregation_strategy or bundle.strategy)
     decoding = Decoding(settings.decoding or bundle.decoding)
     engine = NerEngine.build(
-        bundle, session, window, strategy, decoding=decoding,
-        max_batch_size=settings.max_batch_size, max_batch_tokens=settings.max_batch_tokens,
-        max_wait_s=settings.max_wait_ms / 1000, max_queue=settings.max_queue_windows,
-        max_text_chars=settings.max_text_chars, timeout_s=settings.request_timeout_s,
+        bundle,
+        session,
+        window,
+        strategy,
+        decoding=decoding,
+        max_batch_size=settings.max_batch_size,
+        max_batch_tokens=settings.max_batch_tokens,
+        max_wait_s=settings.max_wait_ms / 1000,
+        max_queue=settings.max_queue_windows,
+        max_text_chars=settings.max_text_chars,
+        timeout_s=settings.request_timeout_s,
         hooks=metrics.batcher_hooks(),
     )
-    metrics.model_info.info({"name": bundle.name, "version": bundle.version, "sha256": bundle.sha256,
-                             "provider": session.provider, "max_length": str(window.max_length)})
+    metrics.model_info.info(
+        {
+            "name": bundle.name,
+            "version": bundle.version,
+            "sha256": bundle.sha256,
+            "provider": session.provider,
+            "max_length": str(window.max_length),
+        }
+    )
     return engine
 
 
@@ -64,8 +83,9 @@ def create_app(settings: Settings | None = None, engine: NerEngine | None = None
         app.state.engine = current
         app.state.ready = True
         metrics.ready.set(1)
-        log.info("ready: model %s (%s) sha256 %s on %s", current.info.name, current.info.version,
-                 current.info.sha256[:12], current.info.provider)
+        log.info(
+            "ready: model %s (%s) sha256 %s on %s", current.info.name, current.info.version, current.info.sha256[:12], current.info.provider
+        )
         try:
             yield
         finally:
@@ -74,8 +94,13 @@ def create_app(settings: Settings | None = None, engine: NerEngine | None = None
             log.info("draining %d queued windows", current.batcher.depth)
             await current.batcher.drain()
 
-    app = FastAPI(title="bioner", version=__version__, lifespan=lifespan, default_response_class=JSONBytesResponse,
-                  description="Biomedical named-entity recognition: entities with exact character offsets, labels and scores.")
+    app = FastAPI(
+        title="bioner",
+        version=__version__,
+        lifespan=lifespan,
+        default_response_class=JSONBytesResponse,
+        description="Biomedical named-entity recognition: entities with exact character offsets, labels and scores.",
+    )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.ready = False
@@ -90,8 +115,12 @@ def create_app(settings: Settings | None = None, engine: NerEngine | None = None
         app.add_middleware(ApiKeyMiddleware, digests=digests, metrics=metrics, metrics_public=settings.metrics_public)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
-        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
+        )
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=max_body)
     install_openapi_limits(app, settings)
     return app

@@ -68,8 +68,15 @@ class BatcherHooks:
 
 
 class MicroBatcher:
-    def __init__(self, batch_fn: BatchFn, max_batch_size: int = 8, max_batch_tokens: int = 4096,
-                 max_wait_s: float = 0.002, max_queue: int = 1024, hooks: BatcherHooks | None = None) -> None:
+    def __init__(
+        self,
+        batch_fn: BatchFn,
+        max_batch_size: int = 8,
+        max_batch_tokens: int = 4096,
+        max_wait_s: float = 0.002,
+        max_queue: int = 1024,
+        hooks: BatcherHooks | None = None,
+    ) -> None:
         self._batch_fn = batch_fn
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
@@ -114,7 +121,9 @@ class MicroBatcher:
             raise ShuttingDownError("the service is shutting down")
         if len(windows) > self.max_queue:
             self._hooks.on_drop("too_large", len(windows))
-            raise RequestTooLargeError(f"the request needs {len(windows)} windows; the queue holds {self.max_queue}: send less text per request")
+            raise RequestTooLargeError(
+                f"the request needs {len(windows)} windows; the queue holds {self.max_queue}: send less text per request"
+            )
         if len(self._pending) + len(windows) > self.max_queue:
             self._hooks.on_drop("queue_full", len(windows))
             raise QueueFullError(f"queue full ({len(self._pending)} windows waiting)")

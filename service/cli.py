@@ -26,8 +26,8 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import build_engine, create_app
-    from service.logs import configure_logging
     from service.errors import BundleError
+    from service.logs import configure_logging
     from service.metrics import Metrics
 
     overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
@@ -43,8 +43,15 @@ def _serve(args: argparse.Namespace) -> int:
     # uvicorn drains on SIGTERM, then re-raises the signal; with this no-op handler in place the
     # re-raise lands here and the process exits 0: a planned stop is not a crash to supervisors.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, log_config=None,
-                timeout_graceful_shutdown=int(settings.request_timeout_s) + 5, access_log=False)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
+        access_log=False,
+    )
     return 0
 
 

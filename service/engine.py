@@ -53,14 +53,29 @@ class Engine(Protocol):
 
     info: ModelInfo
 
-    async def recognize(self, texts: Sequence[str], strategy: Strategy | None = None, min_score: float = 0.0,
-                        labels: Sequence[str] | None = None, timeout_s: float | None = None,
-                        decoding: Decoding | None = None) -> Recognition: ...
+    async def recognize(
+        self,
+        texts: Sequence[str],
+        strategy: Strategy | None = None,
+        min_score: float = 0.0,
+        labels: Sequence[str] | None = None,
+        timeout_s: float | None = None,
+        decoding: Decoding | None = None,
+    ) -> Recognition: ...
 
 
 class NerEngine:
-    def __init__(self, bundle: Bundle, session: OnnxSession, window: WindowConfig, strategy: Strategy,
-                 batcher: MicroBatcher, max_text_chars: int, timeout_s: float, decoding: Decoding = Decoding.CONSTRAINED) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        session: OnnxSession,
+        window: WindowConfig,
+        strategy: Strategy,
+        batcher: MicroBatcher,
+        max_text_chars: int,
+        timeout_s: float,
+        decoding: Decoding = Decoding.CONSTRAINED,
+    ) -> None:
         self.bundle = bundle
         self.session = session
         self.window = window
@@ -69,14 +84,34 @@ class NerEngine:
         self.batcher = batcher
         self.max_text_chars = max_text_chars
         self.timeout_s = timeout_s
-        self.info = ModelInfo(bundle.name, bundle.version, bundle.sha256, bundle.scheme.entity_types,
-                              window.max_length, window.stride, strategy.value, decoding.value,
-                              session.provider)
+        self.info = ModelInfo(
+            bundle.name,
+            bundle.version,
+            bundle.sha256,
+            bundle.scheme.entity_types,
+            window.max_length,
+            window.stride,
+            strategy.value,
+            decoding.value,
+            session.provider,
+        )
 
     @staticmethod
-    def build(bundle: Bundle, session: OnnxSession, window: WindowConfig, strategy: Strategy, *, decoding: Decoding,
-              max_batch_size: int, max_batch_tokens: int, max_wait_s: float, max_queue: int,
-              max_text_chars: int, timeout_s: float, hooks: BatcherHooks | None = None) -> NerEngine:
+    def build(
+        bundle: Bundle,
+        session: OnnxSession,
+        window: WindowConfig,
+        strategy: Strategy,
+        *,
+        decoding: Decoding,
+        max_batch_size: int,
+        max_batch_tokens: int,
+        max_wait_s: float,
+        max_queue: int,
+        max_text_chars: int,
+        timeout_s: float,
+        hooks: BatcherHooks | None = None,
+    ) -> NerEngine:
         def run_rows(rows: Sequence[np.ndarray]) -> list[np.ndarray]:
             ids, mask = pad_windows(rows, bundle.pad_id)
             logits = session.run(ids, mask)
@@ -99,9 +134,15 @@ class NerEngine:
         if unknown:
             raise InvalidRequestError(f"unknown labels {unknown}; this model knows {list(self.info.labels)}")
 
-    async def recognize(self, texts: Sequence[str], strategy: Strategy | None = None, min_score: float = 0.0,
-                        labels: Sequence[str] | None = None, timeout_s: float | None = None,
-                        decoding: Decoding | None = None) -> Recognition:
+    async def recognize(
+        self,
+        texts: Sequence[str],
+        strategy: Strategy | None = None,
+        min_score: float = 0.0,
+        labels: Sequence[str] | None = None,
+        timeout_s: float | None = None,
+        decoding: Decoding | None = None,
+    ) -> Recognition:
         self.check_request(texts, labels)
         big = sum(len(t) for t in texts) > _OFFLOAD_CHARS
         encoder = self.bundle.encoder
@@ -117,8 +158,9 @@ class NerEngine:
             finally:
                 for future in futures:  # a cancelled request leaves nothing queued behind it
                     future.cancel()
-        decode = lambda: self._decode(texts, encoded, plans, results, strategy or self.strategy, min_score, labels,
-                                      decoding or self.decoding)  # noqa: E731
+        decode = lambda: self._decode(
+            texts, encoded, plans, results, strategy or self.strategy, min_score, labels, decoding or self.decoding
+        )  # noqa: E731
         entities = await asyncio.to_thread(decode) if big else decode()
         return Recognition(
             entities=entities,
@@ -128,9 +170,17 @@ class NerEngine:
             windows=len(rows),
         )
 
-    def _decode(self, texts: Sequence[str], encoded: Sequence[Encoded], plans: Sequence[Sequence[object]],
-                results: Sequence[WindowResult], strategy: Strategy, min_score: float,
-                labels: Sequence[str] | None, decoding: Decoding) -> list[list[Entity]]:
+    def _decode(
+        self,
+        texts: Sequence[str],
+        encoded: Sequence[Encoded],
+        plans: Sequence[Sequence[object]],
+        results: Sequence[WindowResult],
+        strategy: Strategy,
+        min_score: float,
+        labels: Sequence[str] | None,
+        decoding: Decoding,
+    ) -> list[list[Entity]]:
         n_prefix = len(self.bundle.encoder.prefix_ids)
         keep = set(labels) if labels else None
         out: list[list[Entity]] = []

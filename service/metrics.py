@@ -23,7 +23,9 @@ class Metrics:
         r = self.registry
         self.requests = Counter("bioner_requests_total", "HTTP requests by route and status", ["route", "method", "status"], registry=r)
         self.request_seconds = Histogram("bioner_request_duration_seconds", "HTTP request latency", ["route"], buckets=_LATENCY, registry=r)
-        self.queue_seconds = Histogram("bioner_queue_duration_seconds", "Time a request's windows waited in the queue", buckets=_LATENCY, registry=r)
+        self.queue_seconds = Histogram(
+            "bioner_queue_duration_seconds", "Time a request's windows waited in the queue", buckets=_LATENCY, registry=r
+        )
         self.inference_seconds = Histogram("bioner_inference_duration_seconds", "Time of one inference batch", buckets=_LATENCY, registry=r)
         self.batch_rows = Histogram("bioner_batch_size_windows", "Windows per inference batch", buckets=_ROWS, registry=r)
         self.batch_tokens = Histogram("bioner_batch_size_tokens", "Padded tokens per inference batch", buckets=_TOKENS, registry=r)
@@ -33,9 +35,13 @@ class Metrics:
         self.windows = Counter("bioner_windows_total", "Windows sent to the model", registry=r)
         self.padding_tokens = Counter("bioner_padding_tokens_total", "Padded positions computed for nothing", registry=r)
         self.entities = Counter("bioner_entities_total", "Entities returned, by type", ["label"], registry=r)
-        self.entity_score = Histogram("bioner_entity_score", "Entity confidence by type (watch for drift)", ["label"], buckets=_SCORES, registry=r)
+        self.entity_score = Histogram(
+            "bioner_entity_score", "Entity confidence by type (watch for drift)", ["label"], buckets=_SCORES, registry=r
+        )
         self.refused = Counter("bioner_requests_refused_total", "Requests answered with an error, by reason", ["reason"], registry=r)
-        self.dropped = Counter("bioner_windows_dropped_total", "Windows refused or dropped by the batcher, by reason", ["reason"], registry=r)
+        self.dropped = Counter(
+            "bioner_windows_dropped_total", "Windows refused or dropped by the batcher, by reason", ["reason"], registry=r
+        )
         self.model_info = Info("bioner_model", "The loaded model", registry=r)
         self.ready = Gauge("bioner_ready", "1 when the model is loaded and warmed up", registry=r)
 

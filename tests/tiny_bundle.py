@@ -19,12 +19,25 @@ LABELS = ["O", "B-protein", "I-protein", "B-DNA", "I-DNA"]
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 # token -> (label index, logit strength)
 TOKENS: dict[str, tuple[int, float]] = {
-    "the": (0, 4.0), "in": (0, 4.0), "cells": (0, 4.0), "binds": (0, 4.0), ".": (0, 4.0), ",": (0, 4.0),
-    "and": (0, 4.0), "a": (0, 4.0), "to": (0, 4.0),
-    "p53": (1, 4.0), "kinase": (2, 4.0), "myc": (3, 4.0), "gene": (4, 4.0),
+    "the": (0, 4.0),
+    "in": (0, 4.0),
+    "cells": (0, 4.0),
+    "binds": (0, 4.0),
+    ".": (0, 4.0),
+    ",": (0, 4.0),
+    "and": (0, 4.0),
+    "a": (0, 4.0),
+    "to": (0, 4.0),
+    "p53": (1, 4.0),
+    "kinase": (2, 4.0),
+    "myc": (3, 4.0),
+    "gene": (4, 4.0),
     "##x": (4, 6.0),  # a confident I-DNA continuation subword
     "##y": (0, 0.5),  # an unsure O continuation subword
-    "蛋": (1, 4.0), "白": (2, 4.0), "质": (2, 4.0), "在": (0, 4.0),
+    "蛋": (1, 4.0),
+    "白": (2, 4.0),
+    "质": (2, 4.0),
+    "在": (0, 4.0),
 }
 
 
@@ -63,9 +76,12 @@ def build_graph(n_labels: int = len(LABELS), table: np.ndarray | None = None) ->
     ]
     axes = helper.make_tensor("axes", TensorProto.INT64, [1], [-1])
     graph = helper.make_graph(
-        nodes, "tiny-ner",
-        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
-         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
+        nodes,
+        "tiny-ner",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
+        ],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", n_labels])],
         initializer=[weights, axes],
     )
@@ -75,17 +91,34 @@ def build_graph(n_labels: int = len(LABELS), table: np.ndarray | None = None) ->
     return model
 
 
-def write_bundle(folder: Path, max_length: int = 16, stride: int = 4, labels: list[str] | None = None,
-                 graph: onnx.ModelProto | None = None, serving: dict[str, object] | None = None) -> Path:
+def write_bundle(
+    folder: Path,
+    max_length: int = 16,
+    stride: int = 4,
+    labels: list[str] | None = None,
+    graph: onnx.ModelProto | None = None,
+    serving: dict[str, object] | None = None,
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     labels = labels or LABELS
     onnx.save(graph or build_graph(), str(folder / "model.onnx"))
     build_tokenizer().save(str(folder / "tokenizer.json"))
-    config = {"model_type": "bert", "id2label": {str(i): l for i, l in enumerate(labels)},
-              "label2id": {l: i for i, l in enumerate(labels)}, "pad_token_id": 0, "max_position_embeddings": 512}
+    config = {
+        "model_type": "bert",
+        "id2label": {str(i): l for i, l in enumerate(labels)},
+        "label2id": {l: i for i, l in enumerate(labels)},
+        "pad_token_id": 0,
+        "max_position_embeddings": 512,
+    }
     (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    meta = {"name": "tiny-test", "version": "1", "max_length": max_length, "stride": stride, "aggregation_strategy": "first",
-            "decoding": "greedy"}
+    meta = {
+        "name": "tiny-test",
+        "version": "1",
+        "max_length": max_length,
+        "stride": stride,
+        "aggregation_strategy": "first",
+        "decoding": "greedy",
+    }
     meta.update(serving or {})
     (folder / "serving.json").write_text(json.dumps(meta), encoding="utf-8")
     return folder

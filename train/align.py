@@ -92,8 +92,8 @@ def build_features(
             continue
         labels = token_labels(doc, encoded, label2id, policy, stats)
         for span in windows_for(encoder, encoded, config):
-            window_labels = np.concatenate(
-                [np.full(n_prefix, IGNORE), labels[span.start : span.end], np.full(n_suffix, IGNORE)]
-            ).astype(np.int64)
+            window_labels = np.concatenate([np.full(n_prefix, IGNORE), labels[span.start : span.end], np.full(n_suffix, IGNORE)]).astype(
+                np.int64
+            )
             features.append(Feature(encoder.window_ids(encoded, span), window_labels))
     return features, stats

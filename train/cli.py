@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 from train.readers.columns import parse_tag_map
 
@@ -57,14 +56,24 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     x.add_argument("--quantize", choices=["none", "dynamic", "static"], default="none")
     x.add_argument("--tolerance", type=float, default=1e-3, help="max |logit difference| PyTorch vs ONNX fp32")
     x.add_argument("--tag-map", default=None)
-    x.add_argument("--optimization-level", type=int, default=1, choices=[0, 1, 2, 99],
-                   help="ORT graph optimisation applied at export (optimum levels; static int8 needs <= 1)")
+    x.add_argument(
+        "--optimization-level",
+        type=int,
+        default=1,
+        choices=[0, 1, 2, 99],
+        help="ORT graph optimisation applied at export (optimum levels; static int8 needs <= 1)",
+    )
     x.add_argument("--calibration-windows", type=int, default=256, help="training windows used to calibrate static int8")
     x.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy"], default="minmax")
     x.add_argument("--exclude-nodes", nargs="*", default=[], help="graph nodes kept in fp32 by static int8")
-    x.add_argument("--keep-fp32", nargs="*", default=["attention_scores", "ffn_out"],
-                   choices=["attention_scores", "qkv", "attention_out", "ffn_in", "ffn_out", "classifier", "embeddings"],
-                   help="node groups static int8 leaves in fp32 (default: measured to lose the most: FFN down-projections and the activation x activation attention products)")
+    x.add_argument(
+        "--keep-fp32",
+        nargs="*",
+        default=["attention_scores", "ffn_out"],
+        choices=["attention_scores", "qkv", "attention_out", "ffn_in", "ffn_out", "classifier", "embeddings"],
+        help="node groups static int8 leaves in fp32 (default: measured to lose the most: "
+        "FFN down-projections and the activation x activation attention products)",
+    )
     x.add_argument("--name", default=None, help="bundle name (default: output folder name)")
     x.add_argument("--version", default="1")
     x.set_defaults(handler=_export)

@@ -17,15 +17,27 @@ from train.scoring import span_scores
 
 
 def predict_documents(
-    docs: Sequence[Document], encoder: TextEncoder, run: RunBatch, scheme: LabelScheme, window: WindowConfig,
-    strategy: Strategy, batch_size: int = 16, decoding: Decoding = Decoding.CONSTRAINED,
+    docs: Sequence[Document],
+    encoder: TextEncoder,
+    run: RunBatch,
+    scheme: LabelScheme,
+    window: WindowConfig,
+    strategy: Strategy,
+    batch_size: int = 16,
+    decoding: Decoding = Decoding.CONSTRAINED,
 ) -> list[list[Entity]]:
     return predict_texts([d.text for d in docs], encoder, run, scheme, window, strategy, batch_size, decoding=decoding)
 
 
 def evaluate_documents(
-    docs: Sequence[Document], encoder: TextEncoder, run: RunBatch, scheme: LabelScheme, window: WindowConfig,
-    strategy: Strategy, batch_size: int = 16, decoding: Decoding = Decoding.CONSTRAINED,
+    docs: Sequence[Document],
+    encoder: TextEncoder,
+    run: RunBatch,
+    scheme: LabelScheme,
+    window: WindowConfig,
+    strategy: Strategy,
+    batch_size: int = 16,
+    decoding: Decoding = Decoding.CONSTRAINED,
 ) -> dict[str, object]:
     predicted = predict_documents(docs, encoder, run, scheme, window, strategy, batch_size, decoding)
     report = span_scores(
@@ -73,5 +85,4 @@ def seqeval_report(docs: Sequence[Document], predicted: Sequence[Sequence[Entity
     gold = [tags_from_spans(d, [(s.start, s.end, s.label) for s in d.spans]) for d in docs]
     pred = [tags_from_spans(d, [(e.start, e.end, e.label) for e in ents]) for d, ents in zip(docs, predicted)]
     report = classification_report(gold, pred, mode="strict", scheme=IOB2, output_dict=True, zero_division=0)
-    return {"token_accuracy": accuracy_score(gold, pred),
-            "report": {k: {m: float(v) for m, v in d.items()} for k, d in report.items()}}
+    return {"token_accuracy": accuracy_score(gold, pred), "report": {k: {m: float(v) for m, v in d.items()} for k, d in report.items()}}

@@ -35,8 +35,9 @@ def load_runner(model_dir: Path) -> tuple[RunBatch, LabelScheme]:
 def run_evaluate(args: argparse.Namespace) -> int:
     model_dir = Path(args.model)
     serving = json.loads((model_dir / SERVING_FILE).read_text()) if (model_dir / SERVING_FILE).exists() else {}
-    window = WindowConfig(args.max_length or int(serving.get("max_length", 128)),
-                          args.stride if args.stride is not None else int(serving.get("stride", 32)))
+    window = WindowConfig(
+        args.max_length or int(serving.get("max_length", 128)), args.stride if args.stride is not None else int(serving.get("stride", 32))
+    )
     strategy = Strategy(args.strategy or serving.get("aggregation_strategy", "first"))
     docs = [d for p in args.data for d in read_corpus(p, parse_tag_map(args.tag_map), args.separator)]
     if args.dev_fraction:
@@ -45,12 +46,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
     encoder = TextEncoder.from_file(model_dir / "tokenizer.json")
     decoding = Decoding(args.decoding or serving.get("decoding", "constrained"))
     report = evaluate_documents(docs, encoder, run, scheme, window, strategy, decoding=decoding)
-    report["settings"] = {"model": str(model_dir), "documents": len(docs), "max_length": window.max_length,
-                          "stride": window.stride, "strategy": strategy.value, "decoding": decoding.value}
+    report["settings"] = {
+        "model": str(model_dir),
+        "documents": len(docs),
+        "max_length": window.max_length,
+        "stride": window.stride,
+        "strategy": strategy.value,
+        "decoding": decoding.value,
+    }
     print(format_table(report))
     if "seqeval" in report:
-        print(f"seqeval strict IOB2 micro F1: {report['seqeval']['report']['micro avg']['f1-score']:.4f}, "  # type: ignore[index]
-              f"token accuracy: {report['seqeval']['token_accuracy']:.4f}")  # type: ignore[index]
+        print(
+            f"seqeval strict IOB2 micro F1: {report['seqeval']['report']['micro avg']['f1-score']:.4f}, "  # type: ignore[index]
+            f"token accuracy: {report['seqeval']['token_accuracy']:.4f}"
+        )  # type: ignore[index]
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2), encoding="utf-8")
     return 0

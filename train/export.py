@@ -27,8 +27,16 @@ from service.runtime.bundle import file_sha256
 from train.bundle_meta import SERVING_FILE
 from train.model_card import portable, write_model_card
 
-BUNDLE_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                "merges.txt", "vocab.json", SERVING_FILE)
+BUNDLE_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "merges.txt",
+    "vocab.json",
+    SERVING_FILE,
+)
 
 
 class ParityError(RuntimeError):
@@ -127,8 +135,11 @@ def run_export(args: argparse.Namespace) -> int:
     probe_texts = [d.text for d in dev_docs] or ["Interleukin-2 gene expression requires NF-kappa B in human T cells."] * 4
     rows = sample_rows(encoder, probe_texts, window, 64)
     runners = {"pytorch": torch_runner(model), "onnx_fp32": onnx_runner(fp32_dir / "model.onnx")}
-    parity: dict[str, Any] = {"max_abs_logit_diff_fp32": max_logit_difference(runners["pytorch"], runners["onnx_fp32"], rows),
-                              "tolerance": args.tolerance, "probe_windows": len(rows)}
+    parity: dict[str, Any] = {
+        "max_abs_logit_diff_fp32": max_logit_difference(runners["pytorch"], runners["onnx_fp32"], rows),
+        "tolerance": args.tolerance,
+        "probe_windows": len(rows),
+    }
     print(f"parity: max |logit(PyTorch) - logit(ONNX fp32)| = {parity['max_abs_logit_diff_fp32']:.2e} over {len(rows)} windows")
     if parity["max_abs_logit_diff_fp32"] > args.tolerance:
         raise ParityError(f"ONNX fp32 differs from PyTorch by {parity['max_abs_logit_diff_fp32']:.3e} > {args.tolerance}")
@@ -146,8 +157,7 @@ def run_export(args: argparse.Namespace) -> int:
             groups = node_groups(raw_dir / "model.onnx")
             keep = [*(args.exclude_nodes or ()), *(n for g in args.keep_fp32 for n in groups[g])]
             parity["int8_nodes_kept_fp32"] = {"groups": args.keep_fp32, "nodes": len(keep)}
-            quantize_static(raw_dir / "model.onnx", output / "model.onnx", calibration,
-                            exclude=keep, method=args.calibration_method)
+            quantize_static(raw_dir / "model.onnx", output / "model.onnx", calibration, exclude=keep, method=args.calibration_method)
         runners["onnx_int8"] = onnx_runner(output / "model.onnx")
         parity["max_abs_logit_diff_int8"] = max_logit_difference(runners["pytorch"], runners["onnx_int8"], rows)
 
@@ -161,8 +171,14 @@ def run_export(args: argparse.Namespace) -> int:
     meta = json.loads((output / SERVING_FILE).read_text()) if (output / SERVING_FILE).exists() else {}
     if "train_config" in meta:
         meta["train_config"] = {k: portable(v) if k in ("base_model", "output") else v for k, v in meta["train_config"].items()}
-    meta.update({"name": args.name or output.name, "version": args.version, "quantization": args.quantize,
-                 "onnx_sha256": file_sha256(output / "model.onnx")})
+    meta.update(
+        {
+            "name": args.name or output.name,
+            "version": args.version,
+            "quantization": args.quantize,
+            "onnx_sha256": file_sha256(output / "model.onnx"),
+        }
+    )
     (output / SERVING_FILE).write_text(json.dumps(meta, indent=2, default=str))
     (output / "parity.json").write_text(json.dumps(parity, indent=2))
 

@@ -124,11 +124,16 @@ def train(config: TrainConfig) -> dict[str, object]:
     window = WindowConfig(config.max_length, config.stride)
     policy = LabelPolicy(config.label_policy)
     features, stats = build_features(train_docs, encoder, label2id, window, policy)
-    print(f"{len(train_docs)} train / {len(dev_docs)} dev documents, {len(features)} windows, "
-          f"{stats.misaligned_spans} entity boundaries inside a word")
+    print(
+        f"{len(train_docs)} train / {len(dev_docs)} dev documents, {len(features)} windows, "
+        f"{stats.misaligned_spans} entity boundaries inside a word"
+    )
 
     model = AutoModelForTokenClassification.from_pretrained(
-        config.base_model, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id,
+        config.base_model,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id=label2id,
         classifier_dropout=config.dropout,
     )
     pad_id = tokenizer.pad_token_id or 0
@@ -169,8 +174,14 @@ def train(config: TrainConfig) -> dict[str, object]:
                 break
         seconds = time.perf_counter() - started
         report = evaluate_documents(dev_docs, encoder, torch_runner(model), scheme, window, strategy)
-        record = {"epoch": epoch, "step": step, "train_loss": loss_sum / max(n_batch, 1), "epoch_seconds": seconds,
-                  "train_tokens_per_second": tokens / seconds, "dev": report}
+        record = {
+            "epoch": epoch,
+            "step": step,
+            "train_loss": loss_sum / max(n_batch, 1),
+            "epoch_seconds": seconds,
+            "train_tokens_per_second": tokens / seconds,
+            "dev": report,
+        }
         with log_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
         if board is not None:
@@ -179,8 +190,10 @@ def train(config: TrainConfig) -> dict[str, object]:
             for kind, prf in report["per_type"].items():
                 board.add_scalar(f"dev/f1_{kind}", prf["f1"], epoch)
         micro = report["micro"]
-        print(f"epoch {epoch}: loss {record['train_loss']:.4f}, dev P {micro['precision']:.4f} "
-              f"R {micro['recall']:.4f} F1 {micro['f1']:.4f} ({seconds:.0f} s)")
+        print(
+            f"epoch {epoch}: loss {record['train_loss']:.4f}, dev P {micro['precision']:.4f} "
+            f"R {micro['recall']:.4f} F1 {micro['f1']:.4f} ({seconds:.0f} s)"
+        )
         if micro["f1"] > best["dev"]["micro"]["f1"]:  # type: ignore[index]
             best = record
             model.save_pretrained(out)

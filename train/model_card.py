@@ -31,6 +31,12 @@ def portable(value: object) -> str:
     return text.replace(cwd, "") if text.startswith(cwd) else text
 
 
+def _dev_description(train_config: dict[str, Any]) -> str:
+    if train_config.get("dev"):
+        return "files " + ", ".join(train_config["dev"])
+    return f"{train_config.get('dev_fraction', '?')} of documents carved with seed {train_config.get('seed', '?')}"
+
+
 def _quote(value: object) -> str:
     text = str(value)
     return f'"{text}"' if text.startswith("$") else shlex.quote(text)
@@ -44,10 +50,17 @@ def write_model_card(folder: Path, meta: dict[str, Any], parity: dict[str, Any],
     size_mb = (folder / "model.onnx").stat().st_size / 1e6
     command = "bioner export " + " ".join(shlex.quote(a) for a in argv[2:]) if len(argv) > 2 else "(see README)"
     train_cmd = (
-        "bioner train " + " ".join(f"--{k.replace('_', '-')} {_quote(v)}" for k, v in train_config.items()
-                                   if k not in _SKIP_FLAGS and v not in (None, "", []))
-        + " --train " + " ".join(train_config.get("train", []))
-    ) if train_config else "(unknown)"
+        (
+            "bioner train "
+            + " ".join(
+                f"--{k.replace('_', '-')} {_quote(v)}" for k, v in train_config.items() if k not in _SKIP_FLAGS and v not in (None, "", [])
+            )
+            + " --train "
+            + " ".join(train_config.get("train", []))
+        )
+        if train_config
+        else "(unknown)"
+    )
     lines = [
         f"# {meta.get('name', folder.name)} {meta.get('version', '')}",
         "",
@@ -55,8 +68,7 @@ def write_model_card(folder: Path, meta: dict[str, Any], parity: dict[str, Any],
         "",
         "## What it is",
         f"- Base model: `{train_config.get('base_model', 'unknown')}`",
-        f"- Training data: {', '.join(train_config.get('train', [])) or 'unknown'}; dev: "
-        f"{'files ' + ', '.join(train_config['dev']) if train_config.get('dev') else str(train_config.get('dev_fraction', '?')) + ' of documents carved with seed ' + str(train_config.get('seed', '?'))}",
+        f"- Training data: {', '.join(train_config.get('train', [])) or 'unknown'}; dev: {_dev_description(train_config)}",
         f"- Window {meta.get('max_length')} tokens, overlap {meta.get('stride')}, aggregation `{meta.get('aggregation_strategy')}`",
         f"- Best epoch: {meta.get('best_epoch', '?')}; quantisation: {meta.get('quantization', 'none')}",
         f"- model.onnx: {size_mb:.1f} MB, sha256 `{meta.get('onnx_sha256', '')}`",
@@ -71,14 +83,21 @@ def write_model_card(folder: Path, meta: dict[str, Any], parity: dict[str, Any],
         "",
         *_scores_table(parity.get("dev", {})),
         "",
-        *(["## Quantisation",
-            "Static int8 (ONNX Runtime QDQ): weights per channel (int8, symmetric), activations uint8 with ranges "
-            "calibrated on training windows and fixed in the graph, so a text's result never depends on what it is "
-            "batched with. Node groups kept in fp32 (measured to lose the most accuracy in int8): "
-            f"{', '.join(parity['int8_nodes_kept_fp32']['groups']) or 'none'} ({parity['int8_nodes_kept_fp32']['nodes']} nodes).", ""]
-          if "int8_nodes_kept_fp32" in parity else []),
+        *(
+            [
+                "## Quantisation",
+                "Static int8 (ONNX Runtime QDQ): weights per channel (int8, symmetric), activations uint8 with ranges "
+                "calibrated on training windows and fixed in the graph, so a text's result never depends on what it is "
+                "batched with. Node groups kept in fp32 (measured to lose the most accuracy in int8): "
+                f"{', '.join(parity['int8_nodes_kept_fp32']['groups']) or 'none'} ({parity['int8_nodes_kept_fp32']['nodes']} nodes).",
+                "",
+            ]
+            if "int8_nodes_kept_fp32" in parity
+            else []
+        ),
         "## Parity",
-        f"- max |logit PyTorch - ONNX fp32| = {parity.get('max_abs_logit_diff_fp32', float('nan')):.2e} (tolerance {parity.get('tolerance')})",
+        f"- max |logit PyTorch - ONNX fp32| = {parity.get('max_abs_logit_diff_fp32', float('nan')):.2e} "
+        f"(tolerance {parity.get('tolerance')})",
         *([f"- max |logit PyTorch - ONNX int8| = {parity['max_abs_logit_diff_int8']:.2e}"] if "max_abs_logit_diff_int8" in parity else []),
         "- windows/s on the export machine (batch 8): "
         + ", ".join(f"{k} {v:.1f}" for k, v in parity.get("windows_per_second", {}).items()),

@@ -92,8 +92,15 @@ def node_groups(model_path: Path) -> dict[str, list[str]]:
     return groups
 
 
-def quantize_static(src_model: Path, dst_model: Path, rows: Sequence[np.ndarray], exclude: Sequence[str] = (),
-                    method: str = "minmax", per_channel: bool = True, embeddings: bool = True) -> Path:
+def quantize_static(
+    src_model: Path,
+    dst_model: Path,
+    rows: Sequence[np.ndarray],
+    exclude: Sequence[str] = (),
+    method: str = "minmax",
+    per_channel: bool = True,
+    embeddings: bool = True,
+) -> Path:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -106,11 +113,21 @@ def quantize_static(src_model: Path, dst_model: Path, rows: Sequence[np.ndarray]
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(src_model), str(prepared), skip_symbolic_shape=True)
         ort_quantize_static(
-            str(prepared), str(dst_model), WindowReader(rows, names), quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["MatMul", "Gemm", *(["Gather"] if embeddings else [])], per_channel=per_channel,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude),
+            str(prepared),
+            str(dst_model),
+            WindowReader(rows, names),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul", "Gemm", *(["Gather"] if embeddings else [])],
+            per_channel=per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(exclude),
             calibrate_method=methods[method],
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "CalibPercentile": 99.999,
-                           "CalibTensorRangeSymmetric": False},
+            extra_options={
+                "ActivationSymmetric": False,
+                "WeightSymmetric": True,
+                "CalibPercentile": 99.999,
+                "CalibTensorRangeSymmetric": False,
+            },
         )
     return dst_model

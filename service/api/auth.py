@@ -50,9 +50,24 @@ class ApiKeyMiddleware:
             return
         self.metrics.refused.labels("unauthorized").inc()
         request_id = scope.get("state", {}).get("request_id", "-")
-        body = orjson.dumps({"error": {"code": "unauthorized", "message": "a valid API key is required (Authorization: Bearer or X-API-Key)",
-                                       "request_id": request_id}})
-        await send({"type": "http.response.start", "status": 401,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"www-authenticate", b'Bearer realm="bioner"')]})
+        body = orjson.dumps(
+            {
+                "error": {
+                    "code": "unauthorized",
+                    "message": "a valid API key is required (Authorization: Bearer or X-API-Key)",
+                    "request_id": request_id,
+                }
+            }
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b'Bearer realm="bioner"'),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -26,7 +26,10 @@ class NerRequest(BaseModel):
     texts: list[str] = Field(None, min_length=1, description="Several texts, answered in order.")  # type: ignore[assignment]
     aggregation_strategy: Literal["first", "average", "max"] = Field(None, description="Subword-to-word aggregation; default: the model's.")  # type: ignore[assignment]
     decoding: Literal["greedy", "constrained"] = Field(  # type: ignore[assignment]
-        None, description="greedy: arg-max per word, stray I- tags repaired into new spans; constrained: the most probable valid BIO sequence (Viterbi). Default: the model's.")
+        None,
+        description="greedy: arg-max per word, stray I- tags repaired into new spans; "
+        "constrained: the most probable valid BIO sequence (Viterbi). Default: the model's.",
+    )
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="Drop entities scoring below this.")
     labels: list[str] = Field(None, description="Keep only these entity types.")  # type: ignore[assignment]
 
@@ -60,7 +63,11 @@ _EXAMPLE_ENTITIES = [
 
 
 class NerResponse(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"entities": _EXAMPLE_ENTITIES, "model": {"name": "bioner-minilm-jnlpba", "version": "1", "sha256": "..."}}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"entities": _EXAMPLE_ENTITIES, "model": {"name": "bioner-minilm-jnlpba", "version": "1", "sha256": "..."}}]
+        }
+    )
 
     entities: list[EntityOut]
     model: ModelRef

@@ -72,9 +72,7 @@ class TextEncoder:
     def window_ids(self, encoded: Encoded, span: WindowSpan) -> np.ndarray:
         """Input ids of one window: special prefix + content + special suffix."""
         content = encoded.ids[span.start : span.end]
-        return np.concatenate(
-            [np.asarray(self.prefix_ids, np.int64), content, np.asarray(self.suffix_ids, np.int64)]
-        )
+        return np.concatenate([np.asarray(self.prefix_ids, np.int64), content, np.asarray(self.suffix_ids, np.int64)])
 
 
 def _to_encoded(encoding: object) -> Encoded:

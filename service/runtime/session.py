@@ -33,9 +33,16 @@ def choose_providers(requested: Provider) -> list[str]:
 class OnnxSession:
     """Thin wrapper that knows the graph's inputs and checks the logits width once."""
 
-    def __init__(self, model_path: Path, n_labels: int, provider: Provider = Provider.CPU,
-                 intra_op_threads: int = 0, inter_op_threads: int = 1,
-                 optimization: GraphOptimization = GraphOptimization.ALL, spinning: bool = True) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        n_labels: int,
+        provider: Provider = Provider.CPU,
+        intra_op_threads: int = 0,
+        inter_op_threads: int = 1,
+        optimization: GraphOptimization = GraphOptimization.ALL,
+        spinning: bool = True,
+    ) -> None:
         options = ort.SessionOptions()
         # Spinning threads react faster between ops but burn cores the event loop could use; on the
         # 2-core reference machine the benchmark could not tell the two apart (run-to-run noise).

@@ -9,10 +9,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from tiny_bundle import SPECIALS, TOKENS
 
 from service.app import create_app
 from service.settings import Settings
-from tiny_bundle import SPECIALS, TOKENS
 
 TEXT = "The p53 kinase binds the myc gene in cells."
 P53_ID = (SPECIALS + list(TOKENS)).index("p53")
@@ -115,7 +115,7 @@ async def test_metrics_move(client: httpx.AsyncClient) -> None:
     assert 'bioner_requests_refused_total{reason="text_too_long"} 1.0' in text
     assert 'bioner_entities_total{label="protein"} 20.0' in text
     assert "bioner_batch_size_windows_count" in text and "bioner_inference_duration_seconds_bucket" in text
-    assert 'bioner_model_info{' in text and "bioner_queue_depth_windows" in text
+    assert "bioner_model_info{" in text and "bioner_queue_depth_windows" in text
 
 
 async def test_overload_gives_503_with_retry_after(tiny_bundle: Path) -> None:

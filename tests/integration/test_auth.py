@@ -25,8 +25,9 @@ async def client_for(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 async def keyed(tiny_bundle: Path, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     key_file = tmp_path / "keys"
     key_file.write_text("# lab keys\nfile-key-123\n")
-    settings = Settings(model_path=tiny_bundle, api_keys=SecretStr("alpha-key, beta-key"), api_keys_file=key_file,
-                        metrics_public=False, log_level="debug")
+    settings = Settings(
+        model_path=tiny_bundle, api_keys=SecretStr("alpha-key, beta-key"), api_keys_file=key_file, metrics_public=False, log_level="debug"
+    )
     async for client in client_for(settings):
         yield client
 
@@ -36,8 +37,10 @@ async def test_valid_keys_pass(keyed: httpx.AsyncClient, headers: dict[str, str]
     assert (await keyed.post("/ner", json={"text": "p53"}, headers=headers)).status_code == 200
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"X-API-Key": ""}, {"Authorization": "Basic alpha-key"},
-                                     {"X-API-Key": "alpha-key, beta-key"}])
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"X-API-Key": ""}, {"Authorization": "Basic alpha-key"}, {"X-API-Key": "alpha-key, beta-key"}],
+)
 async def test_missing_or_wrong_keys_get_401(keyed: httpx.AsyncClient, headers: dict[str, str]) -> None:
     for method, path in (("POST", "/ner"), ("GET", "/model"), ("GET", "/metrics"), ("GET", "/docs")):
         response = await keyed.request(method, path, json={"text": "p53"} if method == "POST" else None, headers=headers)

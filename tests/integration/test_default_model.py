@@ -7,15 +7,16 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import pytest_asyncio
-
 from conftest import DEFAULT_MODEL
+
 from service.app import create_app
 from service.settings import Settings
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL / "model.onnx").exists(), reason="default model not present")
 
-SENTENCE = ("IL-2 gene expression and NF-kappa B activation through CD28 requires reactive oxygen production "
-            "by 5-lipoxygenase in human T cells.")
+SENTENCE = (
+    "IL-2 gene expression and NF-kappa B activation through CD28 requires reactive oxygen production by 5-lipoxygenase in human T cells."
+)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -14,8 +14,31 @@ from service.app import create_app
 from service.settings import Settings
 
 NASTY = [
-    "\u0301", "\u0308\u0301", "\u200d", "\u200b", "\u202e", "\u2066", "\x00", "\x07", "\ufeff", "\U0001f9ec", "\U0001f468\u200d\U0001f52c",
-    "مرحبا", "שלום", "蛋白", "p53", "kinase", "myc", "gene", " ", "\n", "\t", "\u00a0", "\u3000", "-", "x" * 300,
+    "\u0301",
+    "\u0308\u0301",
+    "\u200d",
+    "\u200b",
+    "\u202e",
+    "\u2066",
+    "\x00",
+    "\x07",
+    "\ufeff",
+    "\U0001f9ec",
+    "\U0001f468\u200d\U0001f52c",
+    "مرحبا",
+    "שלום",
+    "蛋白",
+    "p53",
+    "kinase",
+    "myc",
+    "gene",
+    " ",
+    "\n",
+    "\t",
+    "\u00a0",
+    "\u3000",
+    "-",
+    "x" * 300,
 ]
 
 
@@ -38,8 +61,9 @@ def check(client: TestClient, text: str) -> None:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=300)
-       | st.lists(st.sampled_from(NASTY), max_size=80).map("".join))
+@given(
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=300) | st.lists(st.sampled_from(NASTY), max_size=80).map("".join)
+)
 def test_any_text_round_trips_over_http(client: TestClient, text: str) -> None:
     check(client, text)
 

@@ -115,8 +115,9 @@ def test_sigterm_drains_accepted_requests_then_exits_zero(server: tuple[subproce
 )
 def test_bad_bundle_fails_fast_with_one_line(tmp_path: Path, make: object, message: str) -> None:
     folder = make(tmp_path)  # type: ignore[operator]
-    result = subprocess.run([sys.executable, "-m", "service", "serve", "--model-path", str(folder)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "serve", "--model-path", str(folder)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and message in result.stderr, result.stderr
 

@@ -24,8 +24,9 @@ def make_base_model(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(WORDS) + "\n", encoding="utf-8")
     BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
-    config = BertConfig(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=64
+    )
     BertForMaskedLM(config).save_pretrained(folder)
     return folder
 
@@ -38,8 +39,8 @@ def make_corpus(folder: Path) -> Path:
         anns, step = [], len("the p53 kinase binds the myc gene in cells .")
         for r in range(1 + i % 3):
             base = r * step
-            anns.append(f"T{2*r+1}\tprotein {base + 4} {base + 14}\tp53 kinase")
-            anns.append(f"T{2*r+2}\tDNA {base + 25} {base + 33}\tmyc gene")
+            anns.append(f"T{2 * r + 1}\tprotein {base + 4} {base + 14}\tp53 kinase")
+            anns.append(f"T{2 * r + 2}\tDNA {base + 25} {base + 33}\tmyc gene")
         (folder / f"d{i}.ann").write_text("\n".join(anns) + "\n", encoding="utf-8")
     return folder
 
@@ -52,14 +53,39 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("e2e")
     base = make_base_model(root / "base")
     corpus = make_corpus(root / "corpus")
-    best = train(TrainConfig(train=[str(corpus)], output=str(root / "ckpt"), base_model=str(base), epochs=2,
-                             batch_size=4, learning_rate=5e-3, max_length=24, stride=6, dev_fraction=0.25, dropout=0.0))
+    best = train(
+        TrainConfig(
+            train=[str(corpus)],
+            output=str(root / "ckpt"),
+            base_model=str(base),
+            epochs=2,
+            batch_size=4,
+            learning_rate=5e-3,
+            max_length=24,
+            stride=6,
+            dev_fraction=0.25,
+            dropout=0.0,
+        )
+    )
     assert (root / "ckpt" / "metrics.jsonl").read_text().count("\n") == 2
     assert best["epoch"] in (1, 2)
-    args = argparse.Namespace(checkpoint=str(root / "ckpt"), output=str(root / "bundle"), data=[str(corpus)], dev_fraction=0.25,
-                              seed=13, quantize="static", tolerance=1e-3, tag_map=None, optimization_level=1,
-                              calibration_windows=16, calibration_method="minmax", exclude_nodes=[], keep_fp32=["ffn_out"],
-                              name="e2e", version="0")
+    args = argparse.Namespace(
+        checkpoint=str(root / "ckpt"),
+        output=str(root / "bundle"),
+        data=[str(corpus)],
+        dev_fraction=0.25,
+        seed=13,
+        quantize="static",
+        tolerance=1e-3,
+        tag_map=None,
+        optimization_level=1,
+        calibration_windows=16,
+        calibration_method="minmax",
+        exclude_nodes=[],
+        keep_fp32=["ffn_out"],
+        name="e2e",
+        version="0",
+    )
     assert run_export(args) == 0
     return root / "bundle"
 
@@ -87,16 +113,29 @@ async def test_service_serves_the_exported_bundle(exported: Path) -> None:
             body = response.json()
             assert body["model"]["name"] == "e2e"
             text = "the p53 kinase binds the myc gene in cells ."
-            assert all(text[e["start"]:e["end"]] == e["text"] for e in body["entities"])
+            assert all(text[e["start"] : e["end"]] == e["text"] for e in body["entities"])
 
 
 def test_parity_check_fails_loudly(exported: Path, tmp_path: Path) -> None:
     from train.export import ParityError, run_export
 
     checkpoint = exported.parent / "ckpt"
-    args = argparse.Namespace(checkpoint=str(checkpoint), output=str(tmp_path / "strict"), data=[], dev_fraction=0.25,
-                              seed=13, quantize="none", tolerance=0.0, tag_map=None, optimization_level=0,
-                              calibration_windows=16, calibration_method="minmax", exclude_nodes=[], keep_fp32=[],
-                              name="strict", version="0")
+    args = argparse.Namespace(
+        checkpoint=str(checkpoint),
+        output=str(tmp_path / "strict"),
+        data=[],
+        dev_fraction=0.25,
+        seed=13,
+        quantize="none",
+        tolerance=0.0,
+        tag_map=None,
+        optimization_level=0,
+        calibration_windows=16,
+        calibration_method="minmax",
+        exclude_nodes=[],
+        keep_fp32=[],
+        name="strict",
+        version="0",
+    )
     with pytest.raises(ParityError, match="differs from PyTorch"):
         run_export(args)

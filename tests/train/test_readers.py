@@ -13,7 +13,9 @@ def test_brat_reads_offsets_and_reports_overlaps(tmp_path: Path) -> None:
     (tmp_path / "d1.txt").write_text("IL-2 gene activates NF-κB in T cells.", encoding="utf-8")
     (tmp_path / "d1.ann").write_text(
         "T1\tDNA 0 9\tIL-2 gene\nT2\tprotein 0 4\tIL-2\nT3\tprotein 20 25\tNF-κB\nT4\tcell_type 29 36\tT cells\n"
-        "T5\tprotein 0 2;5 9\tIL gene\n", encoding="utf-8")
+        "T5\tprotein 0 2;5 9\tIL gene\n",
+        encoding="utf-8",
+    )
     [doc] = read_corpus(tmp_path)
     assert [(s.start, s.end, s.label) for s in doc.spans] == [(0, 9, "DNA"), (20, 25, "protein"), (29, 36, "cell_type")]
     assert doc.text[20:25] == "NF-κB"
@@ -25,7 +27,7 @@ def test_columns_schemes_and_cleaning(tmp_path: Path, capsys: pytest.CaptureFixt
     with pytest.raises(MalformedTagError, match=r"un.tsv:3: malformed tag 'I-I-MISC'"):
         read_corpus(path)
     docs = read_corpus(path, parse_tag_map("I-I-MISC=I-ORG,0=O,VMISC=I-PER"))
-    assert [(d.text[s.start:s.end], s.label) for d in docs for s in d.spans] == [("United Nations", "ORG"), ("Mr Ban", "PER")]
+    assert [(d.text[s.start : s.end], s.label) for d in docs for s in d.spans] == [("United Nations", "ORG"), ("Mr Ban", "PER")]
     out = capsys.readouterr().out
     assert "before cleaning" in out and "'I-I-MISC': 1" in out
 
@@ -34,7 +36,7 @@ def test_columns_bioes_and_space_separated(tmp_path: Path) -> None:
     path = tmp_path / "x.txt"
     path.write_text("a B-X\nb E-X\nc S-Y\nd O\n", encoding="utf-8")
     [doc] = read_corpus(path)
-    assert [(doc.text[s.start:s.end], s.label) for s in doc.spans] == [("a b", "X"), ("c", "Y")]
+    assert [(doc.text[s.start : s.end], s.label) for s in doc.spans] == [("a b", "X"), ("c", "Y")]
     assert doc.token_offsets == ((0, 1), (2, 3), (4, 5), (6, 7))
 
 
@@ -48,11 +50,14 @@ def test_chinese_characters_joined_without_spaces(tmp_path: Path) -> None:
 def test_jsonl_both_shapes(tmp_path: Path) -> None:
     path = tmp_path / "x.jsonl"
     path.write_text(
-        json.dumps({"tokens": ["p53", "binds", "DNA"], "ner_tags": ["B-protein", "O", "B-DNA"]}) + "\n"
-        + json.dumps({"id": "q", "text": "Café p53", "entities": [{"start": 5, "end": 8, "label": "protein"}]}) + "\n",
-        encoding="utf-8")
+        json.dumps({"tokens": ["p53", "binds", "DNA"], "ner_tags": ["B-protein", "O", "B-DNA"]})
+        + "\n"
+        + json.dumps({"id": "q", "text": "Café p53", "entities": [{"start": 5, "end": 8, "label": "protein"}]})
+        + "\n",
+        encoding="utf-8",
+    )
     first, second = read_corpus(path)
-    assert [(first.text[s.start:s.end], s.label) for s in first.spans] == [("p53", "protein"), ("DNA", "DNA")]
+    assert [(first.text[s.start : s.end], s.label) for s in first.spans] == [("p53", "protein"), ("DNA", "DNA")]
     assert second.id == "q" and second.text[5:8] == "p53"
 
 
@@ -66,4 +71,4 @@ def test_jsonl_rejects_out_of_range_entities(tmp_path: Path) -> None:
 def test_real_jnlpba_loads(shared_data: Path) -> None:
     docs = read_corpus(shared_data / "jnlpba" / "train")
     assert len(docs) == 2000
-    assert all(d.text[s.start:s.end].strip() for d in docs[:50] for s in d.spans)
+    assert all(d.text[s.start : s.end].strip() for d in docs[:50] for s in d.spans)

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-import numpy as np
-import pytest
-
 import itertools
 
+import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -63,9 +62,7 @@ def one_hot(labels: list[int], p: float = 0.9) -> np.ndarray:
 
 def test_strategies_differ_on_a_split_word() -> None:
     # one word of three subwords: B-protein (0.6), I-DNA (0.95), O (0.5)
-    probs = np.array(
-        [[0.1, 0.6, 0.1, 0.1, 0.1], [0.0, 0.0, 0.0, 0.05, 0.95], [0.5, 0.2, 0.1, 0.1, 0.1]], dtype=np.float32
-    )
+    probs = np.array([[0.1, 0.6, 0.1, 0.1, 0.1], [0.0, 0.0, 0.0, 0.05, 0.95], [0.5, 0.2, 0.1, 0.1, 0.1]], dtype=np.float32)
     word_ids = np.array([0, 0, 0])
     first = aggregate_words(probs, word_ids, Strategy.FIRST).probs.argmax(-1)
     maxed = aggregate_words(probs, word_ids, Strategy.MAX).probs.argmax(-1)

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny_bundle import write_bundle
 
 from service.errors import BundleError
 from service.runtime.bundle import load_bundle
 from service.runtime.session import OnnxSession
-from tiny_bundle import write_bundle
 
 
 def test_defaults_when_serving_json_is_absent(tmp_path: Path) -> None:

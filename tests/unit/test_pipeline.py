@@ -20,11 +20,18 @@ def runtime(tiny_bundle: Path) -> tuple[Bundle, OnnxSession]:
     return bundle, OnnxSession(bundle.onnx_path, len(bundle.scheme))
 
 
-def predict(runtime: tuple[Bundle, OnnxSession], text: str, max_length: int = 16, stride: int = 4,
-            strategy: Strategy = Strategy.FIRST, decoding: Decoding = Decoding.GREEDY) -> list[tuple[str, str]]:
+def predict(
+    runtime: tuple[Bundle, OnnxSession],
+    text: str,
+    max_length: int = 16,
+    stride: int = 4,
+    strategy: Strategy = Strategy.FIRST,
+    decoding: Decoding = Decoding.GREEDY,
+) -> list[tuple[str, str]]:
     bundle, session = runtime
-    [entities] = predict_texts([text], bundle.encoder, session.run, bundle.scheme, WindowConfig(max_length, stride), strategy,
-                               decoding=decoding)
+    [entities] = predict_texts(
+        [text], bundle.encoder, session.run, bundle.scheme, WindowConfig(max_length, stride), strategy, decoding=decoding
+    )
     assert all(text[e.start : e.end] == e.text for e in entities)
     return [(e.text, e.label) for e in entities]
 
@@ -80,13 +87,14 @@ def test_unicode_offsets(runtime: tuple[Bundle, OnnxSession], text: str) -> None
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200)
-       | st.lists(st.sampled_from(["p53", "kinase", "myc", "gene", " ", "蛋", "白", "x", "\u0301", "-", "😀"]), max_size=60).map("".join))
+@given(
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200)
+    | st.lists(st.sampled_from(["p53", "kinase", "myc", "gene", " ", "蛋", "白", "x", "\u0301", "-", "😀"]), max_size=60).map("".join)
+)
 def test_spans_always_slice_the_input(runtime: tuple[Bundle, OnnxSession], text: str) -> None:
     bundle, session = runtime
     for strategy, decoding in [(s, d) for s in Strategy for d in Decoding]:
-        [entities] = predict_texts([text], bundle.encoder, session.run, bundle.scheme, WindowConfig(8, 2), strategy,
-                                   decoding=decoding)
+        [entities] = predict_texts([text], bundle.encoder, session.run, bundle.scheme, WindowConfig(8, 2), strategy, decoding=decoding)
         previous_end = 0
         for e in entities:
             assert text[e.start : e.end] == e.text
@@ -111,8 +119,9 @@ def test_cuda_request_falls_back_to_cpu_here(tiny_bundle: Path, caplog: pytest.L
 
 
 def test_bundle_label_width_mismatch_fails_fast(tmp_path: Path) -> None:
-    from service.errors import BundleError
     from tiny_bundle import write_bundle
+
+    from service.errors import BundleError
 
     folder = write_bundle(tmp_path / "b", labels=["O", "B-protein", "I-protein"])
     bundle = load_bundle(folder)

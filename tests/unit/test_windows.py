@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tiny_bundle import build_tokenizer
 
 from service.decoding.predict import WindowConfig, predict_token_logits
 from service.decoding.windows import TextEncoder, WindowSpan, owner_windows, plan_windows, stitch
-from tiny_bundle import build_tokenizer
 
 
 def test_short_text_is_one_window() -> None:

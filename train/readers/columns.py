@@ -70,10 +70,7 @@ def _sentence(doc_id: str, tokens: list[str], tags: list[str], separator: str) -
         cursor += len(token) + len(separator)
     text = separator.join(pieces)
     parts = [split_label(t) for t in tags]
-    spans = tuple(
-        Span(offsets[a][0], offsets[b - 1][1], kind)
-        for a, b, kind in decode_tags([p for p, _ in parts], [k for _, k in parts])
-    )
+    spans = tuple(Span(offsets[a][0], offsets[b - 1][1], kind) for a, b, kind in decode_tags([p for p, _ in parts], [k for _, k in parts]))
     return Document(doc_id, text, spans, tuple(offsets))
 
 

@@ -39,8 +39,5 @@ def _from_tokens(doc_id: str, tokens: list[str], tags: list[str], separator: str
         offsets.append((cursor, cursor + len(token)))
         cursor += len(token) + len(separator)
     parts = [split_label(str(t)) for t in tags]
-    spans = tuple(
-        Span(offsets[a][0], offsets[b - 1][1], kind)
-        for a, b, kind in decode_tags([p for p, _ in parts], [k for _, k in parts])
-    )
+    spans = tuple(Span(offsets[a][0], offsets[b - 1][1], kind) for a, b, kind in decode_tags([p for p, _ in parts], [k for _, k in parts]))
     return Document(doc_id, separator.join(tokens), spans, tuple(offsets))
