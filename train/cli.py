@@ -26,6 +26,8 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     t.add_argument("--max-length", type=int, default=128, help="window length in tokens, specials included")
     t.add_argument("--stride", type=int, default=32, help="overlap between windows in tokens")
     t.add_argument("--label-policy", choices=["first", "all"], default="first")
+    t.add_argument("--loss", choices=["ce", "welt", "ens"], default="ce", help="class weighting against the dominant O tag")
+    t.add_argument("--ens-beta", type=float, default=0.99, help="beta of the effective-number weights (--loss ens)")
     t.add_argument("--seed", type=int, default=13)
     t.add_argument("--threads", type=int, default=0, help="torch threads (0: library default)")
     t.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke runs)")

@@ -28,6 +28,7 @@ from train.align import IGNORE, Feature, LabelPolicy, build_features, label_list
 from train.backends import torch_runner
 from train.bundle_meta import write_serving_config
 from train.evaluate import evaluate_documents
+from train.losses import class_weights, label_counts
 from train.readers import Document, read_corpus
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class TrainConfig:
     max_length: int = 128
     stride: int = 32
     label_policy: str = "first"
+    loss: str = "ce"  # ce | welt | ens
+    ens_beta: float = 0.99
     seed: int = 13
     threads: int = 0
     max_steps: int = 0  # stop early (tests and smoke runs); 0 = full epochs
@@ -75,6 +78,15 @@ def length_grouped_batches(features: list[Feature], batch_size: int, rng: np.ran
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     rng.shuffle(batches)  # type: ignore[arg-type]
     return batches
+
+
+def token_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], weight: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy over trained subwords, class-weighted when ``weight`` is given."""
+    if weight is None:
+        return model(**batch).loss
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    flat = logits.view(-1, logits.shape[-1])
+    return torch.nn.functional.cross_entropy(flat, batch["labels"].view(-1), weight=weight, ignore_index=IGNORE)
 
 
 def collate(features: list[Feature], indices: list[int], pad_id: int) -> dict[str, torch.Tensor]:
@@ -129,6 +141,13 @@ def train(config: TrainConfig) -> dict[str, object]:
         f"{stats.misaligned_spans} entity boundaries inside a word"
     )
 
+    counts = label_counts([f.labels for f in features], len(labels))
+    weights = class_weights(config.loss, labels, counts, config.ens_beta)
+    weight_record = {"loss": config.loss, "label_counts": dict(zip(labels, counts.tolist()))}
+    if weights is not None:
+        weight_record["class_weights"] = dict(zip(labels, [round(float(w), 6) for w in weights]))
+        print("class weights: " + ", ".join(f"{k} {v:.4f}" for k, v in weight_record["class_weights"].items()))
+    loss_weight = None if weights is None else torch.tensor(weights, dtype=torch.float32)
     model = AutoModelForTokenClassification.from_pretrained(
         config.base_model,
         num_labels=len(labels),
@@ -150,6 +169,8 @@ def train(config: TrainConfig) -> dict[str, object]:
     scheme = LabelScheme.from_id2label(dict(enumerate(labels)))
     strategy = Strategy.FIRST if policy is LabelPolicy.FIRST else Strategy.AVERAGE
     log_path = out / "metrics.jsonl"
+    with log_path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(weight_record) + "\n")
     board = _tensorboard(out)
     best: dict[str, object] = {"dev": {"micro": {"f1": -1.0}}}
     step = 0
@@ -160,7 +181,7 @@ def train(config: TrainConfig) -> dict[str, object]:
         bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", mininterval=5)
         for n_batch, indices in enumerate(bar, 1):
             batch = collate(features, indices, pad_id)
-            loss = model(**batch).loss
+            loss = token_loss(model, batch, loss_weight)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
