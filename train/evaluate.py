@@ -7,6 +7,7 @@ spans are also mapped back to the source tokens and scored with seqeval in stric
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from service.decoding.aggregate import Decoding, Entity, Strategy
 from service.decoding.labels import LabelScheme
@@ -38,7 +39,7 @@ def evaluate_documents(
     strategy: Strategy,
     batch_size: int = 16,
     decoding: Decoding = Decoding.CONSTRAINED,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     predicted = predict_documents(docs, encoder, run, scheme, window, strategy, batch_size, decoding)
     report = span_scores(
         [[(s.start, s.end, s.label) for s in d.spans] for d in docs],
@@ -78,7 +79,7 @@ def tags_from_spans(doc: Document, spans: Sequence[tuple[int, int, str]]) -> lis
     return tags
 
 
-def seqeval_report(docs: Sequence[Document], predicted: Sequence[Sequence[Entity]]) -> dict[str, object]:
+def seqeval_report(docs: Sequence[Document], predicted: Sequence[Sequence[Entity]]) -> dict[str, Any]:
     from seqeval.metrics import accuracy_score, classification_report
     from seqeval.scheme import IOB2
 

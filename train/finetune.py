@@ -72,7 +72,7 @@ def length_grouped_batches(features: list[Feature], batch_size: int, rng: np.ran
     """Shuffle, sort by length inside mega-chunks, batch, shuffle batches: little padding, still random."""
     order = rng.permutation(len(features))
     mega = batch_size * 50
-    batches = []
+    batches: list[list[int]] = []
     for lo in range(0, len(order), mega):
         chunk = sorted(order[lo : lo + mega], key=lambda i: len(features[i].input_ids), reverse=True)
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
@@ -118,7 +118,7 @@ def _tensorboard(out: Path) -> Any:
     return SummaryWriter(log_dir=str(out / "tensorboard"))
 
 
-def train(config: TrainConfig) -> dict[str, object]:
+def train(config: TrainConfig) -> dict[str, Any]:
     """Run the fine-tune; returns the best epoch's record. Writes a checkpoint to ``output``."""
     random.seed(config.seed)
     np.random.seed(config.seed)
@@ -143,7 +143,7 @@ def train(config: TrainConfig) -> dict[str, object]:
 
     counts = label_counts([f.labels for f in features], len(labels))
     weights = class_weights(config.loss, labels, counts, config.ens_beta)
-    weight_record = {"loss": config.loss, "label_counts": dict(zip(labels, counts.tolist()))}
+    weight_record: dict[str, Any] = {"loss": config.loss, "label_counts": dict(zip(labels, counts.tolist()))}
     if weights is not None:
         weight_record["class_weights"] = dict(zip(labels, [round(float(w), 6) for w in weights]))
         print("class weights: " + ", ".join(f"{k} {v:.4f}" for k, v in weight_record["class_weights"].items()))
@@ -172,7 +172,7 @@ def train(config: TrainConfig) -> dict[str, object]:
     with log_path.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(weight_record) + "\n")
     board = _tensorboard(out)
-    best: dict[str, object] = {"dev": {"micro": {"f1": -1.0}}}
+    best: dict[str, Any] = {"dev": {"micro": {"f1": -1.0}}}
     step = 0
     for epoch in range(1, config.epochs + 1):
         model.train()

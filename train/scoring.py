@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class PRF:
 SpanKey = tuple[int, int, str]
 
 
-def span_scores(gold: Sequence[Iterable[SpanKey]], predicted: Sequence[Iterable[SpanKey]]) -> dict[str, object]:
+def span_scores(gold: Sequence[Iterable[SpanKey]], predicted: Sequence[Iterable[SpanKey]]) -> dict[str, Any]:
     """Per-type, micro and macro P/R/F1 over documents' span sets."""
     tp: Counter[str] = Counter()
     n_pred: Counter[str] = Counter()
@@ -42,14 +43,15 @@ def span_scores(gold: Sequence[Iterable[SpanKey]], predicted: Sequence[Iterable[
     per_type = {k: PRF.of(tp[k], n_pred[k], n_gold[k]) for k in kinds}
     micro = PRF.of(sum(tp.values()), sum(n_pred.values()), sum(n_gold.values()))
     gold_kinds = [k for k in kinds if n_gold[k]]
-    macro = PRF(
-        *(sum(getattr(per_type[k], f) for k in gold_kinds) / max(len(gold_kinds), 1) for f in ("precision", "recall", "f1")),
-        sum(n_gold.values()),
-    )
+
+    def mean_of(field: str) -> float:
+        return sum(getattr(per_type[k], field) for k in gold_kinds) / max(len(gold_kinds), 1)
+
+    macro = PRF(mean_of("precision"), mean_of("recall"), mean_of("f1"), sum(n_gold.values()))
     return {"micro": asdict(micro), "macro": asdict(macro), "per_type": {k: asdict(v) for k, v in per_type.items()}}
 
 
-def format_table(report: dict[str, object]) -> str:
+def format_table(report: dict[str, Any]) -> str:
     rows = [("type", "precision", "recall", "f1", "support")]
     per_type: dict[str, dict[str, float]] = report["per_type"]  # type: ignore[assignment]
     for name, prf in [*per_type.items(), ("micro", report["micro"]), ("macro", report["macro"])]:

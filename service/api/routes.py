@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -19,7 +19,7 @@ from service.metrics import Metrics
 
 router = APIRouter()
 T = TypeVar("T")
-_ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 413, 422, 500, 503, 504)}
+_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in (400, 401, 413, 422, 500, 503, 504)}
 
 
 def _entity(e: Entity) -> dict[str, object]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -22,16 +22,16 @@ class NerRequest(BaseModel):
     )
 
     # Optional but never null on the wire: the schema says exactly what is accepted.
-    text: str = Field(None, description="One text; offsets index this exact string (Python str indices).")  # type: ignore[assignment]
-    texts: list[str] = Field(None, min_length=1, description="Several texts, answered in order.")  # type: ignore[assignment]
-    aggregation_strategy: Literal["first", "average", "max"] = Field(None, description="Subword-to-word aggregation; default: the model's.")  # type: ignore[assignment]
+    text: str = Field(None, description="One text; offsets index this exact string (Python str indices).")  # type: ignore[assignment,arg-type]
+    texts: list[str] = Field(None, min_length=1, description="Several texts, answered in order.")  # type: ignore[assignment,arg-type]
+    aggregation_strategy: Literal["first", "average", "max"] = Field(None, description="Subword-to-word aggregation; default: the model's.")  # type: ignore[assignment,arg-type]
     decoding: Literal["greedy", "constrained"] = Field(  # type: ignore[assignment]
-        None,
+        None,  # type: ignore[arg-type]
         description="greedy: arg-max per word, stray I- tags repaired into new spans; "
         "constrained: the most probable valid BIO sequence (Viterbi). Default: the model's.",
     )
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="Drop entities scoring below this.")
-    labels: list[str] = Field(None, description="Keep only these entity types.")  # type: ignore[assignment]
+    labels: list[str] = Field(None, description="Keep only these entity types.")  # type: ignore[assignment,arg-type]
 
     @model_validator(mode="after")
     def _exactly_one(self) -> NerRequest:
@@ -56,7 +56,7 @@ class ModelRef(BaseModel):
     sha256: str
 
 
-_EXAMPLE_ENTITIES = [
+_EXAMPLE_ENTITIES: Any = [
     {"start": 0, "end": 9, "text": "IL-2 gene", "label": "DNA", "score": 0.93},
     {"start": 30, "end": 41, "text": "NF-kappa B", "label": "protein", "score": 0.97},
 ]
