@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import ROOT, add_common_args, stop_service  # noqa: E402
+from harness import ROOT, add_common_args, histogram, stop_service  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -181,12 +181,6 @@ def start_service(model: Path, threads: int, extra: dict[str, str]) -> tuple[sub
                 return proc, url, time.perf_counter() - started
         except httpx.TransportError:
             time.sleep(0.02)
-
-
-def histogram(text: str, name: str) -> tuple[float, float]:
-    total = re.search(rf"^{name}_sum (\S+)", text, re.M)
-    count = re.search(rf"^{name}_count (\S+)", text, re.M)
-    return (float(total.group(1)) if total else 0.0, float(count.group(1)) if count else 0.0)
 
 
 async def drive(url: str, texts: list[str], concurrency: int) -> dict[str, Any]:

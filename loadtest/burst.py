@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import statistics
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
+from harness import histogram
 
 SENTENCES = [
     "IL-2 gene expression and NF-kappa B activation through CD28 requires reactive oxygen production by 5-lipoxygenase.",
@@ -24,12 +24,6 @@ SENTENCES = [
     "The peri-kappa B site mediates human immunodeficiency virus type 2 enhancer activation in monocytes but not in T cells.",
     "Tyrosine phosphorylation of STAT1 and STAT3 in Jurkat cells was induced by interferon-alpha.",
 ]
-
-
-def histogram(metrics: str, name: str) -> tuple[float, float]:
-    total = re.search(rf"^{name}_sum (\S+)", metrics, re.M)
-    count = re.search(rf"^{name}_count (\S+)", metrics, re.M)
-    return (float(total.group(1)) if total else 0.0, float(count.group(1)) if count else 0.0)
 
 
 def load_texts(path: str | None) -> list[str]:

@@ -40,6 +40,11 @@ def metric(text: str, pattern: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def histogram(text: str, name: str) -> tuple[float, float]:
+    """``(sum, count)`` of a Prometheus histogram in a /metrics scrape."""
+    return metric(text, rf"^{name}_sum (\S+)"), metric(text, rf"^{name}_count (\S+)")
+
+
 def verdict(report: dict[str, Any], ok: bool) -> None:
     print(json.dumps(report, indent=2))
     print("OK" if ok else "PROBLEMS FOUND")

@@ -22,6 +22,7 @@ from service.decoding.aggregate import Strategy
 from service.decoding.labels import LabelScheme
 from service.decoding.predict import WindowConfig, predict_texts
 from service.decoding.windows import TextEncoder
+from service.runtime.bundle import read_serving
 from train.backends import onnx_runner
 from train.evaluate import evaluate_documents
 from train.export import export_onnx, optimize_copy, sample_rows, windows_per_second
@@ -54,8 +55,8 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    serving = json.loads((Path(args.checkpoint) / "serving.json").read_text())
-    window = WindowConfig(int(serving["max_length"]), int(serving["stride"]))
+    serving = read_serving(Path(args.checkpoint))
+    window = WindowConfig(serving.max_length, serving.stride)
     raw = out / "raw"
     export_onnx(Path(args.checkpoint), raw, optimization_level=0)
     encoder = TextEncoder.from_file(raw / "tokenizer.json")
@@ -95,7 +96,7 @@ def main() -> None:
         started = time.perf_counter()
         builders[name](folder)
         run = onnx_runner(folder / "model.onnx")
-        report = evaluate_documents(dev_docs, encoder, run, scheme, window, Strategy(serving.get("aggregation_strategy", "first")))
+        report = evaluate_documents(dev_docs, encoder, run, scheme, window, Strategy(serving.strategy))
         windows_per_second(run, speed_rows[:16])  # warm-up
         results[name] = {
             "f1": report["micro"]["f1"],

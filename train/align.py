@@ -50,7 +50,6 @@ def word_labels(doc: Document, encoded: Encoded, label2id: dict[str, int], stats
     starts, ends = word_boundaries(encoded.word_ids)
     labels = np.zeros(len(starts), dtype=np.int64)
     previous = -1
-    seen_start: set[int] = set()
     for w, (a, b) in enumerate(zip(starts, ends)):
         lo, hi = int(encoded.offsets[a, 0]), int(encoded.offsets[b - 1, 1])
         covering = owner[lo:hi]
@@ -62,7 +61,6 @@ def word_labels(doc: Document, encoded: Encoded, label2id: dict[str, int], stats
                 stats.misaligned_spans += 1
             prefix = "I" if entity == previous else "B"
             labels[w] = label2id[f"{prefix}-{span.label}"]
-            seen_start.add(entity)
         previous = entity
     stats.words += len(starts)
     return starts, ends, labels

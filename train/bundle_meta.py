@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from service.decoding.predict import WindowConfig
-
-SERVING_FILE = "serving.json"
+from service.runtime.bundle import SERVING_FILE
 
 
 def write_serving_config(folder: Path, window: WindowConfig, strategy: str, extra: dict[str, Any] | None = None) -> None:

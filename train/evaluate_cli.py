@@ -10,7 +10,7 @@ from service.decoding.aggregate import Decoding, Strategy
 from service.decoding.labels import LabelScheme
 from service.decoding.predict import RunBatch, WindowConfig
 from service.decoding.windows import TextEncoder
-from train.bundle_meta import SERVING_FILE
+from service.runtime.bundle import read_serving
 from train.evaluate import evaluate_documents
 from train.finetune import split_dev
 from train.readers import read_corpus
@@ -34,17 +34,15 @@ def load_runner(model_dir: Path) -> tuple[RunBatch, LabelScheme]:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     model_dir = Path(args.model)
-    serving = json.loads((model_dir / SERVING_FILE).read_text()) if (model_dir / SERVING_FILE).exists() else {}
-    window = WindowConfig(
-        args.max_length or int(serving.get("max_length", 128)), args.stride if args.stride is not None else int(serving.get("stride", 32))
-    )
-    strategy = Strategy(args.strategy or serving.get("aggregation_strategy", "first"))
+    serving = read_serving(model_dir)
+    window = WindowConfig(args.max_length or serving.max_length, args.stride if args.stride is not None else serving.stride)
+    strategy = Strategy(args.strategy or serving.strategy)
     docs = [d for p in args.data for d in read_corpus(p, parse_tag_map(args.tag_map), args.separator)]
     if args.dev_fraction:
         _, docs = split_dev(docs, args.dev_fraction, args.seed)
     run, scheme = load_runner(model_dir)
     encoder = TextEncoder.from_file(model_dir / "tokenizer.json")
-    decoding = Decoding(args.decoding or serving.get("decoding", "constrained"))
+    decoding = Decoding(args.decoding or serving.decoding)
     report = evaluate_documents(docs, encoder, run, scheme, window, strategy, decoding=decoding)
     report["settings"] = {
         "model": str(model_dir),

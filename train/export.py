@@ -23,8 +23,7 @@ from service.decoding.aggregate import Decoding, Strategy
 from service.decoding.labels import LabelScheme
 from service.decoding.predict import WindowConfig, pad_windows
 from service.decoding.windows import TextEncoder
-from service.runtime.bundle import file_sha256
-from train.bundle_meta import SERVING_FILE
+from service.runtime.bundle import SERVING_FILE, file_sha256, read_serving
 from train.model_card import portable, write_model_card
 
 BUNDLE_FILES = (
@@ -118,10 +117,9 @@ def run_export(args: argparse.Namespace) -> int:
     from train.readers.columns import parse_tag_map
 
     checkpoint, output = Path(args.checkpoint), Path(args.output)
-    serving = json.loads((checkpoint / SERVING_FILE).read_text()) if (checkpoint / SERVING_FILE).exists() else {}
-    window = WindowConfig(int(serving.get("max_length", 128)), int(serving.get("stride", 32)))
-    strategy = Strategy(serving.get("aggregation_strategy", "first"))
-    decoding = Decoding(serving.get("decoding", "constrained"))
+    serving = read_serving(checkpoint)
+    window = WindowConfig(serving.max_length, serving.stride)
+    strategy, decoding = Strategy(serving.strategy), Decoding(serving.decoding)
     model = AutoModelForTokenClassification.from_pretrained(checkpoint)
     scheme = LabelScheme.from_id2label(model.config.id2label)
     raw_dir = Path(tempfile.mkdtemp(prefix="onnx-raw-"))

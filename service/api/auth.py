@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.api.responses import send_error
 from service.metrics import Metrics
 
 OPEN_ROUTES = {"/health", "/ready"}
@@ -50,24 +50,5 @@ class ApiKeyMiddleware:
             return
         self.metrics.refused.labels("unauthorized").inc()
         request_id = scope.get("state", {}).get("request_id", "-")
-        body = orjson.dumps(
-            {
-                "error": {
-                    "code": "unauthorized",
-                    "message": "a valid API key is required (Authorization: Bearer or X-API-Key)",
-                    "request_id": request_id,
-                }
-            }
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b'Bearer realm="bioner"'),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        message = "a valid API key is required (Authorization: Bearer or X-API-Key)"
+        await send_error(send, 401, "unauthorized", message, request_id, ((b"www-authenticate", b'Bearer realm="bioner"'),))

@@ -11,9 +11,9 @@ import re
 import time
 import uuid
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.responses import send_error
 from service.metrics import Metrics
 
 log = logging.getLogger("service.access")
@@ -77,14 +77,4 @@ class RequestContextMiddleware:
 
     async def _too_large(self, send: Send, request_id: str) -> None:
         self.metrics.refused.labels("body_too_large").inc()
-        body = orjson.dumps(
-            {"error": {"code": "body_too_large", "message": f"request body over {self.max_body_bytes} bytes", "request_id": request_id}}
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 413, "body_too_large", f"request body over {self.max_body_bytes} bytes", request_id)

@@ -59,6 +59,30 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class ServingConfig:
+    """``serving.json`` with its defaults applied; ``raw`` keeps every key the file had."""
+
+    max_length: int
+    stride: int
+    strategy: str
+    decoding: str
+    raw: dict[str, Any]
+
+
+def read_serving(folder: Path) -> ServingConfig:
+    """The one reader of ``serving.json``: the service, evaluation and export all use it."""
+    path = folder / SERVING_FILE
+    serving = _read_json(path, SERVING_FILE) if path.exists() else {}
+    return ServingConfig(
+        max_length=int(serving.get("max_length", DEFAULT_MAX_LENGTH)),
+        stride=int(serving.get("stride", DEFAULT_STRIDE)),
+        strategy=str(serving.get("aggregation_strategy", "first")),
+        decoding=str(serving.get("decoding", "constrained")),
+        raw=serving,
+    )
+
+
 def load_bundle(path: Path) -> Bundle:
     if not path.is_dir():
         raise BundleError(f"model bundle folder not found: {path}")
@@ -79,23 +103,22 @@ def load_bundle(path: Path) -> Bundle:
         encoder = TextEncoder.from_file(tokenizer_path)
     except Exception as exc:  # tokenizers raises plain Exception on bad files
         raise BundleError(f"tokenizer.json unreadable: {exc}") from exc
-    serving = _read_json(path / SERVING_FILE, SERVING_FILE) if (path / SERVING_FILE).exists() else {}
-    max_length = int(serving.get("max_length", DEFAULT_MAX_LENGTH))
-    limit = int(config.get("max_position_embeddings", max_length))
-    if max_length > limit:
-        raise BundleError(f"serving.json max_length {max_length} exceeds the model's {limit} positions")
+    serving = read_serving(path)
+    limit = int(config.get("max_position_embeddings", serving.max_length))
+    if serving.max_length > limit:
+        raise BundleError(f"serving.json max_length {serving.max_length} exceeds the model's {limit} positions")
     return Bundle(
         path=path,
         onnx_path=onnx_path,
         sha256=file_sha256(onnx_path),
-        name=str(serving.get("name", path.name)),
-        version=str(serving.get("version", "0")),
+        name=str(serving.raw.get("name", path.name)),
+        version=str(serving.raw.get("version", "0")),
         scheme=scheme,
         encoder=encoder,
         pad_id=int(config.get("pad_token_id") or 0),
-        max_length=max_length,
-        stride=int(serving.get("stride", DEFAULT_STRIDE)),
-        strategy=str(serving.get("aggregation_strategy", "first")),
-        decoding=str(serving.get("decoding", "constrained")),
-        extra=serving,
+        max_length=serving.max_length,
+        stride=serving.stride,
+        strategy=serving.strategy,
+        decoding=serving.decoding,
+        extra=serving.raw,
     )
