@@ -19,6 +19,7 @@ from service.api.routes import router
 from service.decoding.aggregate import Decoding, Strategy
 from service.decoding.predict import WindowConfig
 from service.engine import NerEngine
+from service.errors import BundleError
 from service.metrics import Metrics
 from service.runtime.bundle import load_bundle
 from service.runtime.session import OnnxSession
@@ -44,6 +45,8 @@ def build_engine(settings: Settings, metrics: Metrics) -> NerEngine:
         raise ValueError(f"stride {window.stride} leaves no room in windows of {window.max_length} tokens")
     strategy = Strategy(settings.aggregation_strategy or bundle.strategy)
     decoding = Decoding(settings.decoding or bundle.decoding)
+    if decoding is Decoding.CRF and bundle.transitions is None:
+        raise BundleError(f"decoding 'crf' needs a model trained with a CRF head; {bundle.path} has no transition scores")
     engine = NerEngine.build(
         bundle,
         session,

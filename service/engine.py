@@ -126,7 +126,9 @@ class NerEngine:
         ids, mask = pad_windows([self.bundle.encoder.window_ids(encoded, windows_for(self.bundle.encoder, encoded, self.window)[0])])
         self.session.run(ids, mask)
 
-    def check_request(self, texts: Sequence[str], labels: Sequence[str] | None) -> None:
+    def check_request(self, texts: Sequence[str], labels: Sequence[str] | None, decoding: Decoding | None = None) -> None:
+        if decoding is Decoding.CRF and self.bundle.transitions is None:
+            raise InvalidRequestError("decoding 'crf' needs a model trained with a CRF head; this one has none")
         for i, text in enumerate(texts):
             if len(text) > self.max_text_chars:
                 raise TextTooLongError(f"text {i} has {len(text)} characters; the limit is {self.max_text_chars}")
@@ -143,7 +145,7 @@ class NerEngine:
         timeout_s: float | None = None,
         decoding: Decoding | None = None,
     ) -> Recognition:
-        self.check_request(texts, labels)
+        self.check_request(texts, labels, decoding)
         big = sum(len(t) for t in texts) > _OFFLOAD_CHARS
         encoder = self.bundle.encoder
         encoded = await asyncio.to_thread(encoder.encode_batch, texts) if big else encoder.encode_batch(texts)
@@ -195,6 +197,8 @@ class NerEngine:
             ]
             cursor += len(plan)
             probs = softmax(stitch(len(enc), plan, window_logits).astype(np.float32))  # type: ignore[arg-type]
-            found = entities_from_scores(text, enc.offsets, enc.word_ids, probs, self.bundle.scheme, strategy, decoding)
+            found = entities_from_scores(
+                text, enc.offsets, enc.word_ids, probs, self.bundle.scheme, strategy, decoding, self.bundle.transitions
+            )
             out.append([e for e in found if e.score >= min_score and (keep is None or e.label in keep)])
         return out

@@ -55,8 +55,8 @@ class Settings(BaseSettings):
     aggregation_strategy: Literal["first", "average", "max"] | None = Field(
         None, description="Default subword aggregation; default: the bundle's."
     )
-    decoding: Literal["greedy", "constrained"] | None = Field(
-        None, description="Default label decoding; default: the bundle's (constrained)."
+    decoding: Literal["greedy", "constrained", "crf"] | None = Field(
+        None, description="Default label decoding; default: the bundle's (crf for CRF models, else constrained)."
     )
     max_batch_size: int = Field(8, ge=1, description="Most windows in one inference batch.")
     max_batch_tokens: int = Field(4096, ge=16, description="Most padded tokens (rows x padded length) in one batch.")

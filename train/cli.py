@@ -28,6 +28,8 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     t.add_argument("--label-policy", choices=["first", "all"], default="first")
     t.add_argument("--loss", choices=["ce", "welt", "ens"], default="ce", help="class weighting against the dominant O tag")
     t.add_argument("--ens-beta", type=float, default=0.99, help="beta of the effective-number weights (--loss ens)")
+    t.add_argument("--head", choices=["linear", "crf"], default="linear", help="crf: linear-chain CRF over word emissions (with --loss ce)")
+    t.add_argument("--crf-learning-rate", type=float, default=1e-2, help="learning rate of the CRF transition scores")
     t.add_argument("--seed", type=int, default=13)
     t.add_argument("--threads", type=int, default=0, help="torch threads (0: library default)")
     t.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke runs)")
@@ -41,7 +43,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     e.add_argument("--dev-fraction", type=float, default=0.0, help="score only the dev split carved from --data")
     e.add_argument("--seed", type=int, default=13)
     e.add_argument("--strategy", choices=["first", "average", "max"], default=None)
-    e.add_argument("--decoding", choices=["greedy", "constrained"], default=None)
+    e.add_argument("--decoding", choices=["greedy", "constrained", "crf"], default=None, help="default: the model's")
     e.add_argument("--max-length", type=int, default=None)
     e.add_argument("--stride", type=int, default=None)
     e.add_argument("--tag-map", default=None)
@@ -98,7 +100,12 @@ def _train(args: argparse.Namespace) -> int:
 
     fields = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
     fields["tag_map"] = parse_tag_map(args.tag_map)
-    best = train(TrainConfig(**fields))
+    try:
+        config = TrainConfig(**fields)
+    except ValueError as exc:
+        print(f"bioner train: {exc}", file=sys.stderr)
+        return 2
+    best = train(config)
     print(json.dumps({"best_epoch": best.get("epoch"), "dev_micro": best["dev"]["micro"]}, indent=2))  # type: ignore[index]
     return 0
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from service.decoding.aggregate import Decoding, Entity, Strategy
+from service.decoding.crf import Transitions
 from service.decoding.labels import LabelScheme
 from service.decoding.predict import RunBatch, WindowConfig, predict_texts
 from service.decoding.windows import TextEncoder
@@ -26,8 +27,11 @@ def predict_documents(
     strategy: Strategy,
     batch_size: int = 16,
     decoding: Decoding = Decoding.CONSTRAINED,
+    transitions: Transitions | None = None,
 ) -> list[list[Entity]]:
-    return predict_texts([d.text for d in docs], encoder, run, scheme, window, strategy, batch_size, decoding=decoding)
+    return predict_texts(
+        [d.text for d in docs], encoder, run, scheme, window, strategy, batch_size, decoding=decoding, transitions=transitions
+    )
 
 
 def evaluate_documents(
@@ -39,8 +43,9 @@ def evaluate_documents(
     strategy: Strategy,
     batch_size: int = 16,
     decoding: Decoding = Decoding.CONSTRAINED,
+    transitions: Transitions | None = None,
 ) -> dict[str, Any]:
-    predicted = predict_documents(docs, encoder, run, scheme, window, strategy, batch_size, decoding)
+    predicted = predict_documents(docs, encoder, run, scheme, window, strategy, batch_size, decoding, transitions)
     report = span_scores(
         [[(s.start, s.end, s.label) for s in d.spans] for d in docs],
         [[(e.start, e.end, e.label) for e in ents] for ents in predicted],

@@ -43,7 +43,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     run, scheme = load_runner(model_dir)
     encoder = TextEncoder.from_file(model_dir / "tokenizer.json")
     decoding = Decoding(args.decoding or serving.decoding)
-    report = evaluate_documents(docs, encoder, run, scheme, window, strategy, decoding=decoding)
+    if decoding is Decoding.CRF and serving.transitions is None:
+        raise SystemExit(f"bioner evaluate: decoding 'crf' needs a model trained with --head crf; {model_dir} has no CRF scores")
+    report = evaluate_documents(docs, encoder, run, scheme, window, strategy, decoding=decoding, transitions=serving.transitions)
     report["settings"] = {
         "model": str(model_dir),
         "documents": len(docs),

@@ -162,7 +162,9 @@ def run_export(args: argparse.Namespace) -> int:
     scores: dict[str, Any] = {}
     for name, run in runners.items():
         if dev_docs:
-            scores[name] = evaluate_documents(dev_docs, encoder, run, scheme, window, strategy, decoding=decoding)
+            scores[name] = evaluate_documents(
+                dev_docs, encoder, run, scheme, window, strategy, decoding=decoding, transitions=serving.transitions
+            )
             print(f"dev strict span F1 {name}: {scores[name]['micro']['f1']:.4f}")
         parity.setdefault("windows_per_second", {})[name] = windows_per_second(run, rows)
     parity["dev"] = scores

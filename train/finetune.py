@@ -20,13 +20,15 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForTokenClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
-from service.decoding.aggregate import Strategy
+from service.decoding.aggregate import Decoding, Strategy
+from service.decoding.crf import CRF_KEY
 from service.decoding.labels import LabelScheme
 from service.decoding.predict import WindowConfig
 from service.decoding.windows import TextEncoder
 from train.align import IGNORE, Feature, LabelPolicy, build_features, label_list
 from train.backends import torch_runner
 from train.bundle_meta import write_serving_config
+from train.crf import CrfTagger, invalid_moves
 from train.evaluate import evaluate_documents
 from train.losses import class_weights, label_counts
 from train.readers import Document, read_corpus
@@ -52,11 +54,21 @@ class TrainConfig:
     label_policy: str = "first"
     loss: str = "ce"  # ce | welt | ens
     ens_beta: float = 0.99
+    head: str = "linear"  # linear | crf
+    crf_learning_rate: float = 1e-2
     seed: int = 13
     threads: int = 0
     max_steps: int = 0  # stop early (tests and smoke runs); 0 = full epochs
     tag_map: dict[str, str] = field(default_factory=dict)
     separator: str = " "
+
+    def __post_init__(self) -> None:
+        if self.head not in ("linear", "crf"):
+            raise ValueError(f"head must be 'linear' or 'crf', not {self.head!r}")
+        if self.head == "crf" and self.loss != "ce":
+            raise ValueError("--head crf trains on the CRF's own sequence likelihood; class weights (--loss welt|ens) do not apply")
+        if self.head == "crf" and self.label_policy != "first":
+            raise ValueError("--head crf scores word sequences: it needs --label-policy first")
 
 
 def split_dev(docs: list[Document], fraction: float, seed: int) -> tuple[list[Document], list[Document]]:
@@ -155,6 +167,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
         label2id=label2id,
         classifier_dropout=config.dropout,
     )
+    scheme = LabelScheme.from_id2label(dict(enumerate(labels)))
+    tagger = CrfTagger(model, scheme) if config.head == "crf" else None
+    if tagger is not None and (bad := invalid_moves([f.labels for f in features], scheme)):
+        raise ValueError(f"{bad} gold label moves are invalid BIO; a CRF cannot learn them")
     pad_id = tokenizer.pad_token_id or 0
     rng = np.random.default_rng(config.seed)
     steps_per_epoch = math.ceil(len(features) / config.batch_size)
@@ -164,9 +180,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
         {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)], "weight_decay": config.weight_decay},
         {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
     ]
+    if tagger is not None:  # transitions start at zero: they need a far larger step than the encoder
+        groups.append({"params": list(tagger.crf.parameters()), "weight_decay": 0.0, "lr": config.crf_learning_rate})
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(total * config.warmup_ratio), total)
-    scheme = LabelScheme.from_id2label(dict(enumerate(labels)))
     strategy = Strategy.FIRST if policy is LabelPolicy.FIRST else Strategy.AVERAGE
     log_path = out / "metrics.jsonl"
     with log_path.open("a", encoding="utf-8") as fh:
@@ -181,7 +198,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", mininterval=5)
         for n_batch, indices in enumerate(bar, 1):
             batch = collate(features, indices, pad_id)
-            loss = token_loss(model, batch, loss_weight)
+            loss = tagger.loss(batch) if tagger is not None else token_loss(model, batch, loss_weight)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -190,11 +207,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
             tokens += int(batch["attention_mask"].sum())
             loss_sum += float(loss.detach())
             step += 1
-            bar.set_postfix(loss=f"{loss_sum / n_batch:.4f}", tok_s=f"{tokens / (time.perf_counter() - started):.0f}")
+            bar.set_postfix(loss=f"{loss_sum / n_batch:.4f}", tok_s=f"{tokens / (time.perf_counter() - started):.0f}", refresh=False)
             if config.max_steps and step >= config.max_steps:
                 break
         seconds = time.perf_counter() - started
-        report = evaluate_documents(dev_docs, encoder, torch_runner(model), scheme, window, strategy)
+        transitions = tagger.crf.to_transitions() if tagger is not None else None
+        decoding = Decoding.CRF if tagger is not None else Decoding.CONSTRAINED
+        report = evaluate_documents(
+            dev_docs, encoder, torch_runner(model), scheme, window, strategy, decoding=decoding, transitions=transitions
+        )
         record = {
             "epoch": epoch,
             "step": step,
@@ -219,7 +240,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
             best = record
             model.save_pretrained(out)
             tokenizer.save_pretrained(out)
-            write_serving_config(out, window, strategy.value, extra={"train_config": asdict(config), "best_epoch": epoch})
+            extra: dict[str, Any] = {"train_config": asdict(config), "best_epoch": epoch}
+            if transitions is not None:
+                extra[CRF_KEY] = transitions.to_json()
+            write_serving_config(out, window, strategy.value, extra=extra, decoding=decoding.value)
         if config.max_steps and step >= config.max_steps:
             break
     (out / "best.json").write_text(json.dumps(best, indent=2), encoding="utf-8")

@@ -25,10 +25,11 @@ class NerRequest(BaseModel):
     text: str = Field(None, description="One text; offsets index this exact string (Python str indices).")  # type: ignore[assignment,arg-type]
     texts: list[str] = Field(None, min_length=1, description="Several texts, answered in order.")  # type: ignore[assignment,arg-type]
     aggregation_strategy: Literal["first", "average", "max"] = Field(None, description="Subword-to-word aggregation; default: the model's.")  # type: ignore[assignment,arg-type]
-    decoding: Literal["greedy", "constrained"] = Field(  # type: ignore[assignment]
+    decoding: Literal["greedy", "constrained", "crf"] = Field(  # type: ignore[assignment]
         None,  # type: ignore[arg-type]
         description="greedy: arg-max per word, stray I- tags repaired into new spans; "
-        "constrained: the most probable valid BIO sequence (Viterbi). Default: the model's.",
+        "constrained: the most probable valid BIO sequence (Viterbi); "
+        "crf: as constrained, with the learned transition scores of a model trained with a CRF head. Default: the model's.",
     )
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="Drop entities scoring below this.")
     labels: list[str] = Field(None, description="Keep only these entity types.")  # type: ignore[assignment,arg-type]

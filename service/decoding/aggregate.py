@@ -15,6 +15,7 @@ from enum import Enum
 
 import numpy as np
 
+from service.decoding.crf import Transitions
 from service.decoding.labels import BEGIN, END, INSIDE, OUTSIDE, SINGLE, LabelScheme
 
 
@@ -23,6 +24,7 @@ class Decoding(str, Enum):
 
     GREEDY = "greedy"  # arg-max per word, then the tolerant decoder repairs stray I- tags
     CONSTRAINED = "constrained"  # most probable tag sequence with no I-X except after B-X/I-X (Viterbi)
+    CRF = "crf"  # as constrained, plus the bundle's learned CRF transition scores
 
 
 class Strategy(str, Enum):
@@ -136,18 +138,27 @@ def allowed_transitions(scheme: LabelScheme) -> tuple[np.ndarray, np.ndarray]:
     return allowed, start
 
 
-def viterbi(log_probs: np.ndarray, allowed: np.ndarray, start: np.ndarray) -> np.ndarray:
-    """Most probable label sequence under hard transition constraints; ``(W, L)`` -> ``(W,)``."""
+def viterbi(scores: np.ndarray, allowed: np.ndarray, start: np.ndarray, transitions: Transitions | None = None) -> np.ndarray:
+    """Best label sequence under hard transition constraints; ``(W, L)`` -> ``(W,)``.
+
+    ``scores`` are per-word log-probabilities (or emissions); ``transitions`` adds learned CRF
+    scores for each move, for the first label and for the last one.
+    """
     penalty = np.where(allowed, 0.0, -np.inf)
-    score = log_probs[0] + np.where(start, 0.0, -np.inf)
-    back = np.zeros(log_probs.shape, dtype=np.int64)
-    for t in range(1, log_probs.shape[0]):
+    score = scores[0] + np.where(start, 0.0, -np.inf)
+    if transitions is not None:
+        penalty = penalty + transitions.matrix
+        score = score + transitions.start
+    back = np.zeros(scores.shape, dtype=np.int64)
+    for t in range(1, scores.shape[0]):
         candidates = score[:, None] + penalty  # (prev, cur)
         back[t] = candidates.argmax(axis=0)
-        score = candidates[back[t], np.arange(log_probs.shape[1])] + log_probs[t]
-    path = np.zeros(log_probs.shape[0], dtype=np.int64)
+        score = candidates[back[t], np.arange(scores.shape[1])] + scores[t]
+    if transitions is not None:
+        score = score + transitions.end
+    path = np.zeros(scores.shape[0], dtype=np.int64)
     path[-1] = int(score.argmax())
-    for t in range(log_probs.shape[0] - 1, 0, -1):
+    for t in range(scores.shape[0] - 1, 0, -1):
         path[t - 1] = back[t, path[t]]
     return path
 
@@ -160,13 +171,20 @@ def entities_from_scores(
     scheme: LabelScheme,
     strategy: Strategy = Strategy.FIRST,
     decoding: Decoding = Decoding.GREEDY,
+    transitions: Transitions | None = None,
 ) -> list[Entity]:
-    """Turn per-token probabilities of one text into entities with offsets into ``text``."""
+    """Turn per-token probabilities of one text into entities with offsets into ``text``.
+
+    ``transitions`` (a CRF bundle's) are required by, and only used by, ``Decoding.CRF``.
+    """
     if probs.shape[0] == 0:
         return []
+    if decoding is Decoding.CRF and transitions is None:
+        raise ValueError("CRF decoding needs the bundle's transition scores")
     words = aggregate_words(probs, word_ids, strategy)
-    if decoding is Decoding.CONSTRAINED:
-        chosen = viterbi(np.log(np.maximum(words.probs, 1e-12)), *allowed_transitions(scheme))
+    if decoding in (Decoding.CONSTRAINED, Decoding.CRF):
+        crf = transitions if decoding is Decoding.CRF else None
+        chosen = viterbi(np.log(np.maximum(words.probs, 1e-12)), *allowed_transitions(scheme), crf)
     else:
         chosen = words.probs.argmax(axis=-1)
     chosen_p = words.probs[np.arange(len(chosen)), chosen]

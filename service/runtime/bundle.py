@@ -2,7 +2,8 @@
 
 A bundle is what optimum's ONNX export writes (``model.onnx``, ``config.json``, fast tokenizer
 files) plus an optional ``serving.json`` with the window length, stride, aggregation strategy,
-name and version the model was trained and released with.
+name and version the model was trained and released with, and, for a CRF model, its
+transition scores (``"crf"``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.decoding.crf import CRF_KEY, Transitions
 from service.decoding.labels import LabelScheme
 from service.decoding.windows import TextEncoder
 from service.errors import BundleError
@@ -37,6 +39,7 @@ class Bundle:
     strategy: str
     decoding: str
     extra: dict[str, Any] = field(default_factory=dict)
+    transitions: Transitions | None = None
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -68,18 +71,29 @@ class ServingConfig:
     strategy: str
     decoding: str
     raw: dict[str, Any]
+    transitions: Transitions | None = None
 
 
 def read_serving(folder: Path) -> ServingConfig:
     """The one reader of ``serving.json``: the service, evaluation and export all use it."""
     path = folder / SERVING_FILE
     serving = _read_json(path, SERVING_FILE) if path.exists() else {}
+    transitions = None
+    if CRF_KEY in serving:
+        try:
+            transitions = Transitions.from_json(serving[CRF_KEY])
+        except ValueError as exc:
+            raise BundleError(f"{SERVING_FILE} in {folder}: {exc}") from exc
+    decoding = str(serving.get("decoding", "crf" if transitions is not None else "constrained"))
+    if decoding == "crf" and transitions is None:
+        raise BundleError(f"{SERVING_FILE} in {folder} asks for CRF decoding but has no 'crf' transition scores")
     return ServingConfig(
         max_length=int(serving.get("max_length", DEFAULT_MAX_LENGTH)),
         stride=int(serving.get("stride", DEFAULT_STRIDE)),
         strategy=str(serving.get("aggregation_strategy", "first")),
-        decoding=str(serving.get("decoding", "constrained")),
+        decoding=decoding,
         raw=serving,
+        transitions=transitions,
     )
 
 
@@ -107,6 +121,10 @@ def load_bundle(path: Path) -> Bundle:
     limit = int(config.get("max_position_embeddings", serving.max_length))
     if serving.max_length > limit:
         raise BundleError(f"serving.json max_length {serving.max_length} exceeds the model's {limit} positions")
+    if serving.transitions is not None and len(serving.transitions) != len(scheme):
+        raise BundleError(f"serving.json CRF scores cover {len(serving.transitions)} labels; config.json has {len(scheme)}")
+    if serving.transitions is not None and serving.strategy != "first":
+        raise BundleError("a CRF bundle is trained on first-subword emissions; serving.json aggregation_strategy must be 'first'")
     return Bundle(
         path=path,
         onnx_path=onnx_path,
@@ -121,4 +139,5 @@ def load_bundle(path: Path) -> Bundle:
         strategy=serving.strategy,
         decoding=serving.decoding,
         extra=serving.raw,
+        transitions=serving.transitions,
     )

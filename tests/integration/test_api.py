@@ -72,6 +72,8 @@ async def test_filters(client: httpx.AsyncClient) -> None:
         ({"text": "x" * 501}, 413, "text_too_long"),
         ({"text": "a", "aggregation_strategy": "simple"}, 422, "invalid_request"),
         ({"text": "a", "labels": ["gene"]}, 422, "invalid_request"),
+        ({"text": "a", "decoding": "crf"}, 422, "invalid_request"),  # this model has no CRF head
+        ({"text": "a", "decoding": "beam"}, 422, "invalid_request"),
         ({"text": "a", "min_score": 2}, 422, "invalid_request"),
         ({"text": "a", "surprise": 1}, 422, "invalid_request"),
         ([1, 2], 422, "invalid_request"),

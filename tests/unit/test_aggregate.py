@@ -17,6 +17,7 @@ from service.decoding.aggregate import (
     entities_from_scores,
     viterbi,
 )
+from service.decoding.crf import Transitions
 from service.decoding.labels import LabelScheme, split_label
 
 SCHEME = LabelScheme.from_id2label({0: "O", 1: "B-protein", 2: "I-protein", 3: "B-DNA", 4: "I-DNA"})
@@ -132,3 +133,64 @@ def test_viterbi_equals_brute_force(log_probs: np.ndarray) -> None:
     assert sum(log_probs[t, j] for t, j in enumerate(found)) == pytest.approx(best, abs=1e-9)
     assert start[found[0]] and all(allowed[a, b] for a, b in zip(found, found[1:]))
     assert best_path is not None
+
+
+def _crf_path_score(path: tuple[int, ...], emissions: np.ndarray, crf: Transitions) -> float:
+    score = crf.start[path[0]] + crf.end[path[-1]] + sum(emissions[t, j] for t, j in enumerate(path))
+    return float(score + sum(crf.matrix[a, b] for a, b in zip(path, path[1:])))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    arrays(np.float64, st.tuples(st.integers(1, 5), st.just(5)), elements=st.floats(-8, 0)),
+    arrays(np.float64, (7, 5), elements=st.floats(-5, 5)),
+)
+def test_viterbi_with_crf_transitions_equals_brute_force(emissions: np.ndarray, scores: np.ndarray) -> None:
+    crf = Transitions(scores[:5], scores[5], scores[6])
+    allowed, start = allowed_transitions(SCHEME)
+    valid = [
+        path
+        for path in itertools.product(range(5), repeat=emissions.shape[0])
+        if start[path[0]] and all(allowed[a, b] for a, b in zip(path, path[1:]))
+    ]
+    best = max(_crf_path_score(p, emissions, crf) for p in valid)
+    found = tuple(int(j) for j in viterbi(emissions, allowed, start, crf))
+    assert found in valid
+    assert _crf_path_score(found, emissions, crf) == pytest.approx(best, abs=1e-9)
+
+
+def test_crf_transitions_change_the_decision() -> None:
+    text = "p53 myc"
+    offsets, word_ids = np.array([[0, 3], [4, 7]]), np.array([0, 1])
+    probs = np.array([[0.1, 0.6, 0.1, 0.1, 0.1], [0.1, 0.1, 0.35, 0.1, 0.35]], dtype=np.float32)  # B-protein, then I-protein ~ I-DNA
+    matrix = np.zeros((5, 5))
+    plain = entities_from_scores(text, offsets, word_ids, probs, SCHEME, decoding=Decoding.CONSTRAINED)
+    matrix[1, 2] = -3.0  # learned: "B-protein I-protein" is rare; a new protein mention is likelier
+    matrix[1, 1] = 2.0
+    crf = Transitions(matrix, np.zeros(5), np.zeros(5))
+    learned = entities_from_scores(text, offsets, word_ids, probs, SCHEME, decoding=Decoding.CRF, transitions=crf)
+    assert [(e.text, e.label) for e in plain] == [("p53 myc", "protein")]
+    assert [(e.text, e.label) for e in learned] == [("p53", "protein"), ("myc", "protein")]
+    with pytest.raises(ValueError, match="transition scores"):
+        entities_from_scores(text, offsets, word_ids, probs, SCHEME, decoding=Decoding.CRF)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([1, 2], "must be an object"),
+        ({"transitions": [[0.0]], "start": [0.0]}, "must be an object"),
+        ({"transitions": [[0.0, 1.0]], "start": [0.0], "end": [0.0]}, "shapes disagree"),
+        ({"transitions": [["a"]], "start": [0.0], "end": [0.0]}, "not numbers"),
+        ({"transitions": [[float("nan")]], "start": [0.0], "end": [0.0]}, "finite"),
+    ],
+)
+def test_transitions_from_json_rejects_bad_scores(data: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Transitions.from_json(data)
+
+
+def test_transitions_round_trip_json() -> None:
+    crf = Transitions(np.arange(4.0).reshape(2, 2), np.array([0.5, -1.0]), np.array([1.5, 2.0]))
+    again = Transitions.from_json(crf.to_json())
+    assert np.array_equal(again.matrix, crf.matrix) and np.array_equal(again.start, crf.start) and np.array_equal(again.end, crf.end)

@@ -20,6 +20,28 @@ def test_defaults_when_serving_json_is_absent(tmp_path: Path) -> None:
     assert (bundle.max_length, bundle.stride, bundle.strategy, bundle.name) == (128, 32, "first", "b")
 
 
+def _n_labels(folder: Path) -> int:
+    return len(json.loads((folder / "config.json").read_text())["id2label"])
+
+
+def _crf(n: int) -> dict[str, object]:
+    return {"transitions": [[0.0] * n] * n, "start": [0.0] * n, "end": [0.0] * n}
+
+
+def _set_serving(folder: Path, **values: object) -> None:
+    serving = json.loads((folder / "serving.json").read_text())
+    (folder / "serving.json").write_text(json.dumps({**serving, **values}))
+
+
+def test_crf_bundle_defaults_to_crf_decoding(tmp_path: Path) -> None:
+    folder = write_bundle(tmp_path / "b")
+    serving = json.loads((folder / "serving.json").read_text())
+    serving.pop("decoding", None)
+    (folder / "serving.json").write_text(json.dumps({**serving, "crf": _crf(_n_labels(folder))}))
+    bundle = load_bundle(folder)
+    assert bundle.decoding == "crf" and bundle.transitions is not None and len(bundle.transitions) == _n_labels(folder)
+
+
 @pytest.mark.parametrize(
     ("breakage", "message"),
     [
@@ -29,6 +51,10 @@ def test_defaults_when_serving_json_is_absent(tmp_path: Path) -> None:
         (lambda f: (f / "config.json").write_text(json.dumps({"model_type": "bert"})), "no id2label"),
         (lambda f: (f / "tokenizer.json").write_text("{}"), "tokenizer.json unreadable"),
         (lambda f: (f / "serving.json").write_text(json.dumps({"max_length": 4096})), "exceeds the model's 512 positions"),
+        (lambda f: (f / "serving.json").write_text(json.dumps({"decoding": "crf"})), "has no 'crf' transition scores"),
+        (lambda f: (f / "serving.json").write_text(json.dumps({"crf": {"transitions": [[0.0]]}})), "'crf' must be an object"),
+        (lambda f: (f / "serving.json").write_text(json.dumps({"crf": _crf(2)})), "CRF scores cover 2 labels"),
+        (lambda f: _set_serving(f, crf=_crf(_n_labels(f)), aggregation_strategy="average"), "aggregation_strategy must be 'first'"),
     ],
 )
 def test_broken_bundles(tmp_path: Path, breakage: object, message: str) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.decoding.aggregate import Decoding, Strategy
+from service.decoding.crf import Transitions
 from service.decoding.predict import WindowConfig, predict_texts
 from service.runtime.bundle import Bundle, load_bundle
 from service.runtime.session import OnnxSession
@@ -93,8 +95,12 @@ def test_unicode_offsets(runtime: tuple[Bundle, OnnxSession], text: str) -> None
 )
 def test_spans_always_slice_the_input(runtime: tuple[Bundle, OnnxSession], text: str) -> None:
     bundle, session = runtime
+    n = len(bundle.scheme)
+    crf = Transitions(np.random.default_rng(len(text)).normal(size=(n, n)), np.zeros(n), np.zeros(n))
     for strategy, decoding in [(s, d) for s in Strategy for d in Decoding]:
-        [entities] = predict_texts([text], bundle.encoder, session.run, bundle.scheme, WindowConfig(8, 2), strategy, decoding=decoding)
+        [entities] = predict_texts(
+            [text], bundle.encoder, session.run, bundle.scheme, WindowConfig(8, 2), strategy, decoding=decoding, transitions=crf
+        )
         previous_end = 0
         for e in entities:
             assert text[e.start : e.end] == e.text

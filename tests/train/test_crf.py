@@ -1,0 +1,177 @@
+"""CRF head: likelihood against enumeration, and a tiny model trained -> exported -> served -> decoded."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("optimum")
+
+from live_server import start_server, stop_server  # noqa: E402
+from tiny_bert import make_base_model, make_corpus  # noqa: E402
+
+from service.decoding.aggregate import Decoding, Strategy, allowed_transitions  # noqa: E402
+from service.decoding.crf import FORBIDDEN  # noqa: E402
+from service.decoding.labels import LabelScheme  # noqa: E402
+from service.decoding.predict import WindowConfig, predict_texts  # noqa: E402
+from service.decoding.windows import TextEncoder  # noqa: E402
+from service.runtime.bundle import read_serving  # noqa: E402
+from train.align import IGNORE  # noqa: E402
+from train.crf import CrfHead, labelled_positions  # noqa: E402
+
+SCHEME = LabelScheme.from_id2label({0: "O", 1: "B-protein", 2: "I-protein", 3: "B-DNA", 4: "I-DNA"})
+
+
+def _brute_force_nll(head: CrfHead, emissions: torch.Tensor, tags: list[int]) -> float:
+    trans, start, end = head.matrix().detach().double(), head.start.detach().double(), head.end.detach().double()
+    em = emissions.double()
+
+    def score(path: tuple[int, ...]) -> torch.Tensor:
+        s = start[path[0]] + end[path[-1]] + sum(em[t, j] for t, j in enumerate(path))
+        return s + sum((trans[a, b] for a, b in zip(path, path[1:])), torch.tensor(0.0, dtype=torch.float64))
+
+    log_z = torch.logsumexp(torch.stack([score(p) for p in itertools.product(range(len(SCHEME)), repeat=len(tags))]), dim=0)
+    return float(log_z - score(tuple(tags)))
+
+
+def test_nll_equals_enumeration_over_ragged_batches() -> None:
+    torch.manual_seed(0)
+    head = CrfHead(SCHEME)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.normal_()
+    lengths = [3, 1, 4]
+    gold = [[1, 2, 0], [3], [0, 3, 4, 4]]
+    emissions = torch.randn(3, 4, 5)
+    tags = torch.zeros(3, 4, dtype=torch.long)
+    mask = torch.zeros(3, 4, dtype=torch.bool)
+    for i, (n, g) in enumerate(zip(lengths, gold)):
+        tags[i, :n] = torch.tensor(g)
+        mask[i, :n] = True
+    expected = np.mean([_brute_force_nll(head, emissions[i, :n], g) for i, (n, g) in enumerate(zip(lengths, gold))])
+    assert float(head.nll(emissions, tags, mask).detach()) == pytest.approx(expected, rel=1e-5)
+
+
+def test_forbidden_moves_are_pinned_and_untrained() -> None:
+    head = CrfHead(SCHEME)
+    allowed, _ = allowed_transitions(SCHEME)
+    emissions = torch.randn(2, 3, 5)
+    tags = torch.tensor([[1, 2, 0], [3, 4, 0]])
+    head.nll(emissions, tags, torch.ones(2, 3, dtype=torch.bool)).backward()
+    assert head.transitions.grad is not None
+    assert torch.all(head.transitions.grad[torch.from_numpy(~allowed)] == 0)
+    matrix = head.matrix().detach().numpy()
+    assert np.all(matrix[~allowed] == FORBIDDEN) and np.all(matrix[allowed] == 0)
+
+
+def test_labelled_positions_are_gathered_in_order() -> None:
+    logits = torch.arange(2 * 5, dtype=torch.float32).view(2, 5, 1).expand(2, 5, 3).contiguous()
+    labels = torch.tensor([[IGNORE, 1, IGNORE, 2, IGNORE], [IGNORE, IGNORE, 0, IGNORE, IGNORE]])
+    empty = torch.full((1, 5), IGNORE)
+    emissions, tags, mask = labelled_positions(torch.cat([logits, logits[:1]]), torch.cat([labels, empty]))
+    assert emissions.shape == (2, 2, 3)  # the row without labels is dropped
+    assert emissions[:, :, 0].tolist() == [[1.0, 3.0], [7.0, 5.0]]  # row 2: position 7, then padding (position 0 of row 2 -> 5)
+    assert tags.tolist() == [[1, 2], [0, 0]] and mask.tolist() == [[True, True], [True, False]]
+
+
+@pytest.fixture(scope="module")
+def crf_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from train.export import run_export
+    from train.finetune import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("crf")
+    base, corpus = make_base_model(root / "base"), make_corpus(root / "corpus")
+    config = TrainConfig(
+        train=[str(corpus)],
+        output=str(root / "ckpt"),
+        base_model=str(base),
+        epochs=1,
+        batch_size=4,
+        learning_rate=5e-3,
+        max_length=24,
+        stride=6,
+        dev_fraction=0.25,
+        dropout=0.0,
+        head="crf",
+        crf_learning_rate=0.1,
+    )
+    train(config)
+    args = argparse.Namespace(
+        checkpoint=str(root / "ckpt"),
+        output=str(root / "bundle"),
+        data=[str(corpus)],
+        dev_fraction=0.25,
+        seed=13,
+        quantize="none",
+        tolerance=1e-3,
+        tag_map=None,
+        optimization_level=1,
+        calibration_windows=16,
+        calibration_method="minmax",
+        exclude_nodes=[],
+        keep_fp32=[],
+        name="crf",
+        version="0",
+    )
+    assert run_export(args) == 0
+    return root / "bundle"
+
+
+def test_crf_checkpoint_and_bundle_carry_learned_transitions(crf_bundle: Path) -> None:
+    serving = read_serving(crf_bundle)
+    assert serving.decoding == "crf" and serving.transitions is not None
+    allowed, _ = allowed_transitions(SCHEME)
+    learned = serving.transitions.matrix[allowed]
+    assert np.abs(learned).max() > 0  # one epoch moved them from zero
+    assert np.all(serving.transitions.matrix[~allowed] == FORBIDDEN)
+    assert read_serving(crf_bundle.parent / "ckpt").transitions is not None
+
+
+def test_bad_config_combinations_are_refused() -> None:
+    from train.finetune import TrainConfig
+
+    with pytest.raises(ValueError, match="class weights"):
+        TrainConfig(train=[], output="o", base_model="b", head="crf", loss="welt")
+    with pytest.raises(ValueError, match="label-policy first"):
+        TrainConfig(train=[], output="o", base_model="b", head="crf", label_policy="all")
+
+
+def test_served_crf_bundle_answers_as_evaluate_decodes(crf_bundle: Path) -> None:
+    from train.backends import onnx_runner
+
+    texts = [
+        "the p53 kinase binds the myc gene in cells .",
+        "myc gene p53 kinase the myc",
+        "the p53 kinase binds the myc gene in cells . " * 6,  # several windows: Viterbi across boundaries
+    ]
+    serving = read_serving(crf_bundle)
+    scheme = LabelScheme.from_id2label(json.loads((crf_bundle / "config.json").read_text())["id2label"])
+    expected = predict_texts(
+        texts,
+        TextEncoder.from_file(crf_bundle / "tokenizer.json"),
+        onnx_runner(crf_bundle / "model.onnx"),
+        scheme,
+        WindowConfig(serving.max_length, serving.stride),
+        Strategy.FIRST,
+        decoding=Decoding.CRF,
+        transitions=serving.transitions,
+    )
+    proc, url = start_server(crf_bundle)
+    try:
+        model = httpx.get(f"{url}/model").json()
+        assert model["decoding"] == "crf"
+        body = httpx.post(f"{url}/ner", json={"texts": texts}, timeout=30).json()
+        served = [[(e["start"], e["end"], e["label"]) for e in ents] for ents in body["entities"]]
+        assert served == [[(e.start, e.end, e.label) for e in ents] for ents in expected]
+        assert any(served)  # the tiny model learned something to compare
+        constrained = httpx.post(f"{url}/ner", json={"texts": texts, "decoding": "constrained"}, timeout=30)
+        assert constrained.status_code == 200
+    finally:
+        stop_server(proc)

@@ -1,0 +1,108 @@
+"""Linear-chain CRF head over word-level emissions, trained by negative log-likelihood.
+
+Emissions are the token classifier's logits at each word's first subword (the labelled
+positions under label policy ``first``); the encoder is unchanged, so the exported ONNX graph
+still produces plain logits and the learned scores travel in ``serving.json``
+(:class:`service.decoding.crf.Transitions`). Moves the label scheme forbids (``O -> I-X``) are
+pinned at :data:`~service.decoding.crf.FORBIDDEN` and never trained. Start scores are learned
+but not constrained here: a training window may open inside an entity; the service forbids
+``I-X`` at the start of a whole text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from service.decoding.aggregate import allowed_transitions
+from service.decoding.crf import FORBIDDEN, Transitions
+from service.decoding.labels import LabelScheme
+from train.align import IGNORE
+
+
+class CrfHead(nn.Module):
+    def __init__(self, scheme: LabelScheme) -> None:
+        super().__init__()
+        allowed, _ = allowed_transitions(scheme)
+        n = len(scheme)
+        self.transitions = nn.Parameter(torch.zeros(n, n))
+        self.start = nn.Parameter(torch.zeros(n))
+        self.end = nn.Parameter(torch.zeros(n))
+        self.allowed: torch.Tensor
+        self.forbid: torch.Tensor
+        self.register_buffer("allowed", torch.from_numpy(allowed))
+        self.register_buffer("forbid", torch.where(torch.from_numpy(allowed), 0.0, FORBIDDEN))
+
+    def matrix(self) -> torch.Tensor:
+        return torch.where(self.allowed, self.transitions, torch.zeros_like(self.transitions)) + self.forbid
+
+    def nll(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean over sequences of ``-log p(tags | emissions)``; ``mask`` marks real positions, left-aligned."""
+        trans = self.matrix()
+        return (self._log_partition(emissions, mask, trans) - self._path_score(emissions, tags, mask, trans)).mean()
+
+    def _path_score(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor, trans: torch.Tensor) -> torch.Tensor:
+        maskf = mask.float()
+        emitted = emissions.gather(-1, tags.unsqueeze(-1)).squeeze(-1)  # (B, T)
+        score = self.start[tags[:, 0]] + (emitted * maskf).sum(dim=1)
+        score = score + (trans[tags[:, :-1], tags[:, 1:]] * maskf[:, 1:]).sum(dim=1)
+        last = tags.gather(1, (mask.sum(dim=1, keepdim=True) - 1).clamp(min=0)).squeeze(1)
+        return score + self.end[last]
+
+    def _log_partition(self, emissions: torch.Tensor, mask: torch.Tensor, trans: torch.Tensor) -> torch.Tensor:
+        alpha = self.start + emissions[:, 0]  # (B, L)
+        for t in range(1, emissions.shape[1]):
+            step = torch.logsumexp(alpha.unsqueeze(2) + trans, dim=1) + emissions[:, t]
+            alpha = torch.where(mask[:, t : t + 1], step, alpha)
+        return torch.logsumexp(alpha + self.end, dim=1)
+
+    def to_transitions(self) -> Transitions:
+        with torch.no_grad():
+            return Transitions(self.matrix().double().numpy().copy(), self.start.double().numpy().copy(), self.end.double().numpy().copy())
+
+
+def labelled_positions(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gather each row's labelled positions (word starts) to the left: emissions, tags, mask.
+
+    Rows without a labelled position are dropped.
+    """
+    keep = labels != IGNORE
+    lengths = keep.sum(dim=1)
+    rows = lengths > 0
+    logits, labels, keep, lengths = logits[rows], labels[rows], keep[rows], lengths[rows]
+    width = int(lengths.max()) if len(lengths) else 0
+    # stable sort puts labelled positions first, in their original order
+    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :width]
+    emissions = logits.gather(1, order.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+    mask = torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)
+    tags = torch.where(mask, labels.gather(1, order), torch.zeros_like(order))
+    return emissions, tags, mask
+
+
+class CrfTagger(nn.Module):
+    """A Hugging Face token classifier plus a CRF head; ``forward`` returns the classifier's output."""
+
+    def __init__(self, model: nn.Module, scheme: LabelScheme) -> None:
+        super().__init__()
+        self.model = model
+        self.crf = CrfHead(scheme)
+
+    def forward(self, **inputs: Any) -> Any:
+        return self.model(**inputs)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return self.crf.nll(*labelled_positions(logits, batch["labels"]))
+
+
+def invalid_moves(label_rows: list[np.ndarray], scheme: LabelScheme) -> int:
+    """Gold moves the scheme forbids between labelled positions (0 for labels built from spans)."""
+    allowed, _ = allowed_transitions(scheme)
+    bad = 0
+    for row in label_rows:
+        tags = row[row != IGNORE]
+        bad += int((~allowed[tags[:-1], tags[1:]]).sum())
+    return bad
