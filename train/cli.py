@@ -35,6 +35,12 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     t.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke runs)")
     t.add_argument("--tag-map", default=None, help="cleaning rules for malformed tags: 'I-I-MISC=I-MISC,0=O'")
     t.add_argument("--separator", default=" ", help="how column-file tokens are joined into text ('' for Chinese)")
+    t.add_argument("--train-fraction", type=float, default=1.0, help="train on this seeded share of the training documents")
+    t.add_argument("--folds", type=int, default=0, help="k-fold cross-validation over --train documents (K models, mean ± sd per type)")
+    t.add_argument("--aux-train", nargs="*", default=[], help="general-domain corpus for multi-task training (own head, not exported)")
+    t.add_argument("--aux-tag-map", default=None, help="tag cleaning rules for --aux-train, as --tag-map")
+    t.add_argument("--aux-ratio", type=float, default=0.5, help="share of multi-task batches drawn from --aux-train")
+    t.add_argument("--aux-epochs", type=int, default=1, help="multi-task epochs before fine-tuning on --train alone")
     t.set_defaults(handler=_train)
 
     e = sub.add_parser("evaluate", help="strict span P/R/F1 per type of a checkpoint or ONNX bundle")
@@ -100,11 +106,19 @@ def _train(args: argparse.Namespace) -> int:
 
     fields = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
     fields["tag_map"] = parse_tag_map(args.tag_map)
+    fields["aux_tag_map"] = parse_tag_map(args.aux_tag_map)
     try:
         config = TrainConfig(**fields)
+        if args.folds and (args.folds < 2 or args.dev):
+            raise ValueError("--folds K needs K >= 2 and cuts its dev folds from --train (no --dev)")
     except ValueError as exc:
         print(f"bioner train: {exc}", file=sys.stderr)
         return 2
+    if args.folds:
+        from train.kfold import cross_validate
+
+        cross_validate(config, args.folds)
+        return 0
     best = train(config)
     print(json.dumps({"best_epoch": best.get("epoch"), "dev_micro": best["dev"]["micro"]}, indent=2))  # type: ignore[index]
     return 0
