@@ -86,9 +86,8 @@ def test_multitask_then_finetune_exports_only_the_main_head(tmp_path: Path) -> N
 
 
 def test_malformed_aux_tags_are_refused_without_a_map(tmp_path: Path) -> None:
-    from train.readers.columns import MalformedTagError
-
     from train.cli import main
+    from train.readers.columns import MalformedTagError
 
     base, corpus, aux = make_base_model(tmp_path / "base"), make_corpus(tmp_path / "corpus"), _aux_corpus(tmp_path / "un.tsv")
     argv = ["train", "--train", str(corpus), "--base-model", str(base), "--output", str(tmp_path / "o"), "--aux-train", str(aux), *TINY]
