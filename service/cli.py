@@ -1,4 +1,4 @@
-"""``bioner serve`` (this package) and ``bioner train|evaluate|export`` (the ``train`` extra)."""
+"""``bioner serve`` (this package) and ``bioner train|pretrain|evaluate|export`` (the ``train`` extra)."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bioner {args.command}: install the train extra (pip install '.[train]'): {missing}", file=sys.stderr)
             return 2
 
-        for name in ("train", "evaluate", "export"):
+        for name in ("train", "pretrain", "evaluate", "export"):
             sub.add_parser(name, help=f"{name} (needs the train extra)").set_defaults(handler=_no_train)
     else:
         add_train_commands(sub)

@@ -43,6 +43,25 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     t.add_argument("--aux-epochs", type=int, default=1, help="multi-task epochs before fine-tuning on --train alone")
     t.set_defaults(handler=_train)
 
+    m = sub.add_parser("pretrain", help="domain-adaptive masked-LM pretraining of the base encoder on raw text")
+    m.add_argument("--text", nargs="+", required=True, help=".txt (one text per line), .jsonl, brat folder or column file(s)")
+    m.add_argument("--base-model", required=True, help="hub name or local folder of a Hugging Face encoder")
+    m.add_argument("--output", required=True, help="adapted encoder folder; pass it to `train --base-model`")
+    m.add_argument("--epochs", type=int, default=1)
+    m.add_argument("--batch-size", type=int, default=32)
+    m.add_argument("--learning-rate", type=float, default=5e-5)
+    m.add_argument("--max-length", type=int, default=128)
+    m.add_argument("--mask-probability", type=float, default=0.15, help="share of words masked (whole-word masking)")
+    m.add_argument("--held-out-fraction", type=float, default=0.05, help="texts kept aside for perplexity before/after")
+    m.add_argument("--head-warmup-steps", type=int, default=0, help="train only the masked-LM head first (base models shipped without one)")
+    m.add_argument("--head-learning-rate", type=float, default=1e-3)
+    m.add_argument("--add-vocab-from", nargs="*", default=[], help="corpora whose characters unknown to the tokenizer join the vocabulary")
+    m.add_argument("--separator", default=" ", help="how column-file tokens are joined into text ('' for Chinese)")
+    m.add_argument("--seed", type=int, default=13)
+    m.add_argument("--threads", type=int, default=0)
+    m.add_argument("--max-steps", type=int, default=0, help="adaptation steps (0: full epochs)")
+    m.set_defaults(handler=_pretrain)
+
     e = sub.add_parser("evaluate", help="strict span P/R/F1 per type of a checkpoint or ONNX bundle")
     e.add_argument("--model", required=True, help="PyTorch checkpoint folder or ONNX bundle folder")
     e.add_argument("--data", nargs="+", required=True)
@@ -121,6 +140,17 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     best = train(config)
     print(json.dumps({"best_epoch": best.get("epoch"), "dev_micro": best["dev"]["micro"]}, indent=2))  # type: ignore[index]
+    return 0
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    if not _require_extra("pretrain"):
+        return 2
+    from train.pretrain import PretrainConfig, pretrain
+
+    fields = {k: v for k, v in vars(args).items() if k in PretrainConfig.__dataclass_fields__}
+    record = pretrain(PretrainConfig(**fields))
+    print(json.dumps({k: record[k] for k in ("perplexity_as_loaded", "perplexity_before", "perplexity_after")}, indent=2))
     return 0
 
 
