@@ -44,8 +44,17 @@ def evaluate_documents(
     batch_size: int = 16,
     decoding: Decoding = Decoding.CONSTRAINED,
     transitions: Transitions | None = None,
+    types: Sequence[str] | None = None,
 ) -> dict[str, Any]:
+    """Strict span scores; with ``types``, gold and predicted spans of other types are set aside.
+
+    ``types`` is for cross-corpus evaluation: a model scored on another corpus's shared types only.
+    """
     predicted = predict_documents(docs, encoder, run, scheme, window, strategy, batch_size, decoding, transitions)
+    if types:
+        keep = set(types)
+        docs = [Document(d.id, d.text, tuple(s for s in d.spans if s.label in keep), d.token_offsets) for d in docs]
+        predicted = [[e for e in ents if e.label in keep] for ents in predicted]
     report = span_scores(
         [[(s.start, s.end, s.label) for s in d.spans] for d in docs],
         [[(e.start, e.end, e.label) for e in ents] for ents in predicted],

@@ -45,7 +45,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     decoding = Decoding(args.decoding or serving.decoding)
     if decoding is Decoding.CRF and serving.transitions is None:
         raise SystemExit(f"bioner evaluate: decoding 'crf' needs a model trained with --head crf; {model_dir} has no CRF scores")
-    report = evaluate_documents(docs, encoder, run, scheme, window, strategy, decoding=decoding, transitions=serving.transitions)
+    report = evaluate_documents(
+        docs, encoder, run, scheme, window, strategy, decoding=decoding, transitions=serving.transitions, types=args.types
+    )
     report["settings"] = {
         "model": str(model_dir),
         "documents": len(docs),
@@ -53,6 +55,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "stride": window.stride,
         "strategy": strategy.value,
         "decoding": decoding.value,
+        "types": args.types or "all",
     }
     print(format_table(report))
     if "seqeval" in report:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,22 @@ def test_seqeval_strict_on_column_tokens(tmp_path: Path) -> None:
     strict = seqeval_report([doc], [partial])
     assert strict["report"]["micro avg"]["f1-score"] == 0.0  # strict IOB2: a boundary error is a miss
     assert strict["token_accuracy"] == pytest.approx(3 / 5)
+
+
+def test_evaluate_types_scores_only_the_shared_types(tiny_bundle: Path, tmp_path: Path) -> None:
+    """Cross-corpus: gold Chemical spans the model cannot know are set aside with --types."""
+    from train.cli import main
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    text = "p53 kinase binds aspirin"
+    (corpus / "d1.txt").write_text(text, encoding="utf-8")
+    (corpus / "d1.ann").write_text("T1\tprotein 0 10\tp53 kinase\nT2\tChemical 17 24\taspirin\n", encoding="utf-8")
+    reports = {}
+    for name, extra in (("all", []), ("shared", ["--types", "protein"])):
+        out = tmp_path / f"{name}.json"
+        assert main(["evaluate", "--model", str(tiny_bundle), "--data", str(corpus), "--report", str(out), *extra]) == 0
+        reports[name] = json.loads(out.read_text())
+    assert reports["all"]["micro"]["recall"] == pytest.approx(0.5)  # the Chemical gold span counts as missed
+    assert reports["shared"]["micro"] == {**reports["shared"]["micro"], "precision": 1.0, "recall": 1.0, "f1": 1.0}
+    assert set(reports["shared"]["per_type"]) == {"protein"}
