@@ -95,7 +95,10 @@ class CrfTagger(nn.Module):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        return self.crf.nll(*labelled_positions(logits, batch["labels"]))
+        emissions, tags, mask = labelled_positions(logits, batch["labels"])
+        if emissions.shape[0] == 0:  # nothing labelled in the batch: a zero that keeps the graph
+            return logits.sum() * 0.0
+        return self.crf.nll(emissions, tags, mask)
 
 
 def invalid_moves(label_rows: list[np.ndarray], scheme: LabelScheme) -> int:
