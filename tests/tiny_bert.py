@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "p53", "kinase", "binds", "myc", "gene", "in", "cells", ".", "##x"]
 
@@ -32,3 +33,19 @@ def make_corpus(folder: Path) -> Path:
             anns.append(f"T{2 * r + 2}\tDNA {base + 25} {base + 33}\tmyc gene")
         (folder / f"d{i}.ann").write_text("\n".join(anns) + "\n", encoding="utf-8")
     return folder
+
+
+def export_bundle(checkpoint: Path, output: Path, *flags: str) -> int:
+    """``bioner export`` through its CLI, so the tests get the defaults a user gets."""
+    from train.cli import main
+
+    return main(["export", "--checkpoint", str(checkpoint), "--output", str(output), *flags])
+
+
+def tiny_train_config(base: Path, corpus: Path, output: Path, **overrides: Any) -> Any:
+    """Settings under which the tiny model learns the tiny corpus in a few seconds."""
+    from train.finetune import TrainConfig
+
+    settings: dict[str, Any] = {"epochs": 1, "batch_size": 4, "learning_rate": 5e-3, "max_length": 24, "stride": 6}
+    settings |= {"dev_fraction": 0.25, "dropout": 0.0, **overrides}
+    return TrainConfig(train=[str(corpus)], output=str(output), base_model=str(base), **settings)

@@ -37,6 +37,7 @@ from train.crf import CrfTagger, invalid_moves
 from train.evaluate import evaluate_documents
 from train.losses import class_weights, label_counts
 from train.readers import Document, read_corpus
+from train.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -200,11 +201,7 @@ def train(config: TrainConfig, docs: tuple[list[Document], list[Document]] | Non
 
     ``docs`` (train, dev) replaces reading ``config.train``/``config.dev`` (k-fold runs).
     """
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    seed_everything(config.seed, config.threads)
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
 

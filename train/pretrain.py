@@ -31,6 +31,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, get_linear_schedul
 from service.decoding.windows import TextEncoder
 from train.align import IGNORE
 from train.readers import read_corpus
+from train.seeding import seed_everything
 from train.vocab import extend_vocabulary
 
 
@@ -155,11 +156,7 @@ def perplexity(model: torch.nn.Module, masked: Sequence[tuple[np.ndarray, np.nda
 
 
 def pretrain(config: PretrainConfig) -> dict[str, Any]:
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    seed_everything(config.seed, config.threads)
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     texts = [t for p in config.text for t in read_texts(p, config.separator)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 from pathlib import Path
@@ -15,7 +14,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("optimum")
 
 from live_server import start_server, stop_server  # noqa: E402
-from tiny_bert import make_base_model, make_corpus  # noqa: E402
+from tiny_bert import export_bundle, make_base_model, make_corpus, tiny_train_config  # noqa: E402
 
 from service.decoding.aggregate import Decoding, Strategy, allowed_transitions  # noqa: E402
 from service.decoding.crf import FORBIDDEN  # noqa: E402
@@ -83,44 +82,13 @@ def test_labelled_positions_are_gathered_in_order() -> None:
 
 @pytest.fixture(scope="module")
 def crf_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from train.export import run_export
-    from train.finetune import TrainConfig, train
+    from train.finetune import train
 
     root = tmp_path_factory.mktemp("crf")
     base, corpus = make_base_model(root / "base"), make_corpus(root / "corpus")
-    config = TrainConfig(
-        train=[str(corpus)],
-        output=str(root / "ckpt"),
-        base_model=str(base),
-        epochs=1,
-        batch_size=4,
-        learning_rate=5e-3,
-        max_length=24,
-        stride=6,
-        dev_fraction=0.25,
-        dropout=0.0,
-        head="crf",
-        crf_learning_rate=0.1,
-    )
-    train(config)
-    args = argparse.Namespace(
-        checkpoint=str(root / "ckpt"),
-        output=str(root / "bundle"),
-        data=[str(corpus)],
-        dev_fraction=0.25,
-        seed=13,
-        quantize="none",
-        tolerance=1e-3,
-        tag_map=None,
-        optimization_level=1,
-        calibration_windows=16,
-        calibration_method="minmax",
-        exclude_nodes=[],
-        keep_fp32=[],
-        name="crf",
-        version="0",
-    )
-    assert run_export(args) == 0
+    train(tiny_train_config(base, corpus, root / "ckpt", head="crf", crf_learning_rate=0.1))
+    flags = ["--data", str(corpus), "--dev-fraction", "0.25", "--quantize", "none", "--name", "crf", "--version", "0"]
+    assert export_bundle(root / "ckpt", root / "bundle", *flags) == 0
     return root / "bundle"
 
 

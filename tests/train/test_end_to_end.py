@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("optimum")
 
-from tiny_bert import make_base_model, make_corpus  # noqa: E402
+from tiny_bert import export_bundle, make_base_model, make_corpus, tiny_train_config  # noqa: E402
 
 from service.app import create_app  # noqa: E402
 from service.settings import Settings  # noqa: E402
@@ -20,47 +19,17 @@ from service.settings import Settings  # noqa: E402
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from train.export import run_export
-    from train.finetune import TrainConfig, train
+    from train.finetune import train
 
     root = tmp_path_factory.mktemp("e2e")
     base = make_base_model(root / "base")
     corpus = make_corpus(root / "corpus")
-    best = train(
-        TrainConfig(
-            train=[str(corpus)],
-            output=str(root / "ckpt"),
-            base_model=str(base),
-            epochs=2,
-            batch_size=4,
-            learning_rate=5e-3,
-            max_length=24,
-            stride=6,
-            dev_fraction=0.25,
-            dropout=0.0,
-        )
-    )
+    best = train(tiny_train_config(base, corpus, root / "ckpt", epochs=2))
     records = [json.loads(line) for line in (root / "ckpt" / "metrics.jsonl").read_text().splitlines()]
     assert [r.get("epoch") for r in records] == [None, 1, 2] and records[0]["loss"] == "ce"
     assert best["epoch"] in (1, 2)
-    args = argparse.Namespace(
-        checkpoint=str(root / "ckpt"),
-        output=str(root / "bundle"),
-        data=[str(corpus)],
-        dev_fraction=0.25,
-        seed=13,
-        quantize="static",
-        tolerance=1e-3,
-        tag_map=None,
-        optimization_level=1,
-        calibration_windows=16,
-        calibration_method="minmax",
-        exclude_nodes=[],
-        keep_fp32=["ffn_out"],
-        name="e2e",
-        version="0",
-    )
-    assert run_export(args) == 0
+    flags = ["--data", str(corpus), "--dev-fraction", "0.25", "--quantize", "static", "--calibration-windows", "16"]
+    assert export_bundle(root / "ckpt", root / "bundle", *flags, "--keep-fp32", "ffn_out", "--name", "e2e", "--version", "0") == 0
     return root / "bundle"
 
 
@@ -91,25 +60,9 @@ async def test_service_serves_the_exported_bundle(exported: Path) -> None:
 
 
 def test_parity_check_fails_loudly(exported: Path, tmp_path: Path) -> None:
-    from train.export import ParityError, run_export
+    from train.export import ParityError
 
     checkpoint = exported.parent / "ckpt"
-    args = argparse.Namespace(
-        checkpoint=str(checkpoint),
-        output=str(tmp_path / "strict"),
-        data=[],
-        dev_fraction=0.25,
-        seed=13,
-        quantize="none",
-        tolerance=0.0,
-        tag_map=None,
-        optimization_level=0,
-        calibration_windows=16,
-        calibration_method="minmax",
-        exclude_nodes=[],
-        keep_fp32=[],
-        name="strict",
-        version="0",
-    )
+    flags = ["--quantize", "none", "--tolerance", "0", "--optimization-level", "0", "--name", "strict", "--version", "0"]
     with pytest.raises(ParityError, match="differs from PyTorch"):
-        run_export(args)
+        export_bundle(checkpoint, tmp_path / "strict", *flags)

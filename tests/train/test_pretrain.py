@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -14,7 +13,7 @@ pytest.importorskip("torch")
 pytest.importorskip("optimum")
 
 from live_server import start_server, stop_server  # noqa: E402
-from tiny_bert import make_base_model  # noqa: E402
+from tiny_bert import export_bundle, make_base_model  # noqa: E402
 
 from service.decoding.windows import TextEncoder  # noqa: E402
 from train.align import IGNORE  # noqa: E402
@@ -99,7 +98,6 @@ def test_vocabulary_extension_appends_unknown_characters(tmp_path: Path) -> None
 def chinese_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny English base -> vocabulary + masked-LM adaptation on Chinese text -> NER -> ONNX bundle."""
     from train.cli import main
-    from train.export import run_export
 
     root = tmp_path_factory.mktemp("zh")
     base = make_base_model(root / "base")
@@ -125,24 +123,7 @@ def chinese_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     argv = ["train", "--train", str(corpus), "--base-model", str(adapted), "--output", str(root / "ckpt"), "--separator", ""]
     argv += ["--epochs", "3", "--batch-size", "4", "--learning-rate", "5e-3", "--max-length", "24", "--stride", "6", "--dropout", "0"]
     assert main(argv) == 0
-    args = argparse.Namespace(
-        checkpoint=str(root / "ckpt"),
-        output=str(root / "bundle"),
-        data=[],
-        dev_fraction=0.1,
-        seed=13,
-        quantize="none",
-        tolerance=1e-3,
-        tag_map=None,
-        optimization_level=1,
-        calibration_windows=16,
-        calibration_method="minmax",
-        exclude_nodes=[],
-        keep_fp32=[],
-        name="zh",
-        version="0",
-    )
-    assert run_export(args) == 0
+    assert export_bundle(root / "ckpt", root / "bundle", "--quantize", "none", "--name", "zh", "--version", "0") == 0
     return root / "bundle"
 
 
