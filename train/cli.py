@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bioner-train")
     add_train_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # what the model card's "Reproduce" quotes
     return int(args.handler(args))
 
 

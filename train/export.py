@@ -182,7 +182,7 @@ def run_export(args: argparse.Namespace) -> int:
     (output / SERVING_FILE).write_text(json.dumps(meta, indent=2, default=str))
     (output / "parity.json").write_text(json.dumps(parity, indent=2))
 
-    write_model_card(output, meta, parity, sys.argv)
+    write_model_card(output, meta, parity, ["bioner", *getattr(args, "argv", sys.argv[1:])])
     for scratch in {raw_dir, fp32_dir} - {output}:
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"bundle written to {output} ({(output / 'model.onnx').stat().st_size / 1e6:.1f} MB model.onnx)")

@@ -42,7 +42,18 @@ def _quote(value: object) -> str:
     return f'"{text}"' if text.startswith("$") else shlex.quote(text)
 
 
-_SKIP_FLAGS = {"tag_map", "dev", "train", "threads", "max_steps", "separator"}
+_SKIP_FLAGS = {"dev", "train", "threads", "max_steps"}
+_DEFAULT_EMPTY: tuple[object, ...] = ({}, [], None)
+
+
+def _flag(key: str, value: object) -> str:
+    """One ``bioner train`` flag as a shell would take it (lists spread, tag maps as ``A=B,C=D``)."""
+    name = "--" + key.replace("_", "-")
+    if isinstance(value, list):
+        return f"{name} " + " ".join(_quote(v) for v in value)
+    if isinstance(value, dict):
+        return f"{name} " + _quote(",".join(f"{a}={b}" for a, b in value.items()))
+    return f"{name} {_quote(value)}"
 
 
 def write_model_card(folder: Path, meta: dict[str, Any], parity: dict[str, Any], argv: list[str]) -> None:
@@ -53,7 +64,9 @@ def write_model_card(folder: Path, meta: dict[str, Any], parity: dict[str, Any],
         (
             "bioner train "
             + " ".join(
-                f"--{k.replace('_', '-')} {_quote(v)}" for k, v in train_config.items() if k not in _SKIP_FLAGS and v not in (None, "", [])
+                _flag(k, v)
+                for k, v in train_config.items()
+                if k not in _SKIP_FLAGS and v not in _DEFAULT_EMPTY and not (k == "separator" and v == " ")
             )
             + " --train "
             + " ".join(train_config.get("train", []))
@@ -70,6 +83,8 @@ def write_model_card(folder: Path, meta: dict[str, Any], parity: dict[str, Any],
         f"- Base model: `{train_config.get('base_model', 'unknown')}`",
         f"- Training data: {', '.join(train_config.get('train', [])) or 'unknown'}; dev: {_dev_description(train_config)}",
         f"- Window {meta.get('max_length')} tokens, overlap {meta.get('stride')}, aggregation `{meta.get('aggregation_strategy')}`",
+        f"- Decoding: `{meta.get('decoding', 'constrained')}`"
+        + (" (Viterbi with the CRF transition scores stored in `serving.json`)" if "crf" in meta else ""),
         f"- Best epoch: {meta.get('best_epoch', '?')}; quantisation: {meta.get('quantization', 'none')}",
         f"- model.onnx: {size_mb:.1f} MB, sha256 `{meta.get('onnx_sha256', '')}`",
         "",

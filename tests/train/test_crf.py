@@ -100,6 +100,8 @@ def test_crf_checkpoint_and_bundle_carry_learned_transitions(crf_bundle: Path) -
     assert np.abs(learned).max() > 0  # one epoch moved them from zero
     assert np.all(serving.transitions.matrix[~allowed] == FORBIDDEN)
     assert read_serving(crf_bundle.parent / "ckpt").transitions is not None
+    card = (crf_bundle / "MODEL_CARD.md").read_text()
+    assert "Decoding: `crf`" in card and "--head crf" in card
 
 
 def test_bad_config_combinations_are_refused() -> None:

@@ -133,6 +133,7 @@ def test_adapted_encoder_has_the_extended_embeddings(chinese_bundle: Path) -> No
     assert config["vocab_size"] == len(vocab) > 15
     encoded = _encoder(chinese_bundle).encode("该蛋白抑制癌症")
     assert 1 not in encoded.ids  # no [UNK]
+    assert "--separator ''" in (chinese_bundle / "MODEL_CARD.md").read_text()  # the card's command rebuilds it
 
 
 def test_service_offsets_on_chinese_text(chinese_bundle: Path) -> None:
