@@ -4,7 +4,7 @@ Words are the tokenizer's pre-tokenizer words (``word_ids``), never a split on s
 without spaces (Chinese) and punctuation-heavy names (``IL-2``) decode the same way.
 
 Score of an entity: the mean, over its words, of the probability of the label chosen for that
-word (after subword aggregation).
+word (after subword aggregation); under CRF decoding, of the CRF's marginal probability of it.
 """
 
 from __future__ import annotations
@@ -163,6 +163,33 @@ def viterbi(scores: np.ndarray, allowed: np.ndarray, start: np.ndarray, transiti
     return path
 
 
+def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    top = x.max(axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.squeeze(top, axis=axis) + np.log(np.exp(x - top).sum(axis=axis))
+
+
+def crf_marginals(scores: np.ndarray, allowed: np.ndarray, start: np.ndarray, transitions: Transitions) -> np.ndarray:
+    """``p(label of word t = j | text)`` under the CRF (forward-backward); ``(W, L)``, rows sum to 1.
+
+    A CRF's per-word emission softmax is not a probability of the decoded label; these marginals
+    are, so a CRF model's entity scores mean what every other model's do.
+    """
+    trans = np.where(allowed, transitions.matrix, -np.inf)
+    n = scores.shape[0]
+    alpha = np.empty_like(scores, dtype=np.float64)
+    beta = np.empty_like(scores, dtype=np.float64)
+    alpha[0] = scores[0] + transitions.start + np.where(start, 0.0, -np.inf)
+    for t in range(1, n):
+        alpha[t] = _logsumexp(alpha[t - 1][:, None] + trans, axis=0) + scores[t]
+    beta[-1] = transitions.end
+    for t in range(n - 2, -1, -1):
+        beta[t] = _logsumexp(trans + (scores[t + 1] + beta[t + 1])[None, :], axis=1)
+    log_z = _logsumexp(alpha[-1] + transitions.end, axis=0)
+    return np.clip(np.exp(alpha + beta - log_z), 0.0, 1.0)
+
+
 def entities_from_scores(
     text: str,
     offsets: np.ndarray,
@@ -179,15 +206,19 @@ def entities_from_scores(
     """
     if probs.shape[0] == 0:
         return []
-    if decoding is Decoding.CRF and transitions is None:
-        raise ValueError("CRF decoding needs the bundle's transition scores")
     words = aggregate_words(probs, word_ids, strategy)
-    if decoding in (Decoding.CONSTRAINED, Decoding.CRF):
-        crf = transitions if decoding is Decoding.CRF else None
-        chosen = viterbi(np.log(np.maximum(words.probs, 1e-12)), *allowed_transitions(scheme), crf)
+    confidence = words.probs
+    if decoding is Decoding.CRF:
+        if transitions is None:
+            raise ValueError("CRF decoding needs the bundle's transition scores")
+        log_probs, (allowed, start) = np.log(np.maximum(words.probs, 1e-12)), allowed_transitions(scheme)
+        chosen = viterbi(log_probs, allowed, start, transitions)
+        confidence = crf_marginals(log_probs, allowed, start, transitions)
+    elif decoding is Decoding.CONSTRAINED:
+        chosen = viterbi(np.log(np.maximum(words.probs, 1e-12)), *allowed_transitions(scheme))
     else:
         chosen = words.probs.argmax(axis=-1)
-    chosen_p = words.probs[np.arange(len(chosen)), chosen]
+    chosen_p = confidence[np.arange(len(chosen)), chosen]
     prefixes = [scheme.prefixes[c] for c in chosen]
     types = [scheme.types[c] for c in chosen]
     entities = []

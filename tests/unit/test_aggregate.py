@@ -13,6 +13,7 @@ from service.decoding.aggregate import (
     Strategy,
     aggregate_words,
     allowed_transitions,
+    crf_marginals,
     decode_tags,
     entities_from_scores,
     viterbi,
@@ -194,3 +195,36 @@ def test_transitions_round_trip_json() -> None:
     crf = Transitions(np.arange(4.0).reshape(2, 2), np.array([0.5, -1.0]), np.array([1.5, 2.0]))
     again = Transitions.from_json(crf.to_json())
     assert np.array_equal(again.matrix, crf.matrix) and np.array_equal(again.start, crf.start) and np.array_equal(again.end, crf.end)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    arrays(np.float64, st.tuples(st.integers(1, 4), st.just(5)), elements=st.floats(-8, 0)),
+    arrays(np.float64, (7, 5), elements=st.floats(-5, 5)),
+)
+def test_crf_marginals_equal_enumeration(emissions: np.ndarray, scores: np.ndarray) -> None:
+    crf = Transitions(scores[:5], scores[5], scores[6])
+    allowed, start = allowed_transitions(SCHEME)
+    n = emissions.shape[0]
+    expected = np.zeros((n, 5))
+    for path in itertools.product(range(5), repeat=n):
+        if start[path[0]] and all(allowed[a, b] for a, b in zip(path, path[1:])):
+            weight = np.exp(_crf_path_score(path, emissions, crf))
+            expected[np.arange(n), path] += weight
+    expected /= expected[0].sum()
+    marginals = crf_marginals(emissions, allowed, start, crf)
+    assert np.allclose(marginals, expected, atol=1e-9)
+    assert np.allclose(marginals.sum(axis=1), 1.0)
+
+
+def test_crf_entity_scores_are_marginal_probabilities() -> None:
+    text = "p53 myc"
+    offsets, word_ids = np.array([[0, 3], [4, 7]]), np.array([0, 1])
+    probs = np.array([[0.1, 0.6, 0.1, 0.1, 0.1], [0.1, 0.1, 0.35, 0.1, 0.35]], dtype=np.float32)
+    flat = Transitions(np.zeros((5, 5)), np.zeros(5), np.zeros(5))
+    [entity] = entities_from_scores(text, offsets, word_ids, probs, SCHEME, decoding=Decoding.CRF, transitions=flat)
+    allowed, start = allowed_transitions(SCHEME)
+    marginals = crf_marginals(np.log(probs.astype(np.float64)), allowed, start, flat)
+    assert (entity.text, entity.label) == ("p53 myc", "protein")
+    assert entity.score == pytest.approx((marginals[0, 1] + marginals[1, 2]) / 2, rel=1e-5)
+    assert entity.score != pytest.approx((0.6 + 0.35) / 2)  # not the emission softmax
