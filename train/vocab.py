@@ -37,6 +37,8 @@ def unknown_characters(tokenizer: Tokenizer, texts: Iterable[str]) -> list[str]:
 def extend_vocabulary(source: Path, output: Path, texts: Iterable[str]) -> list[str]:
     """Write ``source``'s tokenizer with the missing characters appended into ``output``; returns them."""
     tokenizer = Tokenizer.from_file(str(source / "tokenizer.json"))
+    tokenizer.no_truncation()  # a padded single character is never just "[UNK]" (the base ships padding at 128)
+    tokenizer.no_padding()
     added = unknown_characters(tokenizer, texts)
     data = json.loads(tokenizer.to_str())
     if data["model"].get("type") != "WordPiece":

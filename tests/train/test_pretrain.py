@@ -79,8 +79,14 @@ def test_read_texts_formats(tmp_path: Path) -> None:
 
 
 def test_vocabulary_extension_appends_unknown_characters(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer
+
     base = make_base_model(tmp_path / "base")
     before = _encoder(base)
+    padded = Tokenizer.from_file(str(base / "tokenizer.json"))  # as all-MiniLM-L6-v2 ships it: padding and truncation at 128
+    padded.enable_padding(length=128)
+    padded.enable_truncation(128)
+    padded.save(str(base / "tokenizer.json"))
     added = extend_vocabulary(base, tmp_path / "ext", [c for c, _ in CHINESE] + ["p53 kinase"])
     assert set(added) >= set("蛋白癌症本发明。") and len(added) == len(set(added))
     assert "." not in added  # already a token of the base vocabulary
