@@ -80,10 +80,18 @@ def step_multitask(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
             "--aux-epochs",
             "1",
         )
+        # control: as many passes over the biomedical data as the multi-task run makes (its joint epochs see it too)
+        matched_epochs = args.epochs + 1
+        matched_dir = out / f"single-{fraction}-e{matched_epochs}"
+        matched = None
+        if fraction in args.matched_fractions:
+            matched_args = argparse.Namespace(**{**vars(args), "epochs": matched_epochs})
+            matched = train_once(matched_args, matched_dir, *ncbi(args), "--base-model", args.base_model, "--train-fraction", str(fraction))
         rows.append(
             {
                 "train_fraction": fraction,
                 "single_f1": single["dev"]["micro"]["f1"],
+                "single_matched_epochs_f1": matched["dev"]["micro"]["f1"] if matched else None,
                 "multi_f1": multi["dev"]["micro"]["f1"],
                 "multi_best_phase": multi.get("phase"),
                 "single_seconds": single["train_seconds"],
@@ -213,6 +221,13 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--head-warmup-steps", type=int, default=50)
     parser.add_argument("--chinese-epochs", type=int, default=2, help="NER epochs on cbp-gold (672k characters: the long pole)")
+    parser.add_argument(
+        "--matched-fractions",
+        nargs="*",
+        type=float,
+        default=[0.25, 0.1],
+        help="train fractions that also get a single-task run of epochs+1",
+    )
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--kfold-epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
