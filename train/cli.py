@@ -86,6 +86,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     x.add_argument("--quantize", choices=["none", "dynamic", "static"], default="none")
     x.add_argument("--tolerance", type=float, default=1e-3, help="max |logit difference| PyTorch vs ONNX fp32")
     x.add_argument("--tag-map", default=None)
+    x.add_argument("--separator", default=" ", help="how column-file tokens are joined into text ('' for Chinese)")
     x.add_argument(
         "--optimization-level",
         type=int,

@@ -128,7 +128,7 @@ def run_export(args: argparse.Namespace) -> int:
     optimize_copy(raw_dir, fp32_dir, args.optimization_level)
     encoder = TextEncoder.from_file(fp32_dir / "tokenizer.json")
 
-    docs = [d for p in args.data for d in read_corpus(p, parse_tag_map(args.tag_map))]
+    docs = [d for p in args.data for d in read_corpus(p, parse_tag_map(args.tag_map), args.separator)]
     train_docs, dev_docs = split_dev(docs, args.dev_fraction, args.seed) if docs else ([], [])
     probe_texts = [d.text for d in dev_docs] or ["Interleukin-2 gene expression requires NF-kappa B in human T cells."] * 4
     rows = sample_rows(encoder, probe_texts, window, 64)

@@ -129,7 +129,10 @@ def chinese_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     argv = ["train", "--train", str(corpus), "--base-model", str(adapted), "--output", str(root / "ckpt"), "--separator", ""]
     argv += ["--epochs", "3", "--batch-size", "4", "--learning-rate", "5e-3", "--max-length", "24", "--stride", "6", "--dropout", "0"]
     assert main(argv) == 0
-    assert export_bundle(root / "ckpt", root / "bundle", "--quantize", "none", "--name", "zh", "--version", "0") == 0
+    flags = ["--data", str(corpus), "--separator", "", "--dev-fraction", "0.5", "--quantize", "none", "--name", "zh", "--version", "0"]
+    assert export_bundle(root / "ckpt", root / "bundle", *flags) == 0
+    parity = json.loads((root / "bundle" / "parity.json").read_text())
+    assert parity["dev"]["onnx_fp32"]["micro"]["f1"] == pytest.approx(parity["dev"]["pytorch"]["micro"]["f1"])
     return root / "bundle"
 
 
