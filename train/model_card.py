@@ -70,6 +70,7 @@ def write_model_card(folder: Path, meta: dict[str, Any], parity: dict[str, Any],
             )
             + " --train "
             + " ".join(train_config.get("train", []))
+            + (" --dev " + " ".join(train_config["dev"]) if train_config.get("dev") else "")
         )
         if train_config
         else "(unknown)"
