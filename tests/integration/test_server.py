@@ -108,22 +108,37 @@ def _corrupt(folder: Path) -> Path:
 
 def test_client_that_gives_up_has_its_queued_windows_dropped(tiny_bundle: Path) -> None:
     proc, url = start_server(tiny_bundle, "--max-batch-size", "1", "--max-queue-windows", "100000")
-    try:
+
+    def queue_depth(metrics: str) -> float:
+        return float(re.search(r"^bioner_queue_depth_windows (\S+)", metrics, re.M).group(1))  # type: ignore[union-attr]
+
+    async def hang_up_once_queued() -> None:
+        """Send a long text; hang up only once its windows are seen in the queue (no race with tokenising)."""
         text = " ".join(["p53 kinase binds the myc gene"] * 3000)  # thousands of 16-token windows
-        with pytest.raises(httpx.TimeoutException):
-            httpx.post(f"{url}/ner", json={"text": text}, timeout=0.5)
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client, httpx.AsyncClient(base_url=url) as probe:
+            request = asyncio.create_task(client.post("/ner", json={"text": text}))
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and queue_depth((await probe.get("/metrics")).text) == 0:
+                assert not request.done(), "the request finished before its windows were seen queued"
+                await asyncio.sleep(0.01)
+            request.cancel()  # closes the connection: the client is gone
+            with pytest.raises(asyncio.CancelledError):
+                await request
+
+    try:
+        asyncio.run(hang_up_once_queued())
         deadline = time.monotonic() + 20
         dropped = 0.0
         while time.monotonic() < deadline:
             metrics = httpx.get(f"{url}/metrics").text
             found = re.search(r'^bioner_windows_dropped_total\{reason="cancelled"\} (\S+)', metrics, re.M)
             dropped = float(found.group(1)) if found else 0.0
-            if dropped > 0:
+            if dropped > 0 and queue_depth(metrics) == 0:
                 break
             time.sleep(0.1)
         assert dropped > 0
         assert 'bioner_requests_refused_total{reason="client_closed_request"} 1.0' in metrics
-        assert float(re.search(r"^bioner_queue_depth_windows (\S+)", metrics, re.M).group(1)) == 0  # type: ignore[union-attr]
+        assert queue_depth(metrics) == 0
         assert httpx.post(f"{url}/ner", json={"text": "p53"}).status_code == 200  # and it still serves
     finally:
         proc.kill()
