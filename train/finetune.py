@@ -187,9 +187,14 @@ def optimizer_for(
     return optimizer, get_linear_schedule_with_warmup(optimizer, int(total_steps * config.warmup_ratio), total_steps)
 
 
+def aux_batch_count(n_main: int, ratio: float) -> int:
+    """Auxiliary batches beside ``n_main`` main ones for the auxiliary share of an epoch to be ``ratio``."""
+    return int(round(n_main * ratio / (1.0 - ratio)))
+
+
 def mixed_batches(main: list[list[int]], aux: list[list[int]], ratio: float, rng: np.random.Generator) -> list[tuple[str, list[int]]]:
     """Every main batch once, plus auxiliary batches so that they make up ``ratio`` of the epoch."""
-    n_aux = int(round(len(main) * ratio / (1.0 - ratio)))
+    n_aux = aux_batch_count(len(main), ratio)
     picked = [aux[i % len(aux)] for i in range(n_aux)] if aux else []
     items = [("main", b) for b in main] + [("aux", b) for b in picked]
     order = rng.permutation(len(items))
@@ -328,8 +333,7 @@ def train(config: TrainConfig, docs: tuple[list[Document], list[Document]] | Non
                 return
 
     if aux_head is not None:
-        main_batches = steps_per_epoch
-        joint_steps = (main_batches + int(round(main_batches * config.aux_ratio / (1.0 - config.aux_ratio)))) * config.aux_epochs
+        joint_steps = (steps_per_epoch + aux_batch_count(steps_per_epoch, config.aux_ratio)) * config.aux_epochs
         optimizer, scheduler = optimizer_for([model, aux_head], config, config.max_steps or joint_steps)
         run_phase("multitask", config.aux_epochs, optimizer, scheduler, [*model.parameters(), *aux_head.parameters()])
     extra_groups = []
