@@ -16,6 +16,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,17 +119,21 @@ def token_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], weight: t
     return torch.nn.functional.cross_entropy(flat, batch["labels"].view(-1), weight=weight, ignore_index=IGNORE)
 
 
-def collate(features: list[Feature], indices: list[int], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(features[i].input_ids) for i in indices)
-    ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(indices), width), dtype=torch.long)
-    labels = torch.full((len(indices), width), IGNORE, dtype=torch.long)
-    for row, i in enumerate(indices):
-        n = len(features[i].input_ids)
-        ids[row, :n] = torch.from_numpy(features[i].input_ids)
-        mask[row, :n] = 1
-        labels[row, :n] = torch.from_numpy(features[i].labels)
+def pad_labelled(rows: Sequence[tuple[np.ndarray, np.ndarray]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad ``(input_ids, labels)`` rows into one batch; padding is masked and never trained."""
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    for r, (row_ids, row_labels) in enumerate(rows):
+        ids[r, : len(row_ids)] = torch.from_numpy(row_ids)
+        mask[r, : len(row_ids)] = 1
+        labels[r, : len(row_ids)] = torch.from_numpy(row_labels)
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def collate(features: list[Feature], indices: list[int], pad_id: int) -> dict[str, torch.Tensor]:
+    return pad_labelled([(features[i].input_ids, features[i].labels) for i in indices], pad_id)
 
 
 def subsample(docs: list[Document], fraction: float, seed: int) -> list[Document]:

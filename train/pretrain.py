@@ -30,6 +30,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, get_linear_schedul
 
 from service.decoding.windows import TextEncoder
 from train.align import IGNORE
+from train.finetune import pad_labelled
 from train.readers import read_corpus
 from train.seeding import seed_everything
 from train.vocab import extend_vocabulary
@@ -118,18 +119,6 @@ def mask_words(
     return ids, labels
 
 
-def collate(rows: Sequence[tuple[np.ndarray, np.ndarray]], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(ids) for ids, _ in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-    for r, (row_ids, row_labels) in enumerate(rows):
-        ids[r, : len(row_ids)] = torch.from_numpy(row_ids)
-        mask[r, : len(row_ids)] = 1
-        labels[r, : len(row_ids)] = torch.from_numpy(row_labels)
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
 def batches(items: Sequence[Any], size: int, key: Any, rng: np.random.Generator | None) -> Iterator[list[Any]]:
     """Length-sorted batches (little padding), in random order when ``rng`` is given."""
     order = sorted(range(len(items)), key=lambda i: key(items[i]))
@@ -145,7 +134,7 @@ def perplexity(model: torch.nn.Module, masked: Sequence[tuple[np.ndarray, np.nda
     total, count = 0.0, 0
     with torch.inference_mode():
         for rows in batches(masked, batch_size, lambda r: len(r[0]), None):
-            batch = collate(rows, pad_id)
+            batch = pad_labelled(rows, pad_id)
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             loss = torch.nn.functional.cross_entropy(
                 logits.view(-1, logits.shape[-1]), batch["labels"].view(-1), ignore_index=IGNORE, reduction="sum"
@@ -209,7 +198,7 @@ def pretrain(config: PretrainConfig) -> dict[str, Any]:
         bar = tqdm(total=steps, desc=desc, unit="batch", mininterval=5)
         while done < steps:
             for group in batches(train_chunks, config.batch_size, lambda c: len(c.input_ids), rng):
-                batch = collate([mask_words(c, config.mask_probability, mask_id, vocab_size, special, rng) for c in group], pad_id)
+                batch = pad_labelled([mask_words(c, config.mask_probability, mask_id, vocab_size, special, rng) for c in group], pad_id)
                 loss = model(**batch).loss
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
