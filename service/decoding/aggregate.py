@@ -208,16 +208,16 @@ def entities_from_scores(
         return []
     words = aggregate_words(probs, word_ids, strategy)
     confidence = words.probs
-    if decoding is Decoding.CRF:
-        if transitions is None:
-            raise ValueError("CRF decoding needs the bundle's transition scores")
-        log_probs, (allowed, start) = np.log(np.maximum(words.probs, 1e-12)), allowed_transitions(scheme)
-        chosen = viterbi(log_probs, allowed, start, transitions)
-        confidence = crf_marginals(log_probs, allowed, start, transitions)
-    elif decoding is Decoding.CONSTRAINED:
-        chosen = viterbi(np.log(np.maximum(words.probs, 1e-12)), *allowed_transitions(scheme))
-    else:
+    if decoding is Decoding.GREEDY:
         chosen = words.probs.argmax(axis=-1)
+    else:
+        if decoding is Decoding.CRF and transitions is None:
+            raise ValueError("CRF decoding needs the bundle's transition scores")
+        crf = transitions if decoding is Decoding.CRF else None
+        log_probs, (allowed, start) = np.log(np.maximum(words.probs, 1e-12)), allowed_transitions(scheme)
+        chosen = viterbi(log_probs, allowed, start, crf)
+        if crf is not None:
+            confidence = crf_marginals(log_probs, allowed, start, crf)
     chosen_p = confidence[np.arange(len(chosen)), chosen]
     prefixes = [scheme.prefixes[c] for c in chosen]
     types = [scheme.types[c] for c in chosen]
