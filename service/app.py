@@ -15,10 +15,11 @@ from service.api.auth import ApiKeyMiddleware
 from service.api.errors import install_error_handlers
 from service.api.middleware import RequestContextMiddleware
 from service.api.responses import JSONBytesResponse
-from service.api.routes import router
+from service.api.routes import make_router
+from service.api.schemas import request_model
 from service.decoding.aggregate import Decoding, Strategy
 from service.decoding.predict import WindowConfig
-from service.engine import NerEngine
+from service.engine import NerEngine, window_bound
 from service.errors import BundleError
 from service.metrics import Metrics
 from service.runtime.bundle import load_bundle
@@ -47,6 +48,14 @@ def build_engine(settings: Settings, metrics: Metrics) -> NerEngine:
     decoding = Decoding(settings.decoding or bundle.decoding)
     if decoding is Decoding.CRF and bundle.transitions is None:
         raise BundleError(f"decoding 'crf' needs a model trained with a CRF head; {bundle.path} has no transition scores")
+    largest = window_bound(settings.max_text_chars, window, bundle.encoder.n_special)
+    request_windows = settings.max_request_windows or largest
+    if largest > request_windows or request_windows > settings.max_queue_windows:
+        raise ValueError(
+            f"a text of max_text_chars={settings.max_text_chars} characters may need {largest} windows of {window.max_length} "
+            f"tokens; max_request_windows={request_windows} and max_queue_windows={settings.max_queue_windows} must both "
+            "hold that: raise them or lower max_text_chars"
+        )
     engine = NerEngine.build(
         bundle,
         session,
@@ -59,6 +68,9 @@ def build_engine(settings: Settings, metrics: Metrics) -> NerEngine:
         max_queue=settings.max_queue_windows,
         max_text_chars=settings.max_text_chars,
         timeout_s=settings.request_timeout_s,
+        max_request_windows=request_windows,
+        cpu_workers=settings.cpu_workers,
+        stall_s=settings.stall_s,
         hooks=metrics.batcher_hooks(),
     )
     metrics.model_info.info(
@@ -95,7 +107,8 @@ def create_app(settings: Settings | None = None, engine: NerEngine | None = None
             app.state.ready = False
             metrics.ready.set(0)
             log.info("draining %d queued windows", current.batcher.depth)
-            await current.batcher.drain()
+            await current.batcher.drain(settings.drain_timeout_s)
+            current.close()
 
     app = FastAPI(
         title="bioner",
@@ -108,13 +121,15 @@ def create_app(settings: Settings | None = None, engine: NerEngine | None = None
     app.state.metrics = metrics
     app.state.ready = False
     app.state.retry_after_s = settings.retry_after_s
+    app.state.draining = False
     install_error_handlers(app)
-    app.include_router(router)
+    app.include_router(make_router(request_model(settings.max_texts_per_request, settings.max_text_chars)))
     # Body limit: the largest legal request (all texts at the character limit, escaped) plus slack.
     max_body = settings.max_texts_per_request * settings.max_text_chars * 6 + 65_536
     # Added last = outermost: request ids and metrics cover refused requests too.
     digests = settings.key_digests()
     if digests:
+        log.info("API keys: %d loaded", len(digests))
         app.add_middleware(ApiKeyMiddleware, digests=digests, metrics=metrics, metrics_public=settings.metrics_public)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
@@ -130,8 +145,8 @@ def create_app(settings: Settings | None = None, engine: NerEngine | None = None
 
 
 def install_openapi_limits(app: FastAPI, settings: Settings) -> None:
-    """Put the configured limits and the loaded model's labels into the request schema, so that
-    every request the schema allows is one the service accepts."""
+    """Put the loaded model's labels into the request schema (the limits are in the request model
+    itself), so that every request the schema allows is one the service accepts."""
     plain_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -140,9 +155,6 @@ def install_openapi_limits(app: FastAPI, settings: Settings) -> None:
         schema = plain_openapi()
         app.openapi_schema = None  # the plain generator caches; limits are added below
         fields = schema["components"]["schemas"]["NerRequest"]["properties"]
-        fields["text"]["maxLength"] = settings.max_text_chars
-        fields["texts"]["maxItems"] = settings.max_texts_per_request
-        fields["texts"]["items"]["maxLength"] = settings.max_text_chars
         engine = getattr(app.state, "engine", None)
         if engine is not None:
             fields["labels"]["items"]["enum"] = list(engine.info.labels)

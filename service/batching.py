@@ -3,15 +3,20 @@
 Contract (tested in ``tests/unit/test_batching.py``):
 - every submitted future resolves exactly once (result, exception, or cancelled by its owner);
 - a failing batch fails only its own futures, and the worker keeps serving;
+- if the worker itself dies (a bug outside the per-batch guard, a failing hook), every pending
+  future fails at once and :meth:`MicroBatcher.health` reports it, so ``/ready`` turns 503;
 - the number of results is checked against the batch size;
 - cancelled items (client gone) and expired items (deadline passed) are skipped before they run;
 - the wait timer starts at the oldest waiting item, not at the last arrival;
-- admission is all-or-nothing per request and bounded: a full queue refuses at once.
+- admission is all-or-nothing per request and bounded: a full queue refuses at once;
+- requests are served round-robin: every request with windows waiting gets one window into each
+  batch before any request gets a second, so a short request waits about one batch behind a
+  1,000-window one instead of behind all of it.
 
 Batches are formed when ``max_batch_size`` windows or ``max_batch_tokens`` padded tokens are
-waiting, or when the oldest has waited ``max_wait_ms``. The oldest item always goes into the
-next batch (no starvation); its batch-mates are the waiting items closest to it in length, so
-padding stays small.
+waiting, or when the oldest has waited ``max_wait_ms``. The request at the head of the rotation
+always goes into the next batch and is then moved to the back (no starvation); the other
+requests are visited nearest in length to it first, so padding stays small.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -67,6 +73,17 @@ class BatcherHooks:
     on_queue_depth: Callable[[int], None] = lambda depth: None
 
 
+@dataclass(frozen=True)
+class Health:
+    """Why the batcher should not be sent work (``None`` reason: healthy)."""
+
+    reason: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
 class MicroBatcher:
     def __init__(
         self,
@@ -76,43 +93,106 @@ class MicroBatcher:
         max_wait_s: float = 0.002,
         max_queue: int = 1024,
         hooks: BatcherHooks | None = None,
+        max_consecutive_failures: int = 3,
+        stall_s: float = 60.0,
     ) -> None:
         self._batch_fn = batch_fn
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
+        self.max_consecutive_failures = max_consecutive_failures
+        self.stall_s = stall_s
         self._hooks = hooks or BatcherHooks()
-        self._pending: list[_Item] = []
+        self._queues: dict[int, deque[_Item]] = {}  # per request, in rotation order
+        self._depth = 0
         self._seq = 0
+        self._requests = 0
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._closing = False
         self._batches = 0
+        self._failures = 0  # consecutive failed batches
+        self._running_since: float | None = None  # start of the batch in flight
+        self._in_flight: list[_Item] = []
+        self._death: str | None = None
+        self._drain_expired = False
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
         """Create the loop-bound objects; call from inside the running event loop."""
         self._wakeup = asyncio.Event()
         self._task = asyncio.create_task(self._worker(), name="micro-batcher")
+        self._task.add_done_callback(self._on_worker_exit)
 
-    async def drain(self) -> None:
-        """Stop accepting, finish everything queued, then stop the worker."""
+    async def drain(self, timeout_s: float | None = None) -> None:
+        """Stop accepting, finish everything queued, then stop the worker.
+
+        After ``timeout_s`` the worker is cancelled and whatever is still queued fails at once:
+        a hung inference must not hold a shutdown past the orchestrator's grace period.
+        """
         self._closing = True
         if self._wakeup is not None:
             self._wakeup.set()
         if self._task is not None:
-            await self._task
-        self._executor.shutdown(wait=True)
+            done, _ = await asyncio.wait({self._task}, timeout=timeout_s)
+            if not done:
+                log.error("drain did not finish within %.1f s; failing %d queued windows", timeout_s or 0, self._depth)
+                self._drain_expired = True
+                self._task.cancel()
+                await asyncio.wait({self._task})
+        self._executor.shutdown(wait=False)
+
+    def close(self) -> None:
+        """Stop accepting new work; what is queued still runs (the first step of a drain)."""
+        self._closing = True
 
     @property
     def depth(self) -> int:
-        return len(self._pending)
+        return self._depth
 
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    def health(self, now: float | None = None) -> Health:
+        """Healthy unless the worker stopped, the last batches all failed, or one batch hangs."""
+        if self._death is not None:
+            return Health(f"inference worker stopped: {self._death}")
+        if not self.running:
+            return Health("inference worker not running")
+        if self._failures >= self.max_consecutive_failures:
+            return Health(f"the last {self._failures} inference batches failed")
+        started = self._running_since
+        if started is not None and (now or time.monotonic()) - started > self.stall_s:
+            return Health(f"an inference batch has been running for over {self.stall_s:.0f} s")
+        return Health(None)
+
+    def _on_worker_exit(self, task: asyncio.Task[None]) -> None:
+        """A worker that ends while work is pending must not leave futures hanging."""
+        if task.cancelled() and not self._drain_expired:
+            self._death = "cancelled"
+        elif not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            self._death = f"{type(exc).__name__}: {exc}"
+            log.error("the inference worker died; failing %d queued windows", self._depth, exc_info=exc)
+        if self._death is None and not self._depth and not self._in_flight:
+            return
+        error: Exception = InferenceError(f"inference worker stopped ({self._death})")
+        if self._death is None:  # a drain that ran out of time: the service is stopping, retry elsewhere
+            error = ShuttingDownError("the service stopped before this request's inference finished")
+        failed = 0
+        for queue in [*self._queues.values(), self._in_flight]:
+            for item in queue:
+                if not item.future.done():
+                    item.future.set_exception(error)
+                    failed += 1
+        self._queues.clear()
+        self._depth = 0
+        self._closing = True
+        if failed:
+            self._hooks.on_drop("worker_stopped", failed)
 
     # -- admission -------------------------------------------------------------------------
     def submit(self, windows: Sequence[np.ndarray], deadline: float) -> list[asyncio.Future[WindowResult]]:
@@ -124,21 +204,23 @@ class MicroBatcher:
             raise RequestTooLargeError(
                 f"the request needs {len(windows)} windows; the queue holds {self.max_queue}: send less text per request"
             )
-        if len(self._pending) + len(windows) > self.max_queue:
+        if self._depth + len(windows) > self.max_queue:
             self._hooks.on_drop("queue_full", len(windows))
-            raise QueueFullError(f"queue full ({len(self._pending)} windows waiting)")
+            raise QueueFullError(f"queue full ({self._depth} windows waiting)")
         loop = asyncio.get_running_loop()
         now = time.monotonic()
-        futures = []
+        queue: deque[_Item] = deque()
         for ids in windows:
             self._seq += 1
-            item = _Item(ids, loop.create_future(), now, deadline, self._seq)
-            self._pending.append(item)
-            futures.append(item.future)
-        self._hooks.on_queue_depth(len(self._pending))
+            queue.append(_Item(ids, loop.create_future(), now, deadline, self._seq))
+        if queue:
+            self._requests += 1
+            self._queues[self._requests] = queue
+            self._depth += len(queue)
+        self._hooks.on_queue_depth(self._depth)
         assert self._wakeup is not None
         self._wakeup.set()
-        return futures
+        return [item.future for item in queue]
 
     # -- worker ----------------------------------------------------------------------------
     async def _worker(self) -> None:
@@ -146,13 +228,14 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while True:
             self._discard_dead()
-            if not self._pending:
+            if not self._depth:
                 if self._closing:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            remaining = self._pending[0].enqueued + self.max_wait_s - time.monotonic()
+            oldest = min(queue[0].enqueued for queue in self._queues.values())
+            remaining = oldest + self.max_wait_s - time.monotonic()
             if remaining > 0 and not self._batch_ready() and not self._closing:
                 self._wakeup.clear()
                 try:
@@ -165,53 +248,74 @@ class MicroBatcher:
                 await self._run(loop, batch)
 
     def _batch_ready(self) -> bool:
-        if len(self._pending) >= self.max_batch_size:
+        if self._depth >= self.max_batch_size:
             return True
-        longest = max(len(i.ids) for i in self._pending)
-        return longest * len(self._pending) >= self.max_batch_tokens
+        longest = max(len(i.ids) for queue in self._queues.values() for i in queue)
+        return longest * self._depth >= self.max_batch_tokens
 
     def _discard_dead(self) -> None:
         """Drop items whose owner went away, and fail those whose deadline passed."""
         now = time.monotonic()
-        alive = []
         cancelled = expired = 0
-        for item in self._pending:
-            if item.future.done():
-                cancelled += 1
-            elif item.deadline <= now:
-                item.future.set_exception(DeadlineExceededError("deadline passed while queued"))
-                expired += 1
+        for key in list(self._queues):
+            alive: deque[_Item] = deque()
+            for item in self._queues[key]:
+                if item.future.done():
+                    cancelled += 1
+                elif item.deadline <= now:
+                    item.future.set_exception(DeadlineExceededError("deadline passed while queued"))
+                    expired += 1
+                else:
+                    alive.append(item)
+            if alive:
+                self._queues[key] = alive
             else:
-                alive.append(item)
+                del self._queues[key]
         if cancelled:
             self._hooks.on_drop("cancelled", cancelled)
         if expired:
             self._hooks.on_drop("deadline", expired)
         if cancelled or expired:
-            self._pending = alive
-            self._hooks.on_queue_depth(len(alive))
+            self._depth -= cancelled + expired
+            self._hooks.on_queue_depth(self._depth)
 
     def _take_batch(self) -> list[_Item]:
-        """The oldest item plus the waiting items nearest to it in length, within both limits."""
-        oldest = self._pending[0]
-        anchor = len(oldest.ids)
-        by_closeness = sorted(self._pending[1:], key=lambda i: (abs(len(i.ids) - anchor), i.seq))
-        chosen, longest = [oldest], anchor
-        for item in by_closeness:
-            if len(chosen) >= self.max_batch_size:
-                break
-            width = max(longest, len(item.ids))
-            if width * (len(chosen) + 1) > self.max_batch_tokens:
-                continue
-            chosen.append(item)
-            longest = width
-        taken = {id(i) for i in chosen}
-        self._pending = [i for i in self._pending if id(i) not in taken]
-        self._hooks.on_queue_depth(len(self._pending))
+        """Round-robin over requests, one window each per round, within both limits.
+
+        The head of the rotation is visited first; the others nearest to its window length first.
+        Requests served go to the back of the rotation, in the order they were served.
+        """
+        order = list(self._queues.items())
+        anchor = len(order[0][1][0].ids)
+        rest = sorted(range(1, len(order)), key=lambda k: (abs(len(order[k][1][0].ids) - anchor), k))
+        ranked = [order[0], *(order[k] for k in rest)]
+        chosen: list[_Item] = []
+        served: list[int] = []
+        longest = 0
+        progress = True
+        while progress and len(chosen) < self.max_batch_size:
+            progress = False
+            for key, queue in ranked:
+                if not queue or len(chosen) >= self.max_batch_size:
+                    continue
+                width = max(longest, len(queue[0].ids))
+                if chosen and width * (len(chosen) + 1) > self.max_batch_tokens:
+                    continue
+                chosen.append(queue.popleft())
+                longest, progress = width, True
+                if key not in served:
+                    served.append(key)
+        for key in served:
+            queue = self._queues.pop(key)
+            if queue:
+                self._queues[key] = queue
+        self._depth -= len(chosen)
+        self._hooks.on_queue_depth(self._depth)
         return chosen
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
         started = time.monotonic()
+        self._running_since, self._in_flight = started, batch
         try:
             outputs = await loop.run_in_executor(self._executor, self._batch_fn, [i.ids for i in batch])
             if len(outputs) != len(batch):
@@ -222,12 +326,18 @@ class MicroBatcher:
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(error)
+            self._failures += 1
+            self._in_flight = []
             self._hooks.on_drop("inference_error", len(batch))
             return
+        finally:  # on cancellation _in_flight stays, so the exit handler fails those futures too
+            self._running_since = None
+        self._in_flight = []
         finished = time.monotonic()
         self._batches += 1
-        real = sum(len(i.ids) for i in batch)
-        self._hooks.on_batch(BatchStats(len(batch), max(len(i.ids) for i in batch) * len(batch), real, finished - started))
+        self._failures = 0
         for item, logits in zip(batch, outputs):
             if not item.future.done():  # the owner may have gone while the batch ran
                 item.future.set_result(WindowResult(logits, started - item.enqueued, finished - started, self._batches))
+        real = sum(len(i.ids) for i in batch)
+        self._hooks.on_batch(BatchStats(len(batch), max(len(i.ids) for i in batch) * len(batch), real, finished - started))

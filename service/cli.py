@@ -29,6 +29,7 @@ def _serve(args: argparse.Namespace) -> int:
     from service.errors import BundleError
     from service.logs import configure_logging
     from service.metrics import Metrics
+    from service.shutdown import DrainingServer
 
     overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
     settings = Settings(**overrides)
@@ -36,22 +37,28 @@ def _serve(args: argparse.Namespace) -> int:
     metrics = Metrics()
     try:
         engine = build_engine(settings, metrics)
+        app = create_app(settings, engine=engine, metrics=metrics)
     except (BundleError, ValueError) as exc:
         print(f"bioner: cannot start: {exc}", file=sys.stderr)
         return 2
-    app = create_app(settings, engine=engine, metrics=metrics)
+    if settings.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, settings.metrics_host, registry=metrics.registry)
     # uvicorn drains on SIGTERM, then re-raises the signal; with this no-op handler in place the
     # re-raise lands here and the process exits 0: a planned stop is not a crash to supervisors.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         log_config=None,
-        timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
+        timeout_graceful_shutdown=int(settings.drain_timeout_s) + 1,
+        limit_concurrency=settings.max_connections,
         access_log=False,
     )
+    DrainingServer(config, app, settings.drain_grace_s, settings.drain_timeout_s).run()
     return 0
 
 

@@ -8,22 +8,35 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
 from service.batching import BatcherHooks, MicroBatcher, WindowResult
 from service.decoding.aggregate import Decoding, Entity, Strategy, entities_from_scores, softmax
 from service.decoding.predict import WindowConfig, pad_windows, windows_for
-from service.decoding.windows import Encoded, stitch
-from service.errors import InvalidRequestError, TextTooLongError
+from service.decoding.windows import Encoded, plan_windows, stitch
+from service.errors import DeadlineExceededError, InvalidRequestError, RequestTooLargeError, TextTooLongError
 from service.runtime.bundle import Bundle
 from service.runtime.session import OnnxSession
 
-# Above this many characters, tokenisation and decoding leave the event loop for a thread.
-_OFFLOAD_CHARS = 20_000
+T = TypeVar("T")
+# Work this small stays on the event loop (a thread hop costs more); anything bigger goes to the
+# engine's bounded CPU pool, so /health answers while a 100,000-character text is tokenised.
+_INLINE_CHARS = 1_000
+_INLINE_TOKENS = 256
+
+
+def window_bound(n_chars: int, window: WindowConfig, n_special: int) -> int:
+    """Most windows a text of ``n_chars`` characters can need: every subword covers at least one
+    character, so the token count is at most the character count. Cheap, and computed before
+    any tokenising, so a request that could never fit is refused without spending CPU on it."""
+    if n_chars == 0:
+        return 0
+    return len(plan_windows(n_chars, window.content_length(n_special), window.stride))
 
 
 @dataclass(frozen=True)
@@ -33,6 +46,7 @@ class Recognition:
     inference_s: float
     tokens: int
     windows: int
+    batches: tuple[int, ...] = ()  # sequence numbers of the inference batches its windows ran in
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,8 @@ class NerEngine:
         max_text_chars: int,
         timeout_s: float,
         decoding: Decoding = Decoding.CONSTRAINED,
+        max_request_windows: int | None = None,
+        cpu_workers: int = 2,
     ) -> None:
         self.bundle = bundle
         self.session = session
@@ -83,7 +99,9 @@ class NerEngine:
         self.decoding = decoding
         self.batcher = batcher
         self.max_text_chars = max_text_chars
+        self.max_request_windows = max_request_windows or batcher.max_queue
         self.timeout_s = timeout_s
+        self._cpu = ThreadPoolExecutor(max_workers=cpu_workers, thread_name_prefix="cpu")
         self.info = ModelInfo(
             bundle.name,
             bundle.version,
@@ -110,6 +128,9 @@ class NerEngine:
         max_queue: int,
         max_text_chars: int,
         timeout_s: float,
+        max_request_windows: int | None = None,
+        cpu_workers: int = 2,
+        stall_s: float = 60.0,
         hooks: BatcherHooks | None = None,
     ) -> NerEngine:
         def run_rows(rows: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -117,8 +138,8 @@ class NerEngine:
             logits = session.run(ids, mask)
             return [logits[i, : len(row)] for i, row in enumerate(rows)]
 
-        batcher = MicroBatcher(run_rows, max_batch_size, max_batch_tokens, max_wait_s, max_queue, hooks)
-        return NerEngine(bundle, session, window, strategy, batcher, max_text_chars, timeout_s, decoding)
+        batcher = MicroBatcher(run_rows, max_batch_size, max_batch_tokens, max_wait_s, max_queue, hooks, stall_s=stall_s)
+        return NerEngine(bundle, session, window, strategy, batcher, max_text_chars, timeout_s, decoding, max_request_windows, cpu_workers)
 
     def warmup(self) -> None:
         """One synchronous inference so the first request does not pay for allocation."""
@@ -135,6 +156,17 @@ class NerEngine:
         unknown = sorted(set(labels or ()) - set(self.info.labels))
         if unknown:
             raise InvalidRequestError(f"unknown labels {unknown}; this model knows {list(self.info.labels)}")
+        bound = sum(window_bound(len(t), self.window, self.bundle.encoder.n_special) for t in texts)
+        if bound > self.max_request_windows:
+            raise RequestTooLargeError(
+                f"the texts may need up to {bound} windows ({sum(len(t) for t in texts)} characters); "
+                f"one request may use {self.max_request_windows}: send less text per request"
+            )
+
+    async def _offload(self, inline: bool, fn: Callable[[], T]) -> T:
+        if inline:
+            return fn()
+        return await asyncio.get_running_loop().run_in_executor(self._cpu, fn)
 
     async def recognize(
         self,
@@ -146,31 +178,39 @@ class NerEngine:
         decoding: Decoding | None = None,
     ) -> Recognition:
         self.check_request(texts, labels, decoding)
-        big = sum(len(t) for t in texts) > _OFFLOAD_CHARS
+        started = time.monotonic()
+        deadline = started + (timeout_s or self.timeout_s)
         encoder = self.bundle.encoder
-        encoded = await asyncio.to_thread(encoder.encode_batch, texts) if big else encoder.encode_batch(texts)
+        encoded = await self._offload(sum(len(t) for t in texts) <= _INLINE_CHARS, lambda: encoder.encode_batch(texts))
         plans = [windows_for(encoder, e, self.window) if len(e) else [] for e in encoded]
         rows = [encoder.window_ids(e, span) for e, plan in zip(encoded, plans) for span in plan]
-        deadline = time.monotonic() + (timeout_s or self.timeout_s)
         results: list[WindowResult] = []
         if rows:
             futures = self.batcher.submit(rows, deadline)
             try:
-                results = list(await asyncio.gather(*futures))
+                # The deadline covers inference too: a hung or slow batch answers 504, not never.
+                results = list(await asyncio.wait_for(asyncio.gather(*futures), timeout=max(deadline - time.monotonic(), 0)))
+            except TimeoutError:
+                raise DeadlineExceededError("the request's deadline passed before its inference finished") from None
             finally:
                 for future in futures:  # a cancelled request leaves nothing queued behind it
                     future.cancel()
-        decode = lambda: self._decode(
-            texts, encoded, plans, results, strategy or self.strategy, min_score, labels, decoding or self.decoding
-        )  # noqa: E731
-        entities = await asyncio.to_thread(decode) if big else decode()
+        n_tokens = sum(len(e) for e in encoded)
+        entities = await self._offload(
+            n_tokens <= _INLINE_TOKENS,
+            lambda: self._decode(texts, encoded, plans, results, strategy or self.strategy, min_score, labels, decoding or self.decoding),
+        )
         return Recognition(
             entities=entities,
             queued_s=max((r.queued_s for r in results), default=0.0),
             inference_s=sum({r.batch: r.inference_s for r in results}.values()),
-            tokens=sum(len(e) for e in encoded),
+            tokens=n_tokens,
             windows=len(rows),
+            batches=tuple(sorted({r.batch for r in results})),
         )
+
+    def close(self) -> None:
+        self._cpu.shutdown(wait=False)
 
     def _decode(
         self,

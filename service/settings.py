@@ -69,14 +69,42 @@ class Settings(BaseSettings):
     max_queue_windows: int = Field(
         2048, ge=1, description="Queued windows beyond which requests are refused with 503 (one maximal CJK text needs about 1,070)."
     )
+    max_request_windows: int | None = Field(
+        None,
+        ge=1,
+        description="Most windows one request may need, bounded from its characters before tokenising (413 beyond); "
+        "default: what one text of max_text_chars may need. Must fit in max_queue_windows, so every request the schema "
+        "admits can be queued on an idle service.",
+    )
     max_texts_per_request: int = Field(64, ge=1)
     max_text_chars: int = Field(100_000, ge=1, description="Longer texts get 413.")
-    request_timeout_s: float = Field(30.0, gt=0, description="Deadline for a request's windows; expired work is dropped (504).")
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="Deadline for a request from admission to its last window's logits; past it: 504 and its work is dropped."
+    )
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 on overload.")
+    cpu_workers: int = Field(2, ge=1, description="Threads that tokenise and decode large requests off the event loop.")
+    max_connections: int = Field(
+        512, ge=1, description="Concurrent connections (uvicorn limit_concurrency); beyond it uvicorn answers 503 at once."
+    )
+    drain_grace_s: float = Field(
+        3.0,
+        ge=0,
+        description="On SIGTERM, /ready answers 503 for this long before the listener closes, so load balancers stop sending.",
+    )
+    drain_timeout_s: float = Field(
+        20.0, gt=0, description="On SIGTERM, the longest queued work may take to finish before it is failed (fits a 30 s grace period)."
+    )
+    stall_s: float = Field(30.0, gt=0, description="An inference batch running longer than this makes /ready answer 503.")
     warmup: bool = Field(True, description="Run one inference before reporting ready.")
     api_keys: SecretStr | None = Field(None, description="Comma-separated API keys; when set, every route but health/ready needs one.")
     api_keys_file: Path | None = Field(None, description="File with one API key per line (added to api_keys).")
-    metrics_public: bool = Field(True, description="Serve /metrics without a key (for Prometheus inside the network).")
+    metrics_public: bool = Field(
+        False, description="Serve /metrics on the main port without a key even when keys are set (prefer metrics_port)."
+    )
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Also serve /metrics, without a key, on this port (bound to metrics_host) for Prometheus."
+    )
+    metrics_host: str = Field("127.0.0.1", description="Interface for metrics_port; 0.0.0.0 in containers.")
     cors_origins: str = Field("", description="Comma-separated origins allowed by CORS; empty: CORS off.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="debug logs one line per request; errors are always logged."
@@ -84,14 +112,29 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per log line.")
 
     def key_digests(self) -> list[bytes]:
-        """SHA-256 digests of the configured keys; the keys themselves are not kept elsewhere."""
+        """SHA-256 digests of the configured keys; the keys themselves are not kept elsewhere.
+
+        Fails closed: keys configured (setting or file) that yield no key raise, so a typo or an
+        empty mounted secret cannot start an open service.
+        """
         keys = [k.strip() for k in (self.api_keys.get_secret_value() if self.api_keys else "").split(",")]
         if self.api_keys_file is not None:
-            keys += [line.strip() for line in self.api_keys_file.read_text(encoding="utf-8").splitlines()]
-        return [hashlib.sha256(k.encode()).digest() for k in keys if k and not k.startswith("#")]
+            try:
+                keys += [line.strip() for line in self.api_keys_file.read_text(encoding="utf-8").splitlines()]
+            except OSError as exc:
+                raise ValueError(f"api_keys_file {self.api_keys_file} unreadable: {exc.strerror}") from None
+        digests = [hashlib.sha256(k.encode()).digest() for k in keys if k and not k.startswith("#")]
+        if not digests and (self.api_keys is not None or self.api_keys_file is not None):
+            raise ValueError("API keys are configured (api_keys or api_keys_file) but none was found: refusing to start without keys")
+        return digests
 
     @model_validator(mode="after")
     def _check_window(self) -> Settings:
         if self.max_length is not None and self.stride is not None and self.stride >= self.max_length - 2:
             raise ValueError("stride (overlap) must be smaller than max_length minus the special tokens")
+        if self.max_request_windows is not None and self.max_request_windows > self.max_queue_windows:
+            raise ValueError(
+                f"max_request_windows {self.max_request_windows} exceeds max_queue_windows {self.max_queue_windows}: "
+                "such a request could never be queued"
+            )
         return self

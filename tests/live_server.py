@@ -20,7 +20,8 @@ def free_port() -> int:
 
 def start_server(bundle: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "service", "serve", "--model-path", str(bundle), "--port", str(port), *extra]
+    # 16-token test windows: 20,000 characters bound about 2,000 windows, inside the default queue.
+    cmd = [sys.executable, "-m", "service", "serve", "--model-path", str(bundle), "--port", str(port), "--max-text-chars", "20000", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "BIONER_LOG_LEVEL": "warning"})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

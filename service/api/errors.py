@@ -7,6 +7,7 @@ exception text: the message names the request id so operators can find the log l
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -41,6 +42,13 @@ def error_response(request: Request, status: int, code: str, message: str, heade
     return JSONBytesResponse(body, status_code=status, headers=headers)
 
 
+_MAX_PROBLEMS = 3  # an error body names the first few problems, never echoes the input
+
+
+def _location(problem: Any) -> str:
+    return ".".join(str(x) for x in problem.get("loc", ()) if x != "body") or "body"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     retry_after = str(getattr(app.state, "retry_after_s", 1))
 
@@ -58,7 +66,11 @@ def install_error_handlers(app: FastAPI) -> None:
         problems = exc.errors()
         if any(p.get("type") == "json_invalid" for p in problems):
             return error_response(request, 400, "malformed_json", "request body is not valid JSON")
-        message = "; ".join(f"{'.'.join(str(x) for x in p.get('loc', ()) if x != 'body') or 'body'}: {p.get('msg')}" for p in problems)
+        message = "; ".join(f"{_location(p)}: {p.get('msg')}" for p in problems[:_MAX_PROBLEMS])
+        if len(problems) > _MAX_PROBLEMS:
+            message += f"; and {len(problems) - _MAX_PROBLEMS} more"
+        if any(p.get("type") == "string_too_long" and _location(p).startswith("text") for p in problems):
+            return error_response(request, 413, "text_too_long", message)
         return error_response(request, 422, "invalid_request", message)
 
     @app.exception_handler(StarletteHTTPException)

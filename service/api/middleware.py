@@ -1,7 +1,8 @@
 """Pure ASGI middleware: request id, total-time header, request metrics, body size limit.
 
 Pure ASGI (not BaseHTTPMiddleware) so that it adds no task per request and does not interfere
-with the route's disconnect detection.
+with the route's disconnect detection. It is the outermost layer, so it is also where an
+exception nothing else caught becomes a 500 that still carries the request id and is counted.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from service.metrics import Metrics
 
 log = logging.getLogger("service.access")
 _KNOWN_ROUTES = {"/ner", "/health", "/ready", "/model", "/metrics", "/docs", "/openapi.json", "/redoc"}
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_KNOWN_METHODS = {"GET", "POST", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"}
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+class BodyTooLarge(Exception):
+    pass
 
 
 class RequestContextMiddleware:
@@ -34,14 +40,15 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         sent = dict(scope.get("headers") or [])
         given = sent.get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _SAFE_ID.match(given) else uuid.uuid4().hex
+        request_id = given if _SAFE_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         route = scope["path"] if scope["path"] in _KNOWN_ROUTES else "other"
-        status_holder = {"status": 500}
+        method = scope["method"] if scope["method"] in _KNOWN_METHODS else "other"
+        response = {"status": 500, "started": False}
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status_holder["status"] = message["status"]
+                response["status"], response["started"] = message["status"], True
                 elapsed = time.perf_counter() - started
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
@@ -49,32 +56,51 @@ class RequestContextMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        length = sent.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-            await self._too_large(send_wrapper, request_id)
-        else:
-            await self.app(scope, self._limited(receive), send_wrapper)
+        try:
+            length = sent.get(b"content-length")
+            if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+                raise BodyTooLarge
+            if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
+                receive = await self._buffered(receive)  # chunked: read (bounded) before any route runs
+            await self.app(scope, receive, send_wrapper)
+        except BodyTooLarge:
+            self.metrics.refused.labels("body_too_large").inc()
+            await send_error(send_wrapper, 413, "body_too_large", f"request body over {self.max_body_bytes} bytes", request_id)
+        except Exception:  # noqa: BLE001 - the last line of defence: answer, count, log once
+            log.exception("request %s: unhandled error", request_id)
+            if not response["started"]:
+                self.metrics.refused.labels("internal_error").inc()
+                message = f"internal error; see server log for request {request_id}"
+                await send_error(send_wrapper, 500, "internal_error", message, request_id)
         elapsed = time.perf_counter() - started
-        status = status_holder["status"]
-        self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+        status = response["status"]
+        self.metrics.requests.labels(route, method, str(status)).inc()
         self.metrics.request_seconds.labels(route).observe(elapsed)
-        log.debug("%s %s %s %d %.1fms", request_id, scope["method"], scope["path"], status, elapsed * 1000)
+        log.debug("%s %s %s %d %.1fms", request_id, method, scope["path"], status, elapsed * 1000)
 
-    def _limited(self, receive: Receive) -> Receive:
+    async def _buffered(self, receive: Receive) -> Receive:
+        """Read a body without Content-Length up to the limit, then replay it to the app."""
+        chunks: list[bytes] = []
         seen = 0
-
-        async def wrapped() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body_bytes:
-                    # Chunked bodies without Content-Length: treat the excess as a disconnect.
-                    return {"type": "http.disconnect"}
-            return message
+            if message["type"] != "http.request":
+                first: Message = message
+                break
+            seen += len(message.get("body", b""))
+            if seen > self.max_body_bytes:
+                raise BodyTooLarge
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                first = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                break
+        replayed = False
 
-        return wrapped
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return first
+            return await receive()
 
-    async def _too_large(self, send: Send, request_id: str) -> None:
-        self.metrics.refused.labels("body_too_large").inc()
-        await send_error(send, 413, "body_too_large", f"request body over {self.max_body_bytes} bytes", request_id)
+        return replay

@@ -9,15 +9,15 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
+from starlette.types import Receive
 
 from service.api.responses import JSONBytesResponse
 from service.api.schemas import ErrorResponse, HealthOut, ModelInfoOut, NerBatchResponse, NerRequest, NerResponse, ReadyOut
 from service.decoding.aggregate import Decoding, Entity, Strategy
 from service.engine import Engine, Recognition
-from service.errors import ClientGoneError, InvalidRequestError
+from service.errors import ClientGoneError, ShuttingDownError
 from service.metrics import Metrics
 
-router = APIRouter()
 T = TypeVar("T")
 _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in (400, 401, 413, 422, 500, 503, 504)}
 
@@ -26,16 +26,27 @@ def _entity(e: Entity) -> dict[str, object]:
     return {"start": e.start, "end": e.end, "text": e.text, "label": e.label, "score": round(e.score, 4)}
 
 
-async def until_disconnect(request: Request, work: Awaitable[T], poll_s: float = 0.1) -> T:
-    """Run ``work``; if the client goes away first, cancel it so its queued windows are dropped."""
+async def _disconnected(receive: Receive) -> None:
+    """Return once the client has gone (the body is already read, so nothing else arrives)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Run ``work``; if the client goes away first, cancel it so its queued windows are dropped.
+
+    One waiter on the ASGI receive channel per request, woken only by the disconnect itself.
+    """
     task = asyncio.ensure_future(work)
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=poll_s)
-        if done:
+    gone = asyncio.ensure_future(_disconnected(request.receive))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
             return task.result()
-        if await request.is_disconnected():
-            task.cancel()
-            raise ClientGoneError("client disconnected before the answer was ready")
+        raise ClientGoneError("client disconnected before the answer was ready")
+    finally:  # also when this handler is cancelled: nothing of the request stays queued
+        task.cancel()
+        gone.cancel()
 
 
 def _observe(metrics: Metrics, result: Recognition, n_texts: int) -> None:
@@ -48,14 +59,12 @@ def _observe(metrics: Metrics, result: Recognition, n_texts: int) -> None:
             metrics.entity_score.labels(e.label).observe(e.score)
 
 
-@router.post("/ner", response_model=NerResponse | NerBatchResponse, responses=_ERRORS, summary="Find entities in text")
 async def ner(body: NerRequest, request: Request) -> Response:
     """Entities with exact character offsets into each sent text, labels and scores."""
     engine: Engine = request.app.state.engine
-    settings = request.app.state.settings
+    if getattr(request.app.state, "draining", False):
+        raise ShuttingDownError("the service is shutting down")
     texts = [body.text] if body.text is not None else list(body.texts or [])
-    if len(texts) > settings.max_texts_per_request:
-        raise InvalidRequestError(f"{len(texts)} texts in one request; the limit is {settings.max_texts_per_request}")
     strategy = Strategy(body.aggregation_strategy) if body.aggregation_strategy else None
     decoding = Decoding(body.decoding) if body.decoding else None
     result = await until_disconnect(request, engine.recognize(texts, strategy, body.min_score, body.labels, decoding=decoding))
@@ -73,26 +82,67 @@ async def ner(body: NerRequest, request: Request) -> Response:
     return JSONBytesResponse(payload, headers=headers)
 
 
-@router.get("/health", response_model=HealthOut, summary="Liveness: the process answers")
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", response_model=ReadyOut, summary="Readiness: model loaded and warmed up", responses={503: {"model": ReadyOut}})
 async def ready(request: Request) -> Response:
     state = request.app.state
     engine = getattr(state, "engine", None)
-    if getattr(state, "ready", False) and engine is not None and engine.batcher.running:
-        return JSONBytesResponse({"status": "ready", "model": engine.info.name})
-    return JSONBytesResponse({"status": "not_ready"}, status_code=503)
+    if engine is None or not getattr(state, "ready", False):
+        return JSONBytesResponse({"status": "not_ready", "reason": "starting"}, status_code=503)
+    if getattr(state, "draining", False):
+        return JSONBytesResponse({"status": "not_ready", "reason": "draining"}, status_code=503)
+    health = engine.batcher.health()
+    if not health.ok:
+        return JSONBytesResponse({"status": "not_ready", "reason": health.reason}, status_code=503)
+    return JSONBytesResponse({"status": "ready", "model": engine.info.name})
 
 
-@router.get("/model", response_model=ModelInfoOut, responses={401: {"model": ErrorResponse}}, summary="The loaded model and its limits")
 async def model(request: Request) -> Response:
     info = request.app.state.engine.info
     return JSONBytesResponse({**info.__dict__, "labels": list(info.labels)})
 
 
-@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def make_router(body_model: type[NerRequest]) -> APIRouter:
+    """The routes, with ``/ner``'s body validated by ``body_model`` (the configured limits)."""
+    router = APIRouter()
+
+    async def ner_route(body: NerRequest, request: Request) -> Response:
+        return await ner(body, request)
+
+    # FastAPI reads the body's model from the annotation: this app's limits live in that model.
+    ner_route.__annotations__ = {**ner_route.__annotations__, "body": body_model}
+    ner_route.__doc__ = ner.__doc__
+    router.add_api_route(
+        "/ner",
+        ner_route,
+        name="ner",
+        methods=["POST"],
+        response_model=NerResponse | NerBatchResponse,
+        responses=_ERRORS,
+        summary="Find entities in text",
+    )
+    router.add_api_route("/health", health, methods=["GET"], response_model=HealthOut, summary="Liveness: the process answers")
+    router.add_api_route(
+        "/ready",
+        ready,
+        methods=["GET"],
+        response_model=ReadyOut,
+        summary="Readiness: model loaded, warmed up, inference progressing, not draining",
+        responses={503: {"model": ReadyOut}},
+    )
+    router.add_api_route(
+        "/model",
+        model,
+        methods=["GET"],
+        response_model=ModelInfoOut,
+        responses={401: {"model": ErrorResponse}},
+        summary="The loaded model, its limits and its self-check",
+    )
+    router.add_api_route("/metrics", metrics, methods=["GET"], summary="Prometheus metrics", include_in_schema=False)
+    return router

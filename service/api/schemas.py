@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
 
 _EXAMPLE_TEXT = "IL-2 gene expression requires NF-kappa B activation in human T lymphocytes."
 
@@ -41,6 +41,40 @@ class NerRequest(BaseModel):
         if self.texts is not None and not self.texts:
             raise ValueError("'texts' must not be empty")
         return self
+
+
+def _encodable(text: str) -> str:
+    """JSON can carry lone surrogates (``"\\ud800"``) that no tokenizer or encoder accepts."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"text is not valid Unicode: lone surrogate U+{ord(text[exc.start]):04X} at position {exc.start}") from None
+    return text
+
+
+MAX_LABELS = 64  # more label filters than any model has types
+MAX_LABEL_CHARS = 64
+
+
+def request_model(max_texts: int, max_chars: int) -> type[NerRequest]:
+    """``NerRequest`` with the configured limits in its schema, so validation stops at the first
+    excess (pydantic checks a list's length before its items) instead of validating 200,000 items
+    to refuse them afterwards, and the OpenAPI document states exactly what is accepted."""
+    text = Annotated[str, StringConstraints(max_length=max_chars), AfterValidator(_encodable)]
+    label = Annotated[str, StringConstraints(max_length=MAX_LABEL_CHARS)]
+    fields: Any = {
+        "text": (text, NerRequest.model_fields["text"]),
+        "texts": (
+            list[text],  # type: ignore[valid-type]
+            Field(None, min_length=1, max_length=max_texts, description=NerRequest.model_fields["texts"].description),
+        ),
+        "labels": (
+            list[label],  # type: ignore[valid-type]
+            Field(None, max_length=MAX_LABELS, description=NerRequest.model_fields["labels"].description),
+        ),
+    }
+    return create_model("NerRequest", __base__=NerRequest, **fields)
 
 
 class EntityOut(BaseModel):
@@ -98,6 +132,7 @@ class HealthOut(BaseModel):
 class ReadyOut(BaseModel):
     status: Literal["ready", "not_ready"]
     model: str | None = None
+    reason: str | None = Field(None, description="Why not ready: starting, draining, a stopped or failing inference worker.")
 
 
 class ErrorBody(BaseModel):

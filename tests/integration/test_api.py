@@ -121,9 +121,9 @@ async def test_metrics_move(client: httpx.AsyncClient) -> None:
 
 
 async def test_overload_gives_503_with_retry_after(tiny_bundle: Path) -> None:
-    settings = Settings(model_path=tiny_bundle, max_queue_windows=10, max_batch_size=1, retry_after_s=3)
+    settings = Settings(model_path=tiny_bundle, max_queue_windows=10, max_text_chars=100, max_batch_size=1, retry_after_s=3)
     async for client, _ in _client(settings):
-        long_text = " ".join(["p53"] * 100)  # about 9 windows of 14 tokens: one request fits, two do not
+        long_text = " ".join(["p53"] * 25)  # 3 windows of 14 tokens: three requests fit, four do not
         responses = await asyncio.gather(*(client.post("/ner", json={"text": long_text}) for _ in range(20)))
         statuses = [r.status_code for r in responses]
         assert set(statuses) == {200, 503}, statuses
@@ -132,15 +132,23 @@ async def test_overload_gives_503_with_retry_after(tiny_bundle: Path) -> None:
 
 
 async def test_request_bigger_than_the_queue_is_413_not_503(tiny_bundle: Path) -> None:
-    settings = Settings(model_path=tiny_bundle, max_queue_windows=5)
-    async for client, _ in _client(settings):
-        response = await client.post("/ner", json={"text": " ".join(["p53"] * 100)})  # about 9 windows, never fits
+    settings = Settings(model_path=tiny_bundle, max_queue_windows=5, max_text_chars=40)
+    async for client, app in _client(settings):
+        encoder = app.state.engine.bundle.encoder  # type: ignore[attr-defined]
+        calls: list[int] = []
+        real_encode = encoder.encode_batch
+        encoder.encode_batch = lambda texts: calls.append(len(texts)) or real_encode(texts)
+        # Each text alone fits (40 characters bound 4 windows); four together may need 16 > 5.
+        response = await client.post("/ner", json={"texts": ["p53 " * 10] * 4})
         assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
         assert "retry-after" not in response.headers
+        assert calls == []  # refused from its character count, before any tokenising
+        assert (await client.post("/ner", json={"text": "p53 " * 10})).status_code == 200
+        assert calls == [1]
 
 
 async def test_failed_batch_fails_only_its_request(tiny_bundle: Path) -> None:
-    settings = Settings(model_path=tiny_bundle, max_batch_size=1)
+    settings = Settings(model_path=tiny_bundle, max_text_chars=1000, max_batch_size=1)
     async for client, app in _client(settings):
         session = app.state.engine.session  # type: ignore[attr-defined]
         real_run = session.run

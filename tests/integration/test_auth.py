@@ -26,7 +26,12 @@ async def keyed(tiny_bundle: Path, tmp_path: Path) -> AsyncIterator[httpx.AsyncC
     key_file = tmp_path / "keys"
     key_file.write_text("# lab keys\nfile-key-123\n")
     settings = Settings(
-        model_path=tiny_bundle, api_keys=SecretStr("alpha-key, beta-key"), api_keys_file=key_file, metrics_public=False, log_level="debug"
+        model_path=tiny_bundle,
+        max_text_chars=1000,
+        api_keys=SecretStr("alpha-key, beta-key"),
+        api_keys_file=key_file,
+        metrics_public=False,
+        log_level="debug",
     )
     async for client in client_for(settings):
         yield client
@@ -63,9 +68,9 @@ async def test_keys_never_reach_the_logs(keyed: httpx.AsyncClient, caplog: pytes
 
 
 async def test_cors_is_off_by_default_and_configurable(tiny_bundle: Path) -> None:
-    async for client in client_for(Settings(model_path=tiny_bundle)):
+    async for client in client_for(Settings(model_path=tiny_bundle, max_text_chars=1000)):
         response = await client.options("/ner", headers={"Origin": "https://lab.example", "Access-Control-Request-Method": "POST"})
         assert "access-control-allow-origin" not in response.headers
-    async for client in client_for(Settings(model_path=tiny_bundle, cors_origins="https://lab.example")):
+    async for client in client_for(Settings(model_path=tiny_bundle, max_text_chars=1000, cors_origins="https://lab.example")):
         response = await client.options("/ner", headers={"Origin": "https://lab.example", "Access-Control-Request-Method": "POST"})
         assert response.headers["access-control-allow-origin"] == "https://lab.example"

@@ -107,7 +107,7 @@ def _corrupt(folder: Path) -> Path:
 
 
 def test_client_that_gives_up_has_its_queued_windows_dropped(tiny_bundle: Path) -> None:
-    proc, url = start_server(tiny_bundle, "--max-batch-size", "1", "--max-queue-windows", "100000")
+    proc, url = start_server(tiny_bundle, "--max-batch-size", "1", "--max-queue-windows", "100000", "--max-text-chars", "100000")
 
     def queue_depth(metrics: str) -> float:
         return float(re.search(r"^bioner_queue_depth_windows (\S+)", metrics, re.M).group(1))  # type: ignore[union-attr]

@@ -165,3 +165,82 @@ async def test_drain_finishes_queued_work_then_refuses() -> None:
     assert all(f.done() and not f.cancelled() for f in futures)
     with pytest.raises(ShuttingDownError):
         batcher.submit([np.array([9])], far())
+
+
+async def test_round_robin_short_request_overtakes_a_long_one() -> None:
+    gate = threading.Event()
+    recorder = Recorder(gate=gate)
+    batcher = MicroBatcher(recorder, max_batch_size=4, max_wait_s=0)
+    batcher.start()
+    big = batcher.submit([np.full(10, 1) for _ in range(40)], far())  # one request, 40 windows
+    await asyncio.sleep(0.05)  # its first batch is in flight, blocked on the gate
+    small = batcher.submit([np.full(10, 2)], far())
+    gate.set()
+    await asyncio.gather(*small)
+    # the very next batch after the one in flight, not after the 36 queued windows of the big one
+    assert [k for k, b in enumerate(recorder.batches) if 2 in b] == [1]
+    await asyncio.gather(*big)
+    await batcher.drain()
+    assert sum(b.count(1) for b in recorder.batches) == 40
+
+
+async def test_round_robin_gives_each_request_a_window_per_batch() -> None:
+    gate = threading.Event()
+    recorder = Recorder(gate=gate)
+    batcher = MicroBatcher(recorder, max_batch_size=3, max_wait_s=0)
+    batcher.start()
+    blocker = batcher.submit([np.full(5, 9)], far())
+    await asyncio.sleep(0.05)
+    requests = [batcher.submit([np.full(5, k) for _ in range(4)], far()) for k in (1, 2, 3)]
+    gate.set()
+    await asyncio.gather(*blocker, *(f for r in requests for f in r))
+    await batcher.drain()
+    assert all(sorted(b) == [1, 2, 3] for b in recorder.batches[1:])
+
+
+async def test_dead_worker_fails_everything_pending_and_reports_unhealthy() -> None:
+    gate = threading.Event()
+
+    def broken_hook(stats: BatchStats) -> None:
+        raise RuntimeError("metrics bug")
+
+    batcher = MicroBatcher(Recorder(gate=gate), max_batch_size=1, max_wait_s=0, hooks=BatcherHooks(on_batch=broken_hook))
+    batcher.start()
+    first = batcher.submit([np.array([1])], far())
+    await asyncio.sleep(0.05)
+    queued = batcher.submit([np.array([2]), np.array([3])], far())
+    gate.set()
+    assert int((await first[0]).logits[0, 0]) == 1  # its batch ran; the hook failed after
+    for future in queued:
+        with pytest.raises(InferenceError):
+            await asyncio.wait_for(future, 2)
+    health = batcher.health()
+    assert not health.ok and "metrics bug" in str(health.reason)
+    with pytest.raises(ShuttingDownError):
+        batcher.submit([np.array([4])], far())
+    await batcher.drain()
+
+
+async def test_repeated_failures_and_a_hung_batch_are_unhealthy() -> None:
+    batcher = MicroBatcher(Recorder(fail_on=1), max_batch_size=1, max_wait_s=0, max_consecutive_failures=2)
+    batcher.start()
+    for _ in range(2):
+        with pytest.raises(InferenceError):
+            await batcher.submit([np.array([1])], far())[0]
+    assert "failed" in str(batcher.health().reason)
+    await batcher.submit([np.array([5])], far())[0]
+    assert batcher.health().ok  # one success clears it
+    await batcher.drain()
+
+    gate = threading.Event()
+    hung = MicroBatcher(Recorder(gate=gate), max_batch_size=1, max_wait_s=0, stall_s=0.05)
+    hung.start()
+    stuck = hung.submit([np.array([1])], far())
+    waiting = hung.submit([np.array([2])], far())
+    await asyncio.sleep(0.1)
+    assert "running for over" in str(hung.health().reason)
+    await hung.drain(timeout_s=0.05)  # does not wait for the hung batch: what is left answers 503
+    for future in (*stuck, *waiting):
+        with pytest.raises(ShuttingDownError):
+            await future
+    gate.set()
