@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
 
 _EXAMPLE_TEXT = "IL-2 gene expression requires NF-kappa B activation in human T lymphocytes."
 
@@ -43,16 +43,6 @@ class NerRequest(BaseModel):
         return self
 
 
-def _encodable(text: str) -> str:
-    """JSON can carry lone surrogates (``"\\ud800"``) that no tokenizer or encoder accepts."""
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValueError(f"text is not valid Unicode: lone surrogate U+{ord(text[exc.start]):04X} at position {exc.start}") from None
-    return text
-
-
 MAX_LABELS = 64  # more label filters than any model has types
 MAX_LABEL_CHARS = 64
 
@@ -61,7 +51,7 @@ def request_model(max_texts: int, max_chars: int) -> type[NerRequest]:
     """``NerRequest`` with the configured limits in its schema, so validation stops at the first
     excess (pydantic checks a list's length before its items) instead of validating 200,000 items
     to refuse them afterwards, and the OpenAPI document states exactly what is accepted."""
-    text = Annotated[str, StringConstraints(max_length=max_chars), AfterValidator(_encodable)]
+    text = Annotated[str, StringConstraints(max_length=max_chars)]
     label = Annotated[str, StringConstraints(max_length=MAX_LABEL_CHARS)]
     fields: Any = {
         "text": (text, NerRequest.model_fields["text"]),

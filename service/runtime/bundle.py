@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,26 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# An op_type field in the graph's protobuf: tag 0x22 (NodeProto field 4, bytes), length, name.
+# These ops quantise activations with ranges taken over the whole batch, padding included.
+_PER_BATCH_OPS = re.compile(rb"\x22[\x13-\x15](DynamicQuantize(?:Linear|MatMul|LSTM))")
+
+
+def per_batch_quantisation(onnx_path: Path) -> str | None:
+    """The first op that quantises activations per batch, if the graph has one.
+
+    Read from the file's bytes (the serving install has no ``onnx`` package): an op_type is
+    stored as a tagged, length-prefixed string, which this pattern matches exactly.
+    """
+    with onnx_path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        view = memoryview(data)
+        try:
+            found = _PER_BATCH_OPS.search(view)
+            return found.group(1).decode() if found else None
+        finally:
+            view.release()
+
+
 @dataclass(frozen=True)
 class ServingConfig:
     """``serving.json`` with its defaults applied; ``raw`` keeps every key the file had."""
@@ -103,6 +125,11 @@ def load_bundle(path: Path) -> Bundle:
     onnx_path = path / "model.onnx"
     if not onnx_path.is_file():
         raise BundleError(f"model.onnx missing in {path}")
+    if onnx_path.stat().st_size and (op := per_batch_quantisation(onnx_path)):
+        raise BundleError(
+            f"model.onnx quantises activations per batch ({op}): a text's entities would depend on what it is batched "
+            "with; export with static int8 (bioner export --quantize static) or fp32"
+        )
     config = _read_json(path / "config.json", "config.json")
     if not config.get("id2label"):
         raise BundleError(f"config.json in {path} has no id2label")

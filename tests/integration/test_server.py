@@ -143,3 +143,79 @@ def test_client_that_gives_up_has_its_queued_windows_dropped(tiny_bundle: Path) 
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_sigterm_turns_unready_before_the_listener_closes(tiny_bundle: Path) -> None:
+    proc, url = start_server(
+        tiny_bundle, "--max-batch-size", "1", "--max-queue-windows", "100000", "--max-text-chars", "100000", "--drain-grace-s", "1.5"
+    )
+    big = " ".join(["p53 kinase binds the myc gene"] * 3000)  # about 1,800 windows of 16 tokens
+
+    async def scenario() -> tuple[list[httpx.Response | BaseException], httpx.Response, httpx.Response, float]:
+        task = asyncio.ensure_future(post_all_outcomes(url, [big, big]))
+        async with httpx.AsyncClient(base_url=url, timeout=10) as probe:
+            for _ in range(500):
+                metrics = (await probe.get("/metrics")).text
+                if float(re.search(r"^bioner_queue_depth_windows (\S+)", metrics, re.M).group(1)) > 3000:  # type: ignore[union-attr]  # both queued
+                    break
+                await asyncio.sleep(0.01)
+            signalled = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)  # the signal is seen on the server's next tick (0.1 s)
+            ready = await probe.get("/ready")  # the listener is still open: a load balancer sees 503
+            refused = await probe.post("/ner", json={"text": "p53"})
+        return await task, ready, refused, signalled
+
+    try:
+        outcomes, ready, refused, signalled = asyncio.run(scenario())
+        assert ready.status_code == 503 and ready.json()["reason"] == "draining"
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down" and refused.headers["retry-after"]
+        assert [o.status_code for o in outcomes if isinstance(o, httpx.Response)] == [200, 200]  # queued work finished
+        assert proc.wait(timeout=30) == 0
+        assert time.monotonic() - signalled < 25  # inside a Kubernetes default grace period of 30 s
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_metrics_on_their_own_port_while_the_api_needs_a_key(tiny_bundle: Path, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        metrics_port = s.getsockname()[1]
+    key_file = tmp_path / "keys"
+    key_file.write_text("lab-key\n")
+    proc, url = start_server(tiny_bundle, "--api-keys-file", str(key_file), "--metrics-port", str(metrics_port))
+    try:
+        assert httpx.get(f"{url}/metrics").status_code == 401  # behind the key on the API port
+        assert httpx.get(f"{url}/metrics", headers={"x-api-key": "lab-key"}).status_code == 200
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert scraped.status_code == 200 and "bioner_ready 1.0" in scraped.text
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_empty_key_file_refuses_to_start_with_one_line(tiny_bundle: Path, tmp_path: Path) -> None:
+    (tmp_path / "keys").write_text("\n# to be filled\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "serve",
+            "--model-path",
+            str(tiny_bundle),
+            "--max-text-chars",
+            "1000",
+            "--api-keys-file",
+            str(tmp_path / "keys"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+    assert "none was found" in result.stderr, result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import onnx
 import pytest
 from tiny_bundle import write_bundle
 
@@ -70,3 +71,14 @@ def test_corrupt_graph(tmp_path: Path) -> None:
     bundle = load_bundle(folder)
     with pytest.raises(BundleError, match="model.onnx cannot be loaded"):
         OnnxSession(bundle.onnx_path, len(bundle.scheme))
+
+
+def test_per_batch_quantisation_is_refused(tmp_path: Path) -> None:
+    folder = write_bundle(tmp_path / "b")
+    model = onnx.load(str(folder / "model.onnx"))
+    # Any float tensor will do: the op alone makes a graph's answers depend on its batch-mates.
+    source = next(n.output[0] for n in model.graph.node if n.op_type == "Gather")
+    model.graph.node.append(onnx.helper.make_node("DynamicQuantizeLinear", [source], ["q", "q_scale", "q_zero"], name="dq"))
+    onnx.save(model, str(folder / "model.onnx"))
+    with pytest.raises(BundleError, match=r"quantises activations per batch \(DynamicQuantizeLinear\)"):
+        load_bundle(folder)
