@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI
@@ -23,6 +24,7 @@ from service.engine import NerEngine, window_bound
 from service.errors import BundleError
 from service.metrics import Metrics
 from service.runtime.bundle import load_bundle
+from service.runtime.golden import compare, read_golden
 from service.runtime.session import OnnxSession
 from service.settings import Settings
 
@@ -73,6 +75,21 @@ def build_engine(settings: Settings, metrics: Metrics) -> NerEngine:
         stall_s=settings.stall_s,
         hooks=metrics.batcher_hooks(),
     )
+    golden = read_golden(bundle.path) if settings.self_check else None
+    if golden is not None:
+        report = compare(golden, engine.recognize_sync)
+        engine.info = replace(engine.info, self_check=report.as_dict())
+        metrics.self_check.set(1 if report.passed else 0)
+        if report.passed:
+            log.info("self-check: %d golden texts answered as expected (max score difference %.1e)", report.texts, report.max_score_diff)
+        else:
+            log.warning(
+                "self-check FAILED on %s: %d of %d golden texts differ from the bundle's expected answers: %s",
+                report.cpu.get("model"),
+                report.texts_differing,
+                report.texts,
+                "; ".join(report.differences[:3]),
+            )
     metrics.model_info.info(
         {
             "name": bundle.name,

@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from service.settings import Settings
 
@@ -62,10 +63,59 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_check(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    check = sub.add_parser(
+        "check",
+        help="answer the bundle's golden texts on this machine and compare",
+        description="Exit 0 when every golden text gets the bundle's expected spans (scores within tolerance), 1 when not.",
+    )
+    check.add_argument("--model-path", type=Path, default=None, help="bundle folder (default: the committed model)")
+    check.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
+    check.add_argument("--json", type=Path, default=None, help="also write the full report here")
+    check.set_defaults(handler=_check)
+
+
+def _check(args: argparse.Namespace) -> int:
+    import json
+
+    from service.app import build_engine
+    from service.errors import BundleError
+    from service.metrics import Metrics
+    from service.runtime.golden import compare, read_golden
+
+    # Request limits play no part in the check: a small text limit keeps any bundle's window size valid.
+    overrides = {"self_check": False, "provider": args.provider, "max_text_chars": 1000}
+    if args.model_path:
+        overrides["model_path"] = args.model_path
+    settings = Settings(**overrides)
+    try:
+        engine = build_engine(settings, Metrics())
+    except (BundleError, ValueError) as exc:
+        print(f"bioner check: {exc}", file=sys.stderr)
+        return 2
+    golden = read_golden(settings.model_path)
+    if golden is None:
+        print(f"bioner check: {settings.model_path} has no golden.json (bioner export writes one)", file=sys.stderr)
+        return 2
+    report = compare(golden, engine.recognize_sync)
+    verdict = "PASSED" if report.passed else "FAILED"
+    print(f"{verdict}: {report.texts - report.texts_differing}/{report.texts} golden texts with the expected spans")
+    print(f"max score difference {report.max_score_diff:.2e} (tolerance {report.score_tolerance:.0e})")
+    print(f"same spans as the fp32 reference: {report.agrees_with_fp32}/{report.texts}")
+    print(f"this machine: {report.cpu.get('model')} [{' '.join(report.cpu.get('flags', []))}], provider {engine.info.provider}")
+    print(f"golden made on: {report.made_on.get('cpu', {}).get('model', '?')}, graph {report.made_on.get('graph', '?')}")
+    for line in report.differences:
+        print(f"  {line}")
+    if args.json is not None:
+        args.json.write_text(json.dumps({**report.as_dict(), "provider": engine.info.provider}, indent=2), encoding="utf-8")
+    return 0 if report.passed else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bioner", description="Biomedical NER service and training tools")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
+    _add_check(sub)
     try:
         from train.cli import add_train_commands
     except ImportError as exc:  # the train extra is optional
@@ -80,6 +130,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         add_train_commands(sub)
     args = parser.parse_args(argv)
-    if args.command != "serve":
+    if args.command not in ("serve", "check"):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(args.handler(args))

@@ -17,7 +17,7 @@ import numpy as np
 
 from service.batching import BatcherHooks, MicroBatcher, WindowResult
 from service.decoding.aggregate import Decoding, Entity, Strategy, entities_from_scores, softmax
-from service.decoding.predict import WindowConfig, pad_windows, windows_for
+from service.decoding.predict import WindowConfig, pad_windows, predict_texts, windows_for
 from service.decoding.windows import Encoded, plan_windows, stitch
 from service.errors import DeadlineExceededError, InvalidRequestError, RequestTooLargeError, TextTooLongError
 from service.runtime.bundle import Bundle
@@ -60,6 +60,7 @@ class ModelInfo:
     aggregation_strategy: str
     decoding: str
     provider: str
+    self_check: dict[str, object] | None = None  # the golden-answer check run at startup, if the bundle has one
 
 
 class Engine(Protocol):
@@ -207,6 +208,22 @@ class NerEngine:
             tokens=n_tokens,
             windows=len(rows),
             batches=tuple(sorted({r.batch for r in results})),
+        )
+
+    def recognize_sync(self, texts: Sequence[str]) -> list[list[Entity]]:
+        """The same decoding without the batcher: for the startup self-check and ``bioner check``."""
+        bundle = self.bundle
+        return predict_texts(
+            texts,
+            bundle.encoder,
+            self.session.run,
+            bundle.scheme,
+            self.window,
+            self.strategy,
+            self.batcher.max_batch_size,
+            bundle.pad_id,
+            self.decoding,
+            bundle.transitions,
         )
 
     def close(self) -> None:

@@ -44,6 +44,9 @@ class Metrics:
         )
         self.model_info = Info("bioner_model", "The loaded model", registry=r)
         self.ready = Gauge("bioner_ready", "1 when the model is loaded and warmed up", registry=r)
+        self.self_check = Gauge(
+            "bioner_self_check_passed", "1 when the bundle's golden texts were answered as expected at startup, 0 if not", registry=r
+        )
 
     def batcher_hooks(self) -> BatcherHooks:
         def on_batch(stats: BatchStats) -> None:

@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     )
     stall_s: float = Field(30.0, gt=0, description="An inference batch running longer than this makes /ready answer 503.")
     warmup: bool = Field(True, description="Run one inference before reporting ready.")
+    self_check: bool = Field(
+        True, description="At startup, answer the bundle's golden texts and compare (a warning and /model's self_check on mismatch)."
+    )
     api_keys: SecretStr | None = Field(None, description="Comma-separated API keys; when set, every route but health/ready needs one.")
     api_keys_file: Path | None = Field(None, description="File with one API key per line (added to api_keys).")
     metrics_public: bool = Field(

@@ -106,6 +106,37 @@ def windows_per_second(run: Any, rows: list[np.ndarray], batch_size: int = 8, re
     return len(ordered) * repeats / (time.perf_counter() - started)
 
 
+def write_golden_answers(
+    output: Path,
+    runners: dict[str, Any],
+    encoder: TextEncoder,
+    scheme: LabelScheme,
+    window: WindowConfig,
+    strategy: Strategy,
+    decoding: Decoding,
+    transitions: Any,
+    graph: str,
+) -> None:
+    """``golden.json``: the fp32 graph's entities for the golden texts, and the bundle graph's."""
+    import onnxruntime as ort
+
+    from service.decoding.predict import predict_texts
+    from service.runtime.golden import cpu_summary, write_golden
+    from train.golden_texts import GOLDEN_TEXTS
+
+    texts = list(GOLDEN_TEXTS)
+
+    def answers(run: Any) -> list[Any]:
+        return predict_texts(texts, encoder, run, scheme, window, strategy, decoding=decoding, transitions=transitions)
+
+    reference = answers(runners["onnx_fp32"])
+    expected = answers(runners["onnx_int8"]) if "onnx_int8" in runners else reference
+    same = sum([(e.start, e.end, e.label) for e in a] == [(e.start, e.end, e.label) for e in b] for a, b in zip(expected, reference))
+    made_on = {"cpu": cpu_summary(), "graph": graph, "onnxruntime": ort.__version__}
+    write_golden(output, texts, expected, reference, made_on=made_on)
+    print(f"golden answers: {len(texts)} texts, {same} with the same spans as fp32 ({graph})")
+
+
 def run_export(args: argparse.Namespace) -> int:
     from transformers import AutoModelForTokenClassification
 
@@ -168,6 +199,8 @@ def run_export(args: argparse.Namespace) -> int:
             print(f"dev strict span F1 {name}: {scores[name]['micro']['f1']:.4f}")
         parity.setdefault("windows_per_second", {})[name] = windows_per_second(run, rows)
     parity["dev"] = scores
+    graph = "int8_" + args.quantize if args.quantize != "none" else "fp32"
+    write_golden_answers(output, runners, encoder, scheme, window, strategy, decoding, serving.transitions, graph)
     meta = json.loads((output / SERVING_FILE).read_text()) if (output / SERVING_FILE).exists() else {}
     if "train_config" in meta:
         meta["train_config"] = {k: portable(v) if k in ("base_model", "output") else v for k, v in meta["train_config"].items()}

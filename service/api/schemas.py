@@ -113,6 +113,9 @@ class ModelInfoOut(BaseModel):
     aggregation_strategy: str
     decoding: str
     provider: str
+    self_check: dict[str, Any] | None = Field(
+        None, description="The startup check against the bundle's golden answers (passed, texts differing, CPU); null without one."
+    )
 
 
 class HealthOut(BaseModel):

@@ -66,3 +66,13 @@ def test_parity_check_fails_loudly(exported: Path, tmp_path: Path) -> None:
     flags = ["--quantize", "none", "--tolerance", "0", "--optimization-level", "0", "--name", "strict", "--version", "0"]
     with pytest.raises(ParityError, match="differs from PyTorch"):
         export_bundle(checkpoint, tmp_path / "strict", *flags)
+
+
+def test_export_writes_golden_answers_that_check_passes(exported: Path) -> None:
+    from service.cli import main
+    from train.golden_texts import GOLDEN_TEXTS
+
+    golden = json.loads((exported / "golden.json").read_text())
+    assert [t["text"] for t in golden["texts"]] == list(GOLDEN_TEXTS)
+    assert golden["made_on"]["graph"] == "int8_static" and golden["made_on"]["cpu"]["model"]
+    assert main(["check", "--model-path", str(exported)]) == 0  # this machine reproduces the bundle's answers
