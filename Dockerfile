@@ -17,11 +17,13 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python3 -m venv /opt/venv
 COPY pyproject.toml README.md ./
+COPY requirements ./requirements
 COPY service ./service
 COPY train ./train
+# The lock pins every serving dependency to the versions the tests and the README's examples ran with.
 RUN --mount=type=secret,id=pipcert,required=false \
     if [ -f /run/secrets/pipcert ]; then export PIP_CERT=/run/secrets/pipcert; fi; \
-    /opt/venv/bin/pip install --no-compile . \
+    /opt/venv/bin/pip install --no-compile -c requirements/serving.lock . \
     && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} + \
     && rm -rf /opt/venv/lib/python3*/site-packages/pip /opt/venv/lib/python3*/site-packages/train
 
@@ -32,12 +34,15 @@ RUN apt-get update && apt-get install -y --no-install-recommends python3 python3
 WORKDIR /src
 RUN python3 -m venv /opt/venv
 COPY pyproject.toml README.md ./
+COPY requirements ./requirements
 COPY service ./service
 COPY train ./train
+# onnxruntime-gpu is pinned to the CPU lock's onnxruntime version: the same kernels' release.
 RUN --mount=type=secret,id=pipcert,required=false \
     if [ -f /run/secrets/pipcert ]; then export PIP_CERT=/run/secrets/pipcert; fi; \
-    /opt/venv/bin/pip install --no-compile ".[gpu]" && /opt/venv/bin/pip uninstall -y onnxruntime \
-    && /opt/venv/bin/pip install --no-compile --force-reinstall --no-deps onnxruntime-gpu \
+    /opt/venv/bin/pip install --no-compile -c requirements/serving.lock . && /opt/venv/bin/pip uninstall -y onnxruntime \
+    && /opt/venv/bin/pip install --no-compile --force-reinstall --no-deps \
+       "onnxruntime-gpu==$(sed -n 's/^onnxruntime==//p' requirements/serving.lock)" \
     && rm -rf /opt/venv/lib/python3*/site-packages/pip /opt/venv/lib/python3*/site-packages/train
 
 FROM ${CUDA_BASE} AS gpu
