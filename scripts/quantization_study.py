@@ -75,9 +75,15 @@ def main() -> None:
         keep = [n for g in names for n in groups[g]]
         return lambda d: quantize_static(raw / "model.onnx", d / "model.onnx", calibration, exclude=keep)
 
+    def static_weights(weights: str) -> Any:
+        keep = [n for g in ("attention_scores", "ffn_out") for n in groups[g]]
+        return lambda d: quantize_static(raw / "model.onnx", d / "model.onnx", calibration, exclude=keep, weights=weights)
+
     builders: dict[str, Any] = {f"static_fp32_{g}": static_except(g) for g in groups}
     builders["static_fp32_scores_ffn_out"] = static_except("attention_scores", "ffn_out")
     builders["static_fp32_scores_ffn_out_cls"] = static_except("attention_scores", "ffn_out", "classifier")
+    # The shipped recipe (scores and FFN down-projections in fp32) in each weight format (train/quantize.py).
+    builders.update({f"static_{w}": static_weights(w) for w in ("s8", "s7", "u8")})
     builders.update(
         {
             "fp32": lambda d: optimize_copy(raw, d, 0),

@@ -98,6 +98,14 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     x.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy"], default="minmax")
     x.add_argument("--exclude-nodes", nargs="*", default=[], help="graph nodes kept in fp32 by static int8")
     x.add_argument(
+        "--int8-weights",
+        choices=["s8", "s7", "u8"],
+        default="s7",
+        help="static int8 weight format: s8 (full range; u8 x s8 products saturate on CPUs without VNNI, so answers differ "
+        "between instruction sets), s7 (reduced range, [-64, 64]: no saturation, the same integers on AVX2, AVX-512 and VNNI), "
+        "u8 (u8 x u8 kernels)",
+    )
+    x.add_argument(
         "--keep-fp32",
         nargs="*",
         default=["attention_scores", "ffn_out"],

@@ -186,7 +186,14 @@ def run_export(args: argparse.Namespace) -> int:
             groups = node_groups(raw_dir / "model.onnx")
             keep = [*(args.exclude_nodes or ()), *(n for g in args.keep_fp32 for n in groups[g])]
             parity["int8_nodes_kept_fp32"] = {"groups": args.keep_fp32, "nodes": len(keep)}
-            quantize_static(raw_dir / "model.onnx", output / "model.onnx", calibration, exclude=keep, method=args.calibration_method)
+            quantize_static(
+                raw_dir / "model.onnx",
+                output / "model.onnx",
+                calibration,
+                exclude=keep,
+                method=args.calibration_method,
+                weights=args.int8_weights,
+            )
         runners["onnx_int8"] = onnx_runner(output / "model.onnx")
         parity["max_abs_logit_diff_int8"] = max_logit_difference(runners["pytorch"], runners["onnx_int8"], rows)
 
@@ -199,7 +206,7 @@ def run_export(args: argparse.Namespace) -> int:
             print(f"dev strict span F1 {name}: {scores[name]['micro']['f1']:.4f}")
         parity.setdefault("windows_per_second", {})[name] = windows_per_second(run, rows)
     parity["dev"] = scores
-    graph = "int8_" + args.quantize if args.quantize != "none" else "fp32"
+    graph = {"none": "fp32", "dynamic": "int8_dynamic"}.get(args.quantize, f"int8_static_{args.int8_weights}")
     write_golden_answers(output, runners, encoder, scheme, window, strategy, decoding, serving.transitions, graph)
     meta = json.loads((output / SERVING_FILE).read_text()) if (output / SERVING_FILE).exists() else {}
     if "train_config" in meta:

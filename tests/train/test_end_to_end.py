@@ -74,5 +74,5 @@ def test_export_writes_golden_answers_that_check_passes(exported: Path) -> None:
 
     golden = json.loads((exported / "golden.json").read_text())
     assert [t["text"] for t in golden["texts"]] == list(GOLDEN_TEXTS)
-    assert golden["made_on"]["graph"] == "int8_static" and golden["made_on"]["cpu"]["model"]
+    assert golden["made_on"]["graph"] == "int8_static_s7" and golden["made_on"]["cpu"]["model"]
     assert main(["check", "--model-path", str(exported)]) == 0  # this machine reproduces the bundle's answers
