@@ -48,7 +48,7 @@ def test_optimum_can_load_the_bundle(exported: Path) -> None:
 
 
 async def test_service_serves_the_exported_bundle(exported: Path) -> None:
-    app = create_app(Settings(model_path=exported))
+    app = create_app(Settings(model_path=exported, max_text_chars=10_000))
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
             response = await client.post("/ner", json={"text": "the p53 kinase binds the myc gene in cells ."})
