@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -61,9 +62,29 @@ async def test_long_abstract_is_windowed_not_truncated(client: httpx.AsyncClient
 
 @pytest.mark.asyncio(loop_scope="module")
 async def test_same_text_same_answer_alone_and_in_a_crowd(client: httpx.AsyncClient) -> None:
-    import asyncio
-
     alone = (await client.post("/ner", json={"text": SENTENCE})).json()["entities"]
     others = ["Short text about p53.", "The human T-cell leukemia virus type I Tax protein transactivates IL-2 receptor alpha gene. " * 5]
     crowd = await asyncio.gather(*(client.post("/ner", json={"text": t}) for t in [*others, SENTENCE, *others]))
-    assert crowd[2].json()["entities"] == alone  # scores included: int8 ranges are static
+    crowded = crowd[2].json()["entities"]
+    assert [(e["start"], e["end"], e["label"]) for e in crowded] == [(e["start"], e["end"], e["label"]) for e in alone]
+    assert all(abs(a["score"] - b["score"]) <= 2e-4 for a, b in zip(crowded, alone))  # 4-decimal rounding of fp32 sums
+
+
+async def test_batch_mates_proven_to_share_a_batch_change_nothing() -> None:
+    """Two requests in one inference batch (shown by the batch numbers the engine reports) get
+    exactly the answers they get alone: the default graph has no per-batch quantisation."""
+    app = create_app(Settings(max_wait_ms=300, max_batch_size=8))  # a long wait: concurrent requests meet
+    async with app.router.lifespan_context(app):
+        engine = app.state.engine
+        other = "The human T-cell leukemia virus type I Tax protein transactivates IL-2 receptor alpha gene. " * 3
+        alone, alone_other = await engine.recognize([SENTENCE]), await engine.recognize([other])
+        together, together_other = await asyncio.gather(engine.recognize([SENTENCE]), engine.recognize([other]))
+        assert set(together.batches) & set(together_other.batches), "the two requests did not share a batch"
+        assert len(together.batches) == 1 and together.windows == 1 and together_other.windows == 1
+
+        def spans(result: object) -> list[tuple[int, int, str]]:
+            return [(e.start, e.end, e.label) for e in result.entities[0]]  # type: ignore[attr-defined]
+
+        assert spans(together) == spans(alone) and spans(together_other) == spans(alone_other)
+        for a, b in zip(together.entities[0] + together_other.entities[0], alone.entities[0] + alone_other.entities[0]):
+            assert abs(a.score - b.score) < 1e-4  # padding to a batch-mate's length moves fp32 sums by ~1e-7
