@@ -73,6 +73,7 @@ def build_engine(settings: Settings, metrics: Metrics) -> NerEngine:
         max_request_windows=request_windows,
         cpu_workers=settings.cpu_workers,
         stall_s=settings.stall_s,
+        initial_tokens_per_s=settings.initial_tokens_per_s,
         hooks=metrics.batcher_hooks(),
     )
     golden = read_golden(bundle.path) if settings.self_check else None
@@ -140,7 +141,7 @@ def create_app(settings: Settings | None = None, engine: NerEngine | None = None
     app.state.retry_after_s = settings.retry_after_s
     app.state.draining = False
     install_error_handlers(app)
-    app.include_router(make_router(request_model(settings.max_texts_per_request, settings.max_text_chars)))
+    app.include_router(make_router(request_model(settings.max_texts_per_request, settings.max_text_chars, settings.request_timeout_s)))
     # Body limit: the largest legal request (all texts at the character limit, escaped) plus slack.
     max_body = settings.max_texts_per_request * settings.max_text_chars * 6 + 65_536
     # Added last = outermost: request ids and metrics cover refused requests too.

@@ -31,7 +31,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.errors import DeadlineExceededError, InferenceError, QueueFullError, RequestTooLargeError, ShuttingDownError
+from service.admission import DrainRate, judge
+from service.errors import (
+    DeadlineExceededError,
+    DeadlineUnmeetableError,
+    InferenceError,
+    QueueFullError,
+    RequestTooLargeError,
+    ShuttingDownError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +79,8 @@ class BatcherHooks:
     on_batch: Callable[[BatchStats], None] = lambda stats: None
     on_drop: Callable[[str, int], None] = lambda reason, n: None
     on_queue_depth: Callable[[int], None] = lambda depth: None
+    # (seconds to drain what is queued, tokens/s): after every admission and every batch
+    on_estimate: Callable[[float, float], None] = lambda wait_s, tokens_per_s: None
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,8 @@ class MicroBatcher:
         hooks: BatcherHooks | None = None,
         max_consecutive_failures: int = 3,
         stall_s: float = 60.0,
+        initial_tokens_per_s: float = 2_000.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._batch_fn = batch_fn
         self.max_batch_size = max_batch_size
@@ -104,6 +116,10 @@ class MicroBatcher:
         self.max_consecutive_failures = max_consecutive_failures
         self.stall_s = stall_s
         self._hooks = hooks or BatcherHooks()
+        self._clock = clock
+        self.rate = DrainRate(initial_tokens_per_s)
+        self._tokens = 0  # window tokens queued or in flight: the work admission prices
+        self._last_finished: float | None = None
         self._queues: dict[int, deque[_Item]] = {}  # per request, in rotation order
         self._depth = 0
         self._seq = 0
@@ -165,7 +181,7 @@ class MicroBatcher:
         if self._failures >= self.max_consecutive_failures:
             return Health(f"the last {self._failures} inference batches failed")
         started = self._running_since
-        if started is not None and (now or time.monotonic()) - started > self.stall_s:
+        if started is not None and (now or self._clock()) - started > self.stall_s:
             return Health(f"an inference batch has been running for over {self.stall_s:.0f} s")
         return Health(None)
 
@@ -189,14 +205,19 @@ class MicroBatcher:
                     item.future.set_exception(error)
                     failed += 1
         self._queues.clear()
-        self._depth = 0
+        self._depth = self._tokens = 0
         self._closing = True
         if failed:
             self._hooks.on_drop("worker_stopped", failed)
 
     # -- admission -------------------------------------------------------------------------
     def submit(self, windows: Sequence[np.ndarray], deadline: float) -> list[asyncio.Future[WindowResult]]:
-        """Queue one request's windows together, or refuse them all."""
+        """Queue one request's windows together, or refuse them all.
+
+        Refused when the queue is at its hard bound (``max_queue``, memory), or when the queue
+        with this request in it would not drain before the earliest deadline it holds
+        (:mod:`service.admission`): a 503 now instead of a 504 later.
+        """
         if self._closing or not self.running:
             raise ShuttingDownError("the service is shutting down")
         if len(windows) > self.max_queue:
@@ -207,8 +228,23 @@ class MicroBatcher:
         if self._depth + len(windows) > self.max_queue:
             self._hooks.on_drop("queue_full", len(windows))
             raise QueueFullError(f"queue full ({self._depth} windows waiting)")
+        now = self._clock()
+        tokens = sum(len(w) for w in windows)
+        earliest = min([deadline, *(q[0].deadline for q in self._queues.values())])
+        verdict = judge(self._tokens, tokens, earliest - now, self.rate)
+        if not verdict.admit:
+            if not self._tokens:  # alone on an idle service and still too slow: waiting cannot help
+                self._hooks.on_drop("too_large", len(windows))
+                raise RequestTooLargeError(
+                    f"the request needs about {verdict.estimate_s:.1f} s of inference, over its {deadline - now:.1f} s deadline: "
+                    "send less text per request"
+                )
+            self._hooks.on_drop("deadline_unmeetable", len(windows))
+            raise DeadlineUnmeetableError(
+                f"the queue would take about {verdict.estimate_s:.1f} s with this request, past the earliest deadline in it",
+                retry_after_s=verdict.retry_after_s,
+            )
         loop = asyncio.get_running_loop()
-        now = time.monotonic()
         queue: deque[_Item] = deque()
         for ids in windows:
             self._seq += 1
@@ -217,10 +253,19 @@ class MicroBatcher:
             self._requests += 1
             self._queues[self._requests] = queue
             self._depth += len(queue)
-        self._hooks.on_queue_depth(self._depth)
+            self._tokens += tokens
+        self._report()
         assert self._wakeup is not None
         self._wakeup.set()
         return [item.future for item in queue]
+
+    def wait_estimate(self) -> float:
+        """Seconds the queued and in-flight work needs at the measured rate."""
+        return self.rate.seconds_for(self._tokens)
+
+    def _report(self) -> None:
+        self._hooks.on_queue_depth(self._depth)
+        self._hooks.on_estimate(self.wait_estimate(), self.rate.tokens_per_s)
 
     # -- worker ----------------------------------------------------------------------------
     async def _worker(self) -> None:
@@ -235,7 +280,7 @@ class MicroBatcher:
                 await self._wakeup.wait()
                 continue
             oldest = min(queue[0].enqueued for queue in self._queues.values())
-            remaining = oldest + self.max_wait_s - time.monotonic()
+            remaining = oldest + self.max_wait_s - self._clock()
             if remaining > 0 and not self._batch_ready() and not self._closing:
                 self._wakeup.clear()
                 try:
@@ -255,16 +300,18 @@ class MicroBatcher:
 
     def _discard_dead(self) -> None:
         """Drop items whose owner went away, and fail those whose deadline passed."""
-        now = time.monotonic()
+        now = self._clock()
         cancelled = expired = 0
         for key in list(self._queues):
             alive: deque[_Item] = deque()
             for item in self._queues[key]:
                 if item.future.done():
                     cancelled += 1
+                    self._tokens -= len(item.ids)
                 elif item.deadline <= now:
                     item.future.set_exception(DeadlineExceededError("deadline passed while queued"))
                     expired += 1
+                    self._tokens -= len(item.ids)
                 else:
                     alive.append(item)
             if alive:
@@ -277,7 +324,7 @@ class MicroBatcher:
             self._hooks.on_drop("deadline", expired)
         if cancelled or expired:
             self._depth -= cancelled + expired
-            self._hooks.on_queue_depth(self._depth)
+            self._report()
 
     def _take_batch(self) -> list[_Item]:
         """Round-robin over requests, one window each per round, within both limits.
@@ -310,12 +357,13 @@ class MicroBatcher:
             if queue:
                 self._queues[key] = queue
         self._depth -= len(chosen)
-        self._hooks.on_queue_depth(self._depth)
+        self._report()
         return chosen
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
-        started = time.monotonic()
+        started = self._clock()
         self._running_since, self._in_flight = started, batch
+        real = sum(len(i.ids) for i in batch)
         try:
             outputs = await loop.run_in_executor(self._executor, self._batch_fn, [i.ids for i in batch])
             if len(outputs) != len(batch):
@@ -328,16 +376,23 @@ class MicroBatcher:
                     item.future.set_exception(error)
             self._failures += 1
             self._in_flight = []
+            self._tokens -= real
             self._hooks.on_drop("inference_error", len(batch))
+            self._report()
             return
         finally:  # on cancellation _in_flight stays, so the exit handler fails those futures too
             self._running_since = None
         self._in_flight = []
-        finished = time.monotonic()
+        finished = self._clock()
         self._batches += 1
         self._failures = 0
+        self._tokens -= real
+        # Drain rate over busy wall time: back-to-back batches also pay for the gap between them.
+        since = started if self._last_finished is None else max(started, self._last_finished)
+        self.rate.observe(real, finished - since)
+        self._last_finished = finished
         for item, logits in zip(batch, outputs):
             if not item.future.done():  # the owner may have gone while the batch ran
                 item.future.set_result(WindowResult(logits, started - item.enqueued, finished - started, self._batches))
-        real = sum(len(i.ids) for i in batch)
         self._hooks.on_batch(BatchStats(len(batch), max(len(i.ids) for i in batch) * len(batch), real, finished - started))
+        self._report()

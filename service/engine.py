@@ -132,6 +132,7 @@ class NerEngine:
         max_request_windows: int | None = None,
         cpu_workers: int = 2,
         stall_s: float = 60.0,
+        initial_tokens_per_s: float = 2_000.0,
         hooks: BatcherHooks | None = None,
     ) -> NerEngine:
         def run_rows(rows: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -139,14 +140,31 @@ class NerEngine:
             logits = session.run(ids, mask)
             return [logits[i, : len(row)] for i, row in enumerate(rows)]
 
-        batcher = MicroBatcher(run_rows, max_batch_size, max_batch_tokens, max_wait_s, max_queue, hooks, stall_s=stall_s)
+        batcher = MicroBatcher(
+            run_rows,
+            max_batch_size,
+            max_batch_tokens,
+            max_wait_s,
+            max_queue,
+            hooks,
+            stall_s=stall_s,
+            initial_tokens_per_s=initial_tokens_per_s,
+        )
         return NerEngine(bundle, session, window, strategy, batcher, max_text_chars, timeout_s, decoding, max_request_windows, cpu_workers)
 
     def warmup(self) -> None:
-        """One synchronous inference so the first request does not pay for allocation."""
-        encoded = self.bundle.encoder.encode("Interleukin-2 activates NF-kappa B in human T cells.")
-        ids, mask = pad_windows([self.bundle.encoder.window_ids(encoded, windows_for(self.bundle.encoder, encoded, self.window)[0])])
+        """A full batch of full windows, synchronously: the first request does not pay for
+        allocating the largest shapes, and admission starts from a measured drain rate."""
+        encoder = self.bundle.encoder
+        filler = "Interleukin-2 activates NF-kappa B and STAT5 in human T cells. " * self.window.max_length
+        encoded = encoder.encode(filler)
+        span = windows_for(encoder, encoded, self.window)[0]
+        rows = [encoder.window_ids(encoded, span)] * self.batcher.max_batch_size
+        ids, mask = pad_windows(rows, self.bundle.pad_id)
+        self.session.run(ids[:1], mask[:1])  # allocation
+        started = time.monotonic()
         self.session.run(ids, mask)
+        self.batcher.rate.observe(int(mask.sum()), time.monotonic() - started)
 
     def check_request(self, texts: Sequence[str], labels: Sequence[str] | None, decoding: Decoding | None = None) -> None:
         if decoding is Decoding.CRF and self.bundle.transitions is None:

@@ -8,9 +8,19 @@ class ServiceError(Exception):
 
     code = "internal_error"
 
+    def __init__(self, message: str = "", retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s  # for 503s that know when trying again makes sense
+
 
 class QueueFullError(ServiceError):
     code = "overloaded"
+
+
+class DeadlineUnmeetableError(ServiceError):
+    """The queue, with this request in it, would not finish before the earliest deadline it holds."""
+
+    code = "deadline_unmeetable"
 
 
 class ShuttingDownError(ServiceError):

@@ -30,6 +30,12 @@ class Metrics:
         self.batch_rows = Histogram("bioner_batch_size_windows", "Windows per inference batch", buckets=_ROWS, registry=r)
         self.batch_tokens = Histogram("bioner_batch_size_tokens", "Padded tokens per inference batch", buckets=_TOKENS, registry=r)
         self.queue_depth = Gauge("bioner_queue_depth_windows", "Windows waiting for inference", registry=r)
+        self.wait_estimate = Gauge(
+            "bioner_queue_wait_estimate_seconds", "Time the queued and running windows need at the measured drain rate", registry=r
+        )
+        self.drain_rate = Gauge(
+            "bioner_drain_rate_tokens_per_second", "Window tokens per second of inference, smoothed over recent batches", registry=r
+        )
         self.texts = Counter("bioner_texts_total", "Texts processed", registry=r)
         self.tokens = Counter("bioner_tokens_total", "Subword tokens processed (without special tokens)", registry=r)
         self.windows = Counter("bioner_windows_total", "Windows sent to the model", registry=r)
@@ -56,8 +62,13 @@ class Metrics:
             self.windows.inc(stats.rows)
             self.padding_tokens.inc(stats.padded_tokens - stats.real_tokens)
 
+        def on_estimate(wait_s: float, tokens_per_s: float) -> None:
+            self.wait_estimate.set(wait_s)
+            self.drain_rate.set(tokens_per_s)
+
         return BatcherHooks(
             on_batch=on_batch,
             on_drop=lambda reason, n: self.dropped.labels(reason).inc(n),
             on_queue_depth=self.queue_depth.set,
+            on_estimate=on_estimate,
         )

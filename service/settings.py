@@ -95,6 +95,12 @@ class Settings(BaseSettings):
         20.0, gt=0, description="On SIGTERM, the longest queued work may take to finish before it is failed (fits a 30 s grace period)."
     )
     stall_s: float = Field(30.0, gt=0, description="An inference batch running longer than this makes /ready answer 503.")
+    initial_tokens_per_s: float = Field(
+        2_000.0,
+        gt=0,
+        description="Drain rate admission assumes before any batch is measured (the warm-up batch replaces it); "
+        "conservative: a request is refused rather than admitted to miss its deadline.",
+    )
     warmup: bool = Field(True, description="Run one inference before reporting ready.")
     self_check: bool = Field(
         True, description="At startup, answer the bundle's golden texts and compare (a warning and /model's self_check on mismatch)."

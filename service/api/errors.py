@@ -23,6 +23,7 @@ STATUS: dict[type[errors.ServiceError], int] = {
     errors.TextTooLongError: 413,
     errors.RequestTooLargeError: 413,
     errors.QueueFullError: 503,
+    errors.DeadlineUnmeetableError: 503,
     errors.ShuttingDownError: 503,
     errors.DeadlineExceededError: 504,
     errors.InferenceError: 500,
@@ -55,7 +56,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.ServiceError)
     async def _service_error(request: Request, exc: errors.ServiceError) -> JSONBytesResponse:
         status = STATUS.get(type(exc), 500)
-        headers = {"Retry-After": retry_after} if status == 503 else None
+        headers = {"Retry-After": str(exc.retry_after_s or retry_after)} if status == 503 else None
         if status >= 500 and status != 503 and status != 504:
             log.error("request %s failed: %s", request_id(request), exc)
             return error_response(request, status, exc.code, f"inference failed; see server log for request {request_id(request)}")

@@ -67,7 +67,8 @@ async def ner(body: NerRequest, request: Request) -> Response:
     texts = [body.text] if body.text is not None else list(body.texts or [])
     strategy = Strategy(body.aggregation_strategy) if body.aggregation_strategy else None
     decoding = Decoding(body.decoding) if body.decoding else None
-    result = await until_disconnect(request, engine.recognize(texts, strategy, body.min_score, body.labels, decoding=decoding))
+    work = engine.recognize(texts, strategy, body.min_score, body.labels, timeout_s=body.timeout, decoding=decoding)
+    result = await until_disconnect(request, work)
     _observe(request.app.state.metrics, result, len(texts))
     info = engine.info
     model = {"name": info.name, "version": info.version, "sha256": info.sha256}

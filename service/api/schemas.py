@@ -33,6 +33,12 @@ class NerRequest(BaseModel):
     )
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="Drop entities scoring below this.")
     labels: list[str] = Field(None, description="Keep only these entity types.")  # type: ignore[assignment,arg-type]
+    timeout: float = Field(  # type: ignore[assignment]
+        None,  # type: ignore[arg-type]
+        gt=0,
+        description="Seconds this request may take from admission to answer (at most the server's request_timeout_s). "
+        "Refused at once (503 deadline_unmeetable, with Retry-After) when the queue cannot finish it in time.",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> NerRequest:
@@ -47,7 +53,7 @@ MAX_LABELS = 64  # more label filters than any model has types
 MAX_LABEL_CHARS = 64
 
 
-def request_model(max_texts: int, max_chars: int) -> type[NerRequest]:
+def request_model(max_texts: int, max_chars: int, max_timeout_s: float = 30.0) -> type[NerRequest]:
     """``NerRequest`` with the configured limits in its schema, so validation stops at the first
     excess (pydantic checks a list's length before its items) instead of validating 200,000 items
     to refuse them afterwards, and the OpenAPI document states exactly what is accepted."""
@@ -63,6 +69,7 @@ def request_model(max_texts: int, max_chars: int) -> type[NerRequest]:
             list[label],  # type: ignore[valid-type]
             Field(None, max_length=MAX_LABELS, description=NerRequest.model_fields["labels"].description),
         ),
+        "timeout": (float, Field(None, gt=0, le=max_timeout_s, description=NerRequest.model_fields["timeout"].description)),
     }
     return create_model("NerRequest", __base__=NerRequest, **fields)
 

@@ -55,7 +55,8 @@ def test_compose_stack_mounts_files_that_exist() -> None:
             assert (ROOT / source).exists(), source
     prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     [job] = prometheus["scrape_configs"]
-    assert job["metrics_path"] == "/metrics" and job["static_configs"][0]["targets"] == ["bioner:8000"]
+    port = compose["services"]["bioner"]["environment"]["BIONER_METRICS_PORT"]  # the metrics port, off the API's keys
+    assert job["metrics_path"] == "/metrics" and job["static_configs"][0]["targets"] == [f"bioner:{port}"]
     datasource = yaml.safe_load((ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
     dashboard = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "bioner.json").read_text())
     uids = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]}

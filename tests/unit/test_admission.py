@@ -1,0 +1,113 @@
+"""Deadline-aware admission, driven by an injected clock: no wall-clock thresholds."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from service.admission import DrainRate, judge
+from service.batching import MicroBatcher
+from service.errors import DeadlineUnmeetableError, RequestTooLargeError
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SlowModel:
+    """Each batch 'takes' ``seconds_per_token`` x its tokens on the fake clock; ``hold`` pauses it."""
+
+    def __init__(self, clock: FakeClock, seconds_per_token: float) -> None:
+        self.clock = clock
+        self.seconds_per_token = seconds_per_token
+        self.hold = asyncio.Event()
+
+    def __call__(self, rows: Sequence[np.ndarray]) -> list[np.ndarray]:
+        self.clock.now += self.seconds_per_token * sum(len(r) for r in rows)
+        return [np.zeros((len(r), 2)) for r in rows]
+
+
+def window(tokens: int = 100) -> np.ndarray:
+    return np.ones(tokens, dtype=np.int64)
+
+
+def test_judge_and_retry_after_grow_with_the_queue() -> None:
+    rate = DrainRate(100.0)  # tokens/s
+    assert judge(0, 500, 10, rate).admit
+    assert judge(500, 500, 10, rate).admit  # exactly fits: 10 s
+    refused = [judge(queued, 500, 10, rate) for queued in (600, 1_500, 5_000)]
+    assert not any(v.admit for v in refused)
+    assert [v.retry_after_s for v in refused] == [1, 10, 45]  # grows with the queue
+
+
+def test_rate_follows_a_change_in_speed() -> None:
+    rate = DrainRate(2_000.0)
+    rate.observe(1_000, 1.0)
+    assert rate.tokens_per_s == 1_000.0  # the first measurement replaces the default
+    for _ in range(30):
+        rate.observe(1_000, 0.1)  # ten times faster
+    assert rate.tokens_per_s == pytest.approx(10_000, rel=0.01)
+    for _ in range(40):
+        rate.observe(1_000, 2.0)  # twenty times slower again
+    assert rate.tokens_per_s == pytest.approx(500, rel=0.01)
+
+
+async def test_admission_refuses_past_the_deadline_and_admits_once_drained() -> None:
+    clock = FakeClock()
+    model = SlowModel(clock, seconds_per_token=0.01)  # 100 tokens/s
+    batcher = MicroBatcher(model, max_batch_size=1, max_wait_s=0, initial_tokens_per_s=100.0, clock=clock)
+    deadline = clock.now + 10  # every request: 10 s
+    hold = asyncio.Event()
+    batcher._wakeup = asyncio.Event()  # admission without a running worker: nothing drains yet
+    batcher._task = asyncio.ensure_future(hold.wait())
+    accepted = [batcher.submit([window()], deadline) for _ in range(10)]  # 10 x 1 s of work: fits exactly
+    with pytest.raises(DeadlineUnmeetableError) as refused:
+        batcher.submit([window()], deadline)
+    assert refused.value.retry_after_s == 1
+    with pytest.raises(DeadlineUnmeetableError) as later:
+        batcher.submit([window(300)], deadline)
+    assert later.value.retry_after_s == 3  # more work, a longer wait
+    assert batcher.depth == 10 and batcher.wait_estimate() == pytest.approx(10.0)
+
+    hold.set()
+    await batcher._task
+    batcher.start()  # the worker drains the queue on the fake clock
+    results = await asyncio.gather(*(f for r in accepted for f in r))
+    assert len(results) == 10 and batcher.depth == 0
+    assert clock.now == pytest.approx(1010.0)  # all ten finished exactly at the deadline, none after
+    deadline = clock.now + 10
+    assert len(batcher.submit([window()], deadline)) == 1  # drained: admitted again
+    await batcher.drain()
+
+
+async def test_the_estimate_follows_a_slowdown() -> None:
+    clock = FakeClock()
+    model = SlowModel(clock, seconds_per_token=0.001)  # 1,000 tokens/s
+    batcher = MicroBatcher(model, max_batch_size=1, max_wait_s=0, initial_tokens_per_s=1_000.0, clock=clock)
+    batcher.start()
+    for _ in range(5):
+        await batcher.submit([window()], clock.now + 10)[0]
+    assert batcher.rate.tokens_per_s == pytest.approx(1_000)
+    model.seconds_per_token = 0.01  # the machine gets ten times slower
+    for _ in range(40):
+        await batcher.submit([window()], clock.now + 10)[0]
+    assert batcher.rate.tokens_per_s == pytest.approx(100, rel=0.02)
+    # What that means for admission: the same 10 s deadline now holds a tenth of the work.
+    assert judge(0, 1_000, 10, batcher.rate).admit and not judge(0, 1_200, 10, batcher.rate).admit
+    await batcher.drain()
+
+
+async def test_alone_on_an_idle_service_and_still_too_slow_is_413() -> None:
+    clock = FakeClock()
+    batcher = MicroBatcher(SlowModel(clock, 0.01), initial_tokens_per_s=100.0, clock=clock)
+    batcher.start()
+    with pytest.raises(RequestTooLargeError, match="over its 5.0 s deadline"):
+        batcher.submit([window() for _ in range(6)], clock.now + 5)
+    await batcher.drain()
