@@ -76,6 +76,13 @@ def build_engine(settings: Settings, metrics: Metrics) -> NerEngine:
         initial_tokens_per_s=settings.initial_tokens_per_s,
         hooks=metrics.batcher_hooks(),
     )
+    limits = {
+        "max_texts_per_request": settings.max_texts_per_request,
+        "max_text_chars": settings.max_text_chars,
+        "max_request_windows": request_windows,
+        "request_timeout_s": settings.request_timeout_s,
+    }
+    engine.info = replace(engine.info, limits=limits)
     golden = read_golden(bundle.path) if settings.self_check else None
     if golden is not None:
         report = compare(golden, engine.recognize_sync)

@@ -61,6 +61,7 @@ class ModelInfo:
     decoding: str
     provider: str
     self_check: dict[str, object] | None = None  # the golden-answer check run at startup, if the bundle has one
+    limits: dict[str, float] | None = None  # what one request may hold, for clients that chunk
 
 
 class Engine(Protocol):

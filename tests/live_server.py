@@ -18,8 +18,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(bundle: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
+def start_server(bundle: Path, *extra: str, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    port = port or free_port()
     # 16-token test windows: 20,000 characters bound about 2,000 windows, inside the default queue.
     cmd = [sys.executable, "-m", "service", "serve", "--model-path", str(bundle), "--port", str(port), "--max-text-chars", "20000", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "BIONER_LOG_LEVEL": "warning"})

@@ -120,6 +120,9 @@ class ModelInfoOut(BaseModel):
     aggregation_strategy: str
     decoding: str
     provider: str
+    limits: dict[str, float] | None = Field(
+        None, description="What one request may hold: max_texts_per_request, max_text_chars, max_request_windows, request_timeout_s."
+    )
     self_check: dict[str, Any] | None = Field(
         None, description="The startup check against the bundle's golden answers (passed, texts differing, CPU); null without one."
     )

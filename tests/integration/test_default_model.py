@@ -88,3 +88,21 @@ async def test_batch_mates_proven_to_share_a_batch_change_nothing() -> None:
         assert spans(together) == spans(alone) and spans(together_other) == spans(alone_other)
         for a, b in zip(together.entities[0] + together_other.entities[0], alone.entities[0] + alone_other.entities[0]):
             assert abs(a.score - b.score) < 1e-4  # padding to a batch-mate's length moves fp32 sums by ~1e-7
+
+
+async def test_readme_example_is_what_the_service_answers(client: httpx.AsyncClient) -> None:
+    """The README's request and response, read from the README itself, against the running model."""
+    import json
+    import re
+
+    readme = (DEFAULT_MODEL.parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Ask it") :]
+    sent = json.loads(re.search(r"-d '(\{.*?\})'", section, re.S).group(1))  # type: ignore[union-attr]
+    shown = json.loads(re.search(r"```json\n(.*?)\n```", section, re.S).group(1))  # type: ignore[union-attr]
+    response = await client.post("/ner", json=sent)
+    answered = response.json()
+    assert [(e["start"], e["end"], e["text"], e["label"]) for e in answered["entities"]] == [
+        (e["start"], e["end"], e["text"], e["label"]) for e in shown["entities"]
+    ]
+    assert all(abs(a["score"] - b["score"]) <= 1e-3 for a, b in zip(answered["entities"], shown["entities"]))
+    assert answered["model"] == shown["model"]
