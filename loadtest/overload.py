@@ -43,7 +43,10 @@ async def send(client: httpx.AsyncClient, text: str, reference: dict[str, Any], 
         return
     latency = time.perf_counter() - started
     ok = response.status_code == 200
-    code = None if ok else response.json().get("error", {}).get("code")
+    try:
+        code = None if ok else response.json().get("error", {}).get("code")
+    except ValueError:  # uvicorn's own plain-text 503 beyond limit_concurrency
+        code = "connection_limit"
     outcomes.append(
         (response.status_code, latency, ok and response.json()["entities"] == reference[text], response.headers.get("retry-after"), code)
     )

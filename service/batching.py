@@ -130,6 +130,8 @@ class MicroBatcher:
         self._closing = False
         self._batches = 0
         self._failures = 0  # consecutive failed batches
+        self._last_failure = 0.0
+        self._backlog = False  # work was waiting when the last batch finished: the next ran back to back
         self._running_since: float | None = None  # start of the batch in flight
         self._in_flight: list[_Item] = []
         self._death: str | None = None
@@ -165,6 +167,15 @@ class MicroBatcher:
         self._closing = True
 
     @property
+    def clock(self) -> Callable[[], float]:
+        """The clock deadlines are measured on (injected in tests)."""
+        return self._clock
+
+    @property
+    def drain_expired(self) -> bool:
+        return self._drain_expired
+
+    @property
     def depth(self) -> int:
         return self._depth
 
@@ -173,16 +184,29 @@ class MicroBatcher:
         return self._task is not None and not self._task.done()
 
     def health(self, now: float | None = None) -> Health:
-        """Healthy unless the worker stopped, the last batches all failed, or one batch hangs."""
-        if self._death is not None:
-            return Health(f"inference worker stopped: {self._death}")
-        if not self.running:
-            return Health("inference worker not running")
-        if self._failures >= self.max_consecutive_failures:
+        """Ready unless the worker stopped, the last batches all failed (for ``stall_s`` after the
+        last failure: an unready pod gets no traffic, so no success could ever clear it; after
+        that it is tried again), or one batch hangs."""
+        now = self._clock() if now is None else now
+        if not (alive := self.liveness(now)).ok:
+            return alive
+        if self._failures >= self.max_consecutive_failures and now - self._last_failure < self.stall_s:
             return Health(f"the last {self._failures} inference batches failed")
         started = self._running_since
-        if started is not None and (now or self._clock()) - started > self.stall_s:
+        if started is not None and now - started > self.stall_s:
             return Health(f"an inference batch has been running for over {self.stall_s:.0f} s")
+        return Health(None)
+
+    def liveness(self, now: float | None = None) -> Health:
+        """Alive unless the worker stopped or a batch hangs for twice ``stall_s``: a restart is the
+        only cure for either, so ``/health`` reports it to the orchestrator."""
+        if self._death is not None:
+            return Health(f"inference worker stopped: {self._death}")
+        if self._task is not None and self._task.done() and not self._closing:
+            return Health("inference worker not running")
+        started = self._running_since
+        if started is not None and (self._clock() if now is None else now) - started > 2 * self.stall_s:
+            return Health(f"an inference batch has hung for over {2 * self.stall_s:.0f} s")
         return Health(None)
 
     def _on_worker_exit(self, task: asyncio.Task[None]) -> None:
@@ -220,6 +244,10 @@ class MicroBatcher:
         """
         if self._closing or not self.running:
             raise ShuttingDownError("the service is shutting down")
+        self._discard_dead()  # expired and cancelled work neither holds a deadline nor takes space
+        now = self._clock()
+        if deadline <= now:
+            raise DeadlineExceededError("the request's deadline passed before it could be queued")
         if len(windows) > self.max_queue:
             self._hooks.on_drop("too_large", len(windows))
             raise RequestTooLargeError(
@@ -228,7 +256,6 @@ class MicroBatcher:
         if self._depth + len(windows) > self.max_queue:
             self._hooks.on_drop("queue_full", len(windows))
             raise QueueFullError(f"queue full ({self._depth} windows waiting)")
-        now = self._clock()
         tokens = sum(len(w) for w in windows)
         earliest = min([deadline, *(q[0].deadline for q in self._queues.values())])
         verdict = judge(self._tokens, tokens, earliest - now, self.rate)
@@ -357,12 +384,13 @@ class MicroBatcher:
             if queue:
                 self._queues[key] = queue
         self._depth -= len(chosen)
+        self._in_flight = chosen  # visible to the exit handler from here until their futures are set
         self._report()
         return chosen
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
         started = self._clock()
-        self._running_since, self._in_flight = started, batch
+        self._running_since = started
         real = sum(len(i.ids) for i in batch)
         try:
             outputs = await loop.run_in_executor(self._executor, self._batch_fn, [i.ids for i in batch])
@@ -375,6 +403,7 @@ class MicroBatcher:
                 if not item.future.done():
                     item.future.set_exception(error)
             self._failures += 1
+            self._last_failure = self._clock()
             self._in_flight = []
             self._tokens -= real
             self._hooks.on_drop("inference_error", len(batch))
@@ -382,17 +411,18 @@ class MicroBatcher:
             return
         finally:  # on cancellation _in_flight stays, so the exit handler fails those futures too
             self._running_since = None
-        self._in_flight = []
         finished = self._clock()
         self._batches += 1
         self._failures = 0
         self._tokens -= real
-        # Drain rate over busy wall time: back-to-back batches also pay for the gap between them.
-        since = started if self._last_finished is None else max(started, self._last_finished)
-        self.rate.observe(real, finished - since)
-        self._last_finished = finished
         for item, logits in zip(batch, outputs):
             if not item.future.done():  # the owner may have gone while the batch ran
                 item.future.set_result(WindowResult(logits, started - item.enqueued, finished - started, self._batches))
+        self._in_flight = []
+        # Drain rate over busy wall time: a batch that ran back to back with the previous one also
+        # pays for the gap between them (scheduling, the event loop), which admission must price.
+        since = self._last_finished if self._backlog and self._last_finished is not None else started
+        self.rate.observe(real, finished - since)
+        self._last_finished, self._backlog = finished, self._depth > 0
         self._hooks.on_batch(BatchStats(len(batch), max(len(i.ids) for i in batch) * len(batch), real, finished - started))
         self._report()

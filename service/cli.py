@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -60,6 +61,9 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,
     )
     DrainingServer(config, app, settings.drain_grace_s, settings.drain_timeout_s).run()
+    if engine.batcher.drain_expired:  # an inference thread may still hang: do not wait to join it
+        logging.shutdown()
+        os._exit(0)
     return 0
 
 
@@ -81,7 +85,7 @@ def _check(args: argparse.Namespace) -> int:
     from service.app import build_engine
     from service.errors import BundleError
     from service.metrics import Metrics
-    from service.runtime.golden import compare, read_golden
+    from service.runtime.golden import GoldenError, compare, read_golden
 
     # Request limits play no part in the check: a small text limit keeps any bundle's window size valid.
     overrides = {"self_check": False, "provider": args.provider, "max_text_chars": 1000}
@@ -93,7 +97,11 @@ def _check(args: argparse.Namespace) -> int:
     except (BundleError, ValueError) as exc:
         print(f"bioner check: {exc}", file=sys.stderr)
         return 2
-    golden = read_golden(settings.model_path)
+    try:
+        golden = read_golden(settings.model_path)
+    except GoldenError as exc:
+        print(f"bioner check: {exc}", file=sys.stderr)
+        return 2
     if golden is None:
         print(f"bioner check: {settings.model_path} has no golden.json (bioner export writes one)", file=sys.stderr)
         return 2

@@ -198,8 +198,8 @@ class NerEngine:
         decoding: Decoding | None = None,
     ) -> Recognition:
         self.check_request(texts, labels, decoding)
-        started = time.monotonic()
-        deadline = started + (timeout_s or self.timeout_s)
+        clock = self.batcher.clock
+        deadline = clock() + (timeout_s or self.timeout_s)
         encoder = self.bundle.encoder
         encoded = await self._offload(sum(len(t) for t in texts) <= _INLINE_CHARS, lambda: encoder.encode_batch(texts))
         plans = [windows_for(encoder, e, self.window) if len(e) else [] for e in encoded]
@@ -209,7 +209,7 @@ class NerEngine:
             futures = self.batcher.submit(rows, deadline)
             try:
                 # The deadline covers inference too: a hung or slow batch answers 504, not never.
-                results = list(await asyncio.wait_for(asyncio.gather(*futures), timeout=max(deadline - time.monotonic(), 0)))
+                results = list(await asyncio.wait_for(asyncio.gather(*futures), timeout=max(deadline - clock(), 0)))
             except TimeoutError:
                 raise DeadlineExceededError("the request's deadline passed before its inference finished") from None
             finally:

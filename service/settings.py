@@ -141,6 +141,8 @@ class Settings(BaseSettings):
     def _check_window(self) -> Settings:
         if self.max_length is not None and self.stride is not None and self.stride >= self.max_length - 2:
             raise ValueError("stride (overlap) must be smaller than max_length minus the special tokens")
+        if self.drain_grace_s >= self.drain_timeout_s:
+            raise ValueError(f"drain_grace_s {self.drain_grace_s} must be shorter than drain_timeout_s {self.drain_timeout_s}")
         if self.max_request_windows is not None and self.max_request_windows > self.max_queue_windows:
             raise ValueError(
                 f"max_request_windows {self.max_request_windows} exceeds max_queue_windows {self.max_queue_windows}: "

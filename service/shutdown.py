@@ -3,9 +3,10 @@
 uvicorn closes its listener the moment SIGTERM arrives and reports unready only when the app's
 lifespan ends, so a load balancer polling ``/ready`` keeps routing to a socket that is gone.
 Here the first SIGTERM only marks the app as draining: ``/ready`` answers 503 at once, new
-``/ner`` requests get 503, and queued work keeps running. After ``grace_s`` the listener closes
-(uvicorn's own shutdown); queued work gets until ``timeout_s`` after the signal, then what is
-left fails with 503. A second SIGTERM or SIGINT skips the grace period.
+``/ner`` requests get 503, and requests already past that check (tokenising) and queued work
+keep running. After ``grace_s`` the listener closes (uvicorn's own shutdown) and the batcher
+stops admitting; queued work gets until ``timeout_s`` after the signal, then what is left fails
+with 503. A second SIGTERM or SIGINT skips the grace period.
 """
 
 from __future__ import annotations
@@ -55,8 +56,6 @@ class DrainingServer(uvicorn.Server):
             engine.batcher.depth if engine else 0,
             self._grace_s,
         )
-        if engine is not None:
-            engine.batcher.close()
         await asyncio.sleep(self._grace_s)
         self.should_exit = True
         if engine is not None:

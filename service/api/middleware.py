@@ -1,8 +1,11 @@
 """Pure ASGI middleware: request id, total-time header, request metrics, body size limit.
 
 Pure ASGI (not BaseHTTPMiddleware) so that it adds no task per request and does not interfere
-with the route's disconnect detection. It is the outermost layer, so it is also where an
-exception nothing else caught becomes a 500 that still carries the request id and is counted.
+with the route's disconnect detection. ``RequestContextMiddleware`` is the outermost of ours
+(only Starlette's own error middleware is outside it), so it is also where an exception nothing
+else caught becomes a 500 that still carries the request id and is counted.
+``ChunkedBodyLimit`` sits innermost, behind the API-key check, so that a body without
+Content-Length is only read (bounded) for callers that are allowed in.
 """
 
 from __future__ import annotations
@@ -60,8 +63,6 @@ class RequestContextMiddleware:
             length = sent.get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
                 raise BodyTooLarge
-            if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
-                receive = await self._buffered(receive)  # chunked: read (bounded) before any route runs
             await self.app(scope, receive, send_wrapper)
         except BodyTooLarge:
             self.metrics.refused.labels("body_too_large").inc()
@@ -77,6 +78,21 @@ class RequestContextMiddleware:
         self.metrics.requests.labels(route, method, str(status)).inc()
         self.metrics.request_seconds.labels(route).observe(elapsed)
         log.debug("%s %s %s %d %.1fms", request_id, method, scope["path"], status, elapsed * 1000)
+
+
+class ChunkedBodyLimit:
+    """Read a body sent without Content-Length (chunked) up to the limit before any route runs,
+    then replay it: over the limit is 413, as with a declared length, not a cut-off body."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        declared = any(name == b"content-length" for name, _ in scope.get("headers") or [])
+        if scope["type"] == "http" and not declared and scope["method"] in ("POST", "PUT", "PATCH"):
+            receive = await self._buffered(receive)
+        await self.app(scope, receive, send)
 
     async def _buffered(self, receive: Receive) -> Receive:
         """Read a body without Content-Length up to the limit, then replay it to the app."""

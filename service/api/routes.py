@@ -83,8 +83,12 @@ async def ner(body: NerRequest, request: Request) -> Response:
     return JSONBytesResponse(payload, headers=headers)
 
 
-async def health() -> dict[str, str]:
-    return {"status": "ok"}
+async def health(request: Request) -> Response:
+    engine = getattr(request.app.state, "engine", None)
+    alive = engine.batcher.liveness() if engine is not None else None
+    if alive is not None and not alive.ok:  # a stopped or hung worker: only a restart cures it
+        return JSONBytesResponse({"status": "unhealthy", "reason": alive.reason}, status_code=503)
+    return JSONBytesResponse({"status": "ok"})
 
 
 async def ready(request: Request) -> Response:
@@ -128,7 +132,14 @@ def make_router(body_model: type[NerRequest]) -> APIRouter:
         responses=_ERRORS,
         summary="Find entities in text",
     )
-    router.add_api_route("/health", health, methods=["GET"], response_model=HealthOut, summary="Liveness: the process answers")
+    router.add_api_route(
+        "/health",
+        health,
+        methods=["GET"],
+        response_model=HealthOut,
+        summary="Liveness: the process answers and its inference worker is neither stopped nor hung",
+        responses={503: {"model": HealthOut}},
+    )
     router.add_api_route(
         "/ready",
         ready,

@@ -35,7 +35,7 @@ class NerRequest(BaseModel):
     labels: list[str] = Field(None, description="Keep only these entity types.")  # type: ignore[assignment,arg-type]
     timeout: float = Field(  # type: ignore[assignment]
         None,  # type: ignore[arg-type]
-        gt=0,
+        ge=1.0,  # a floor: one request's tiny deadline would otherwise shrink admission for everyone
         description="Seconds this request may take from admission to answer (at most the server's request_timeout_s). "
         "Refused at once (503 deadline_unmeetable, with Retry-After) when the queue cannot finish it in time.",
     )
@@ -69,7 +69,7 @@ def request_model(max_texts: int, max_chars: int, max_timeout_s: float = 30.0) -
             list[label],  # type: ignore[valid-type]
             Field(None, max_length=MAX_LABELS, description=NerRequest.model_fields["labels"].description),
         ),
-        "timeout": (float, Field(None, gt=0, le=max_timeout_s, description=NerRequest.model_fields["timeout"].description)),
+        "timeout": (float, Field(None, ge=1.0, le=max_timeout_s, description=NerRequest.model_fields["timeout"].description)),
     }
     return create_model("NerRequest", __base__=NerRequest, **fields)
 
@@ -129,7 +129,8 @@ class ModelInfoOut(BaseModel):
 
 
 class HealthOut(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "unhealthy"]
+    reason: str | None = None
 
 
 class ReadyOut(BaseModel):

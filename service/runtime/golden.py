@@ -93,12 +93,21 @@ def write_golden(
     return path
 
 
+class GoldenError(ValueError):
+    """golden.json exists but cannot be read as golden answers."""
+
+
 def read_golden(folder: Path) -> Golden | None:
     path = folder / GOLDEN_FILE
     if not path.is_file():
         return None
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return _parse(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise GoldenError(f"{path} is not a golden-answer file: {type(exc).__name__}: {exc}") from None
 
+
+def _parse(data: dict[str, Any]) -> Golden:
     def spans(rows: list[list[Any]]) -> list[Span]:
         return [(int(a), int(b), str(label), float(score)) for a, b, label, score in rows]
 

@@ -120,6 +120,8 @@ async def test_dead_worker_fails_pending_and_turns_unready(tiny_bundle: Path) ->
         assert statuses[0] == 200 and set(statuses[1:]) <= {200, 500, 503}  # nobody hangs
         ready = await client.get("/ready")
         assert ready.status_code == 503 and "hook bug" in ready.json()["reason"]
+        alive = await client.get("/health")  # only a restart cures a dead worker: liveness says so
+        assert alive.status_code == 503 and "hook bug" in alive.json()["reason"]
         late = await client.post("/ner", json={"text": "p53"})
         assert late.status_code == 503 and late.headers["retry-after"]
 
@@ -159,3 +161,14 @@ def test_keys_configured_but_empty_refuse_to_start(tiny_bundle: Path, tmp_path: 
         keys = {"api_keys_file": tmp_path / str(keys["api_keys_file"])}
     with pytest.raises(ValueError, match="API keys|unreadable"):
         create_app(Settings(model_path=tiny_bundle, max_text_chars=1000, **keys))  # type: ignore[arg-type]
+
+
+async def test_own_timeout_has_a_floor(client: httpx.AsyncClient) -> None:
+    assert (await client.post("/ner", json={"text": "p53", "timeout": 0.05})).status_code == 422
+    assert (await client.post("/ner", json={"text": "p53", "timeout": 31})).status_code == 422  # over the server's deadline
+    assert (await client.post("/ner", json={"text": "p53", "timeout": 2})).status_code == 200
+
+
+def test_drain_grace_must_be_shorter_than_the_drain() -> None:
+    with pytest.raises(ValueError, match="drain_grace_s"):
+        Settings(drain_grace_s=25, drain_timeout_s=20)

@@ -228,17 +228,22 @@ async def test_repeated_failures_and_a_hung_batch_are_unhealthy() -> None:
         with pytest.raises(InferenceError):
             await batcher.submit([np.array([1])], far())[0]
     assert "failed" in str(batcher.health().reason)
+    assert batcher.health(now=time.monotonic() + 61).ok  # after stall_s the pod is tried again
     await batcher.submit([np.array([5])], far())[0]
     assert batcher.health().ok  # one success clears it
     await batcher.drain()
 
     gate = threading.Event()
-    hung = MicroBatcher(Recorder(gate=gate), max_batch_size=1, max_wait_s=0, stall_s=0.05)
+    now = [100.0]
+    hung = MicroBatcher(Recorder(gate=gate), max_batch_size=1, max_wait_s=0, stall_s=10, clock=lambda: now[0])
     hung.start()
-    stuck = hung.submit([np.array([1])], far())
-    waiting = hung.submit([np.array([2])], far())
-    await asyncio.sleep(0.1)
-    assert "running for over" in str(hung.health().reason)
+    stuck = hung.submit([np.array([1])], now[0] + 60)
+    waiting = hung.submit([np.array([2])], now[0] + 60)
+    await asyncio.sleep(0.05)  # the worker takes the first and blocks on the gate
+    now[0] += 11  # on the injected clock: running longer than stall_s
+    assert "running for over" in str(hung.health().reason) and hung.liveness().ok  # unready, still alive
+    now[0] += 10  # longer than twice stall_s: hung, only a restart helps
+    assert "hung for over" in str(hung.liveness().reason)
     await hung.drain(timeout_s=0.05)  # does not wait for the hung batch: what is left answers 503
     for future in (*stuck, *waiting):
         with pytest.raises(ShuttingDownError):

@@ -88,3 +88,13 @@ def test_bioner_check_exit_codes(golden_bundle: Path, tiny_bundle: Path, tmp_pat
     assert main(["check", "--model-path", str(golden_bundle)]) == 1
     assert "FAILED: 3/4" in capsys.readouterr().out
     assert main(["check", "--model-path", str(tiny_bundle)]) == 2  # no golden.json
+
+
+async def test_broken_golden_file_is_a_warning_not_a_crash(golden_bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (golden_bundle / "golden.json").write_text('{"texts": [{"text": "a"}]}')
+    info, metrics = await _model_info(golden_bundle)
+    check = info["self_check"]
+    assert isinstance(check, dict) and check["passed"] is False and "not a golden-answer file" in str(check["error"])
+    assert "bioner_self_check_passed 0.0" in metrics
+    assert main(["check", "--model-path", str(golden_bundle)]) == 2
+    assert "not a golden-answer file" in capsys.readouterr().err
