@@ -90,6 +90,7 @@ async def test_batch_mates_proven_to_share_a_batch_change_nothing() -> None:
             assert abs(a.score - b.score) < 1e-4  # padding to a batch-mate's length moves fp32 sums by ~1e-7
 
 
+@pytest.mark.asyncio(loop_scope="module")
 async def test_readme_example_is_what_the_service_answers(client: httpx.AsyncClient) -> None:
     """The README's request and response, read from the README itself, against the running model."""
     import json
@@ -101,6 +102,7 @@ async def test_readme_example_is_what_the_service_answers(client: httpx.AsyncCli
     shown = json.loads(re.search(r"```json\n(.*?)\n```", section, re.S).group(1))  # type: ignore[union-attr]
     response = await client.post("/ner", json=sent)
     answered = response.json()
+    assert response.status_code == 200, answered
     assert [(e["start"], e["end"], e["text"], e["label"]) for e in answered["entities"]] == [
         (e["start"], e["end"], e["text"], e["label"]) for e in shown["entities"]
     ]
