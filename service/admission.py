@@ -48,9 +48,11 @@ class Verdict:
     retry_after_s: int  # when refused: roughly when it would fit
 
 
-def judge(queued_tokens: int, new_tokens: int, earliest_deadline_in: float, rate: DrainRate) -> Verdict:
-    """Admit when the queue, this request included, drains before the earliest deadline."""
+def judge(queued_tokens: int, new_tokens: int, earliest_deadline_in: float, rate: DrainRate, headroom: float = 1.0) -> Verdict:
+    """Admit when the queue, this request included, drains before ``headroom`` x the time left to
+    the earliest deadline (below 1: room for the machine to slow down after admitting)."""
     estimate = rate.seconds_for(queued_tokens + new_tokens)
-    if estimate <= earliest_deadline_in:
+    budget = headroom * earliest_deadline_in
+    if estimate <= budget:
         return Verdict(True, estimate, 0)
-    return Verdict(False, estimate, max(1, math.ceil(estimate - earliest_deadline_in)))
+    return Verdict(False, estimate, max(1, math.ceil((estimate - budget) / headroom)))

@@ -74,6 +74,7 @@ def build_engine(settings: Settings, metrics: Metrics) -> NerEngine:
         cpu_workers=settings.cpu_workers,
         stall_s=settings.stall_s,
         initial_tokens_per_s=settings.initial_tokens_per_s,
+        admission_headroom=settings.admission_headroom,
         hooks=metrics.batcher_hooks(),
     )
     limits = {

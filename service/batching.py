@@ -107,6 +107,7 @@ class MicroBatcher:
         stall_s: float = 60.0,
         initial_tokens_per_s: float = 2_000.0,
         clock: Callable[[], float] = time.monotonic,
+        headroom: float = 1.0,
     ) -> None:
         self._batch_fn = batch_fn
         self.max_batch_size = max_batch_size
@@ -118,6 +119,7 @@ class MicroBatcher:
         self._hooks = hooks or BatcherHooks()
         self._clock = clock
         self.rate = DrainRate(initial_tokens_per_s)
+        self.headroom = headroom
         self._tokens = 0  # window tokens queued or in flight: the work admission prices
         self._last_finished: float | None = None
         self._queues: dict[int, deque[_Item]] = {}  # per request, in rotation order
@@ -258,7 +260,7 @@ class MicroBatcher:
             raise QueueFullError(f"queue full ({self._depth} windows waiting)")
         tokens = sum(len(w) for w in windows)
         earliest = min([deadline, *(q[0].deadline for q in self._queues.values())])
-        verdict = judge(self._tokens, tokens, earliest - now, self.rate)
+        verdict = judge(self._tokens, tokens, earliest - now, self.rate, self.headroom)
         if not verdict.admit:
             if not self._tokens:  # alone on an idle service and still too slow: waiting cannot help
                 self._hooks.on_drop("too_large", len(windows))
@@ -285,6 +287,20 @@ class MicroBatcher:
         assert self._wakeup is not None
         self._wakeup.set()
         return [item.future for item in queue]
+
+    def precheck(self, deadline: float) -> None:
+        """Refuse before any tokenising when even one window could not be admitted now: under
+        overload the refusals then cost the CPU almost nothing that admitted work needs."""
+        self._discard_dead()
+        now = self._clock()
+        earliest = min([deadline, *(q[0].deadline for q in self._queues.values())])
+        verdict = judge(self._tokens, 1, earliest - now, self.rate, self.headroom)
+        if self._tokens and not verdict.admit:
+            self._hooks.on_drop("deadline_unmeetable", 0)
+            raise DeadlineUnmeetableError(
+                f"the queue needs about {verdict.estimate_s:.1f} s, past the earliest deadline in it",
+                retry_after_s=verdict.retry_after_s,
+            )
 
     def wait_estimate(self) -> float:
         """Seconds the queued and in-flight work needs at the measured rate."""

@@ -134,6 +134,7 @@ class NerEngine:
         cpu_workers: int = 2,
         stall_s: float = 60.0,
         initial_tokens_per_s: float = 2_000.0,
+        admission_headroom: float = 1.0,
         hooks: BatcherHooks | None = None,
     ) -> NerEngine:
         def run_rows(rows: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -150,6 +151,7 @@ class NerEngine:
             hooks,
             stall_s=stall_s,
             initial_tokens_per_s=initial_tokens_per_s,
+            headroom=admission_headroom,
         )
         return NerEngine(bundle, session, window, strategy, batcher, max_text_chars, timeout_s, decoding, max_request_windows, cpu_workers)
 
@@ -200,6 +202,7 @@ class NerEngine:
         self.check_request(texts, labels, decoding)
         clock = self.batcher.clock
         deadline = clock() + (timeout_s or self.timeout_s)
+        self.batcher.precheck(deadline)
         encoder = self.bundle.encoder
         encoded = await self._offload(sum(len(t) for t in texts) <= _INLINE_CHARS, lambda: encoder.encode_batch(texts))
         plans = [windows_for(encoder, e, self.window) if len(e) else [] for e in encoded]

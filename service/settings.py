@@ -95,6 +95,13 @@ class Settings(BaseSettings):
         20.0, gt=0, description="On SIGTERM, the longest queued work may take to finish before it is failed (fits a 30 s grace period)."
     )
     stall_s: float = Field(30.0, gt=0, description="An inference batch running longer than this makes /ready answer 503.")
+    admission_headroom: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="Admit a request only if the queue, with it, drains within this share of the time left to the earliest "
+        "deadline: room for the machine to slow down after admitting (load on shared cores), so 504s stay rare.",
+    )
     initial_tokens_per_s: float = Field(
         2_000.0,
         gt=0,

@@ -45,6 +45,8 @@ def test_judge_and_retry_after_grow_with_the_queue() -> None:
     refused = [judge(queued, 500, 10, rate) for queued in (600, 1_500, 5_000)]
     assert not any(v.admit for v in refused)
     assert [v.retry_after_s for v in refused] == [1, 10, 45]  # grows with the queue
+    # With headroom 0.8 the queue may only fill 8 of the 10 s: room for the machine to slow down.
+    assert judge(300, 500, 10, rate, headroom=0.8).admit and not judge(400, 500, 10, rate, headroom=0.8).admit
 
 
 def test_rate_follows_a_change_in_speed() -> None:
@@ -111,3 +113,19 @@ async def test_alone_on_an_idle_service_and_still_too_slow_is_413() -> None:
     with pytest.raises(RequestTooLargeError, match="over its 5.0 s deadline"):
         batcher.submit([window() for _ in range(6)], clock.now + 5)
     await batcher.drain()
+
+
+async def test_precheck_refuses_before_any_work_when_the_queue_is_past_the_deadline() -> None:
+    clock = FakeClock()
+    batcher = MicroBatcher(SlowModel(clock, 0.01), max_batch_size=1, initial_tokens_per_s=100.0, clock=clock)
+    hold = asyncio.Event()
+    batcher._wakeup = asyncio.Event()
+    batcher._task = asyncio.ensure_future(hold.wait())  # admission only: nothing drains
+    batcher.precheck(clock.now + 5)  # empty queue: never refused here
+    batcher.submit([window() for _ in range(5)], clock.now + 30)  # 5 s queued
+    batcher.precheck(clock.now + 6)  # one more window still fits in 6 s
+    with pytest.raises(DeadlineUnmeetableError) as refused:
+        batcher.precheck(clock.now + 5)
+    assert refused.value.retry_after_s == 1
+    hold.set()
+    await batcher._task
