@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import start_service  # noqa: E402
 from harness import stop_service, verdict  # noqa: E402
 
+from service.corpora import read_corpus  # noqa: E402
 from service.decoding.aggregate import Decoding, Strategy  # noqa: E402
 from service.decoding.labels import LabelScheme  # noqa: E402
 from service.decoding.predict import WindowConfig  # noqa: E402
@@ -32,7 +33,6 @@ from service.decoding.windows import TextEncoder  # noqa: E402
 from service.runtime.bundle import read_serving  # noqa: E402
 from train.backends import onnx_runner  # noqa: E402
 from train.evaluate import predict_documents  # noqa: E402
-from train.readers import read_corpus  # noqa: E402
 
 Spans = list[tuple[int, int, str]]
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from service.corpora import read_corpus
 from service.decoding.aggregate import Strategy
 from service.decoding.labels import LabelScheme
 from service.decoding.predict import WindowConfig, predict_texts
@@ -28,7 +29,6 @@ from train.evaluate import evaluate_documents
 from train.export import export_onnx, optimize_copy, sample_rows, windows_per_second
 from train.finetune import split_dev
 from train.quantize import matmul_nodes, node_groups, quantize_dynamic, quantize_static
-from train.readers import read_corpus
 
 
 def determinism(texts: list[str], encoder: TextEncoder, run: Any, scheme: LabelScheme, window: WindowConfig) -> tuple[int, int]:

@@ -72,6 +72,7 @@ def build_engine(settings: Settings, metrics: Metrics) -> NerEngine:
         timeout_s=settings.request_timeout_s,
         max_request_windows=request_windows,
         cpu_workers=settings.cpu_workers,
+        max_texts=settings.max_texts_per_request,
         stall_s=settings.stall_s,
         initial_tokens_per_s=settings.initial_tokens_per_s,
         admission_headroom=settings.admission_headroom,

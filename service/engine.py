@@ -79,6 +79,10 @@ class Engine(Protocol):
         decoding: Decoding | None = None,
     ) -> Recognition: ...
 
+    def chunks(self, texts: Sequence[str]) -> list[range]: ...
+
+    def check_evaluation(self, texts: Sequence[str]) -> None: ...
+
 
 class NerEngine:
     def __init__(
@@ -93,6 +97,7 @@ class NerEngine:
         decoding: Decoding = Decoding.CONSTRAINED,
         max_request_windows: int | None = None,
         cpu_workers: int = 2,
+        max_texts: int = 64,
     ) -> None:
         self.bundle = bundle
         self.session = session
@@ -102,6 +107,7 @@ class NerEngine:
         self.batcher = batcher
         self.max_text_chars = max_text_chars
         self.max_request_windows = max_request_windows or batcher.max_queue
+        self.max_texts = max_texts
         self.timeout_s = timeout_s
         self._cpu = ThreadPoolExecutor(max_workers=cpu_workers, thread_name_prefix="cpu")
         self.info = ModelInfo(
@@ -132,6 +138,7 @@ class NerEngine:
         timeout_s: float,
         max_request_windows: int | None = None,
         cpu_workers: int = 2,
+        max_texts: int = 64,
         stall_s: float = 60.0,
         initial_tokens_per_s: float = 2_000.0,
         admission_headroom: float = 1.0,
@@ -153,7 +160,9 @@ class NerEngine:
             initial_tokens_per_s=initial_tokens_per_s,
             headroom=admission_headroom,
         )
-        return NerEngine(bundle, session, window, strategy, batcher, max_text_chars, timeout_s, decoding, max_request_windows, cpu_workers)
+        return NerEngine(
+            bundle, session, window, strategy, batcher, max_text_chars, timeout_s, decoding, max_request_windows, cpu_workers, max_texts
+        )
 
     def warmup(self) -> None:
         """A full batch of full windows, synchronously: the first request does not pay for
@@ -183,6 +192,18 @@ class NerEngine:
             raise RequestTooLargeError(
                 f"the texts may need up to {bound} windows ({sum(len(t) for t in texts)} characters); "
                 f"one request may use {self.max_request_windows}: send less text per request"
+            )
+
+    def check_evaluation(self, texts: Sequence[str]) -> None:
+        """A gold set is scored in request-sized chunks, all of it within the queue's hard bound."""
+        for i, text in enumerate(texts):
+            if len(text) > self.max_text_chars:
+                raise TextTooLongError(f"document {i} has {len(text)} characters; the limit is {self.max_text_chars}")
+        bound = sum(window_bound(len(t), self.window, self.bundle.encoder.n_special) for t in texts)
+        if bound > self.batcher.max_queue:
+            raise RequestTooLargeError(
+                f"the documents may need up to {bound} windows; one evaluation may use {self.batcher.max_queue}: "
+                "score the set in parts and add the counts"
             )
 
     async def _offload(self, inline: bool, fn: Callable[[], T]) -> T:
@@ -231,6 +252,22 @@ class NerEngine:
             windows=len(rows),
             batches=tuple(sorted({r.batch for r in results})),
         )
+
+    def chunks(self, texts: Sequence[str]) -> list[range]:
+        """Consecutive runs of texts that each fit one request's limits (count and window budget)."""
+        limit = self.max_request_windows
+        n_special = self.bundle.encoder.n_special
+        out: list[range] = []
+        start = windows = 0
+        for i, text in enumerate(texts):
+            need = window_bound(len(text), self.window, n_special)
+            if i > start and (i - start >= self.max_texts or windows + need > limit):
+                out.append(range(start, i))
+                start, windows = i, 0
+            windows += need
+        if start < len(texts):
+            out.append(range(start, len(texts)))
+        return out
 
     def recognize_sync(self, texts: Sequence[str]) -> list[list[Entity]]:
         """The same decoding without the batcher: for the startup self-check and ``bioner check``."""

@@ -12,10 +12,10 @@ from enum import Enum
 
 import numpy as np
 
+from service.corpora.document import Document
 from service.decoding.aggregate import word_boundaries
 from service.decoding.predict import WindowConfig, windows_for
 from service.decoding.windows import Encoded, TextEncoder
-from train.readers.document import Document
 
 IGNORE = -100
 

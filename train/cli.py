@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from train.readers.columns import parse_tag_map
+from service.corpora.columns import parse_tag_map
 
 
 def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from service.corpora import Document, Span
+from service.corpora.scoring import score_documents
 from service.decoding.aggregate import Decoding, Entity, Strategy
 from service.decoding.crf import Transitions
 from service.decoding.labels import LabelScheme
 from service.decoding.predict import RunBatch, WindowConfig, predict_texts
 from service.decoding.windows import TextEncoder
-from train.readers import Document, Span
-from train.scoring import span_scores
 
 
 def predict_documents(
@@ -51,14 +51,7 @@ def evaluate_documents(
     ``types`` is for cross-corpus evaluation: a model scored on another corpus's shared types only.
     """
     predicted = predict_documents(docs, encoder, run, scheme, window, strategy, batch_size, decoding, transitions)
-    if types:
-        keep = set(types)
-        docs = [Document(d.id, d.text, tuple(s for s in d.spans if s.label in keep), d.token_offsets) for d in docs]
-        predicted = [[e for e in ents if e.label in keep] for ents in predicted]
-    report = span_scores(
-        [[(s.start, s.end, s.label) for s in d.spans] for d in docs],
-        [[(e.start, e.end, e.label) for e in ents] for ents in predicted],
-    )
+    report, docs, predicted = score_documents(docs, predicted, types)
     report["token_accuracy"] = word_accuracy(docs, predicted, encoder)
     if all(d.token_offsets for d in docs):
         report["seqeval"] = seqeval_report(docs, predicted)

@@ -6,6 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
+from service.corpora import read_corpus
+from service.corpora.columns import parse_tag_map
+from service.corpora.scoring import format_table
 from service.decoding.aggregate import Decoding, Strategy
 from service.decoding.labels import LabelScheme
 from service.decoding.predict import RunBatch, WindowConfig
@@ -13,9 +16,6 @@ from service.decoding.windows import TextEncoder
 from service.runtime.bundle import read_serving
 from train.evaluate import evaluate_documents
 from train.finetune import split_dev
-from train.readers import read_corpus
-from train.readers.columns import parse_tag_map
-from train.scoring import format_table
 
 
 def load_runner(model_dir: Path) -> tuple[RunBatch, LabelScheme]:

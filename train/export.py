@@ -140,12 +140,12 @@ def write_golden_answers(
 def run_export(args: argparse.Namespace) -> int:
     from transformers import AutoModelForTokenClassification
 
+    from service.corpora import read_corpus
+    from service.corpora.columns import parse_tag_map
     from train.backends import onnx_runner, torch_runner
     from train.evaluate import evaluate_documents
     from train.finetune import split_dev
     from train.quantize import node_groups, quantize_dynamic, quantize_static
-    from train.readers import read_corpus
-    from train.readers.columns import parse_tag_map
 
     checkpoint, output = Path(args.checkpoint), Path(args.output)
     serving = read_serving(checkpoint)

@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForTokenClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
+from service.corpora import Document, read_corpus
 from service.decoding.aggregate import Decoding, Strategy
 from service.decoding.crf import CRF_KEY
 from service.decoding.labels import LabelScheme
@@ -37,7 +38,6 @@ from train.bundle_meta import write_serving_config
 from train.crf import CrfTagger, invalid_moves
 from train.evaluate import evaluate_documents
 from train.losses import class_weights, label_counts
-from train.readers import Document, read_corpus
 from train.seeding import seed_everything
 
 log = logging.getLogger(__name__)

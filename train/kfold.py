@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from service.corpora import Document, read_corpus
 from train.finetune import TrainConfig, subsample, train
-from train.readers import Document, read_corpus
 
 
 def fold_splits(docs: list[Document], k: int, seed: int) -> list[tuple[list[Document], list[Document]]]:

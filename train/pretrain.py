@@ -28,10 +28,10 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForMaskedLM, AutoTokenizer, get_linear_schedule_with_warmup
 
+from service.corpora import read_corpus
 from service.decoding.windows import TextEncoder
 from train.align import IGNORE
 from train.finetune import pad_labelled
-from train.readers import read_corpus
 from train.seeding import seed_everything
 from train.vocab import extend_vocabulary
 

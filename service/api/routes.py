@@ -12,10 +12,22 @@ from starlette.responses import Response
 from starlette.types import Receive
 
 from service.api.responses import JSONBytesResponse
-from service.api.schemas import ErrorResponse, HealthOut, ModelInfoOut, NerBatchResponse, NerRequest, NerResponse, ReadyOut
+from service.api.schemas import (
+    ErrorResponse,
+    EvaluateRequest,
+    EvaluateResponse,
+    HealthOut,
+    ModelInfoOut,
+    NerBatchResponse,
+    NerRequest,
+    NerResponse,
+    ReadyOut,
+)
+from service.corpora.load import parse_corpus
+from service.corpora.scoring import score_documents
 from service.decoding.aggregate import Decoding, Entity, Strategy
 from service.engine import Engine, Recognition
-from service.errors import ClientGoneError, ShuttingDownError
+from service.errors import ClientGoneError, InvalidRequestError, ShuttingDownError
 from service.metrics import Metrics
 
 T = TypeVar("T")
@@ -83,6 +95,30 @@ async def ner(body: NerRequest, request: Request) -> Response:
     return JSONBytesResponse(payload, headers=headers)
 
 
+async def evaluate(body: EvaluateRequest, request: Request) -> Response:
+    """The running model's strict span precision, recall and F1 on your gold annotations, per type,
+    micro and macro: the figures ``bioner evaluate`` computes on the same data and model."""
+    engine: Engine = request.app.state.engine
+    if getattr(request.app.state, "draining", False):
+        raise ShuttingDownError("the service is shutting down")
+    brat = [(d.id, d.text, d.ann) for d in body.documents or []]
+    try:
+        docs = parse_corpus(body.format, body.content or "", brat, body.tag_map, body.separator)
+    except ValueError as exc:
+        raise InvalidRequestError(f"gold data unreadable: {exc}") from None
+    texts = [d.text for d in docs]
+    engine.check_evaluation(texts)
+    predicted: list[list[Entity]] = []
+    for chunk in engine.chunks(texts):  # each chunk is one request's worth, through the same batcher
+        result = await until_disconnect(request, engine.recognize(texts[chunk.start : chunk.stop]))
+        predicted.extend(result.entities)
+    report, _, _ = score_documents(docs, predicted, body.types)
+    info = engine.info
+    return JSONBytesResponse(
+        {**report, "documents": len(docs), "model": {"name": info.name, "version": info.version, "sha256": info.sha256}}
+    )
+
+
 async def health(request: Request) -> Response:
     engine = getattr(request.app.state, "engine", None)
     alive = engine.batcher.liveness() if engine is not None else None
@@ -131,6 +167,14 @@ def make_router(body_model: type[NerRequest]) -> APIRouter:
         response_model=NerResponse | NerBatchResponse,
         responses=_ERRORS,
         summary="Find entities in text",
+    )
+    router.add_api_route(
+        "/evaluate",
+        evaluate,
+        methods=["POST"],
+        response_model=EvaluateResponse,
+        responses=_ERRORS,
+        summary="Score the running model on your gold annotations",
     )
     router.add_api_route(
         "/health",

@@ -74,6 +74,43 @@ def request_model(max_texts: int, max_chars: int, max_timeout_s: float = 30.0) -
     return create_model("NerRequest", __base__=NerRequest, **fields)
 
 
+class BratDocumentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: str = Field(max_length=256)
+    text: str = Field(description="The document's text (the .txt file).")
+    ann: str = Field("", description="Its brat standoff annotations (the .ann file); T lines are scored.")
+
+
+class EvaluateRequest(BaseModel):
+    """Gold annotations in a lab's own format; the answer is the running model's strict span scores."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {"format": "brat", "documents": [{"id": "d1", "text": "IL-2 binds", "ann": "T1\tprotein 0 4\tIL-2"}]},
+                {"format": "columns", "content": "IL-2\tB-protein\nbinds\tO\n"},
+                {"format": "jsonl", "content": '{"text": "IL-2 binds", "entities": [{"start": 0, "end": 4, "label": "protein"}]}'},
+            ]
+        },
+    )
+
+    format: Literal["brat", "jsonl", "columns"] = Field(description="brat: `documents`; jsonl or columns: the file's `content`.")
+    documents: list[BratDocumentIn] = Field(None, min_length=1, description="brat documents.")  # type: ignore[assignment,arg-type]
+    content: str = Field(None, description="A JSON Lines or CoNLL column file's content.")  # type: ignore[assignment]
+    separator: str = Field(" ", max_length=8, description="How column tokens are joined into text ('' for Chinese).")
+    tag_map: dict[str, str] = Field(default_factory=dict, description="Tag cleaning rules for column files, e.g. {'I-I-MISC': 'I-MISC'}.")
+    types: list[str] = Field(None, description="Score only these types (both sides), as `bioner evaluate --types`.")  # type: ignore[assignment,arg-type]
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EvaluateRequest:
+        if (self.format == "brat") != (self.documents is not None) or (self.format != "brat") != (self.content is not None):
+            raise ValueError("brat needs 'documents'; jsonl and columns need 'content' (and not the other)")
+        return self
+
+
 class EntityOut(BaseModel):
     start: int = Field(description="Start offset in the sent text (inclusive).")
     end: int = Field(description="End offset (exclusive); text == sent[start:end].")
@@ -107,6 +144,21 @@ class NerResponse(BaseModel):
 
 class NerBatchResponse(BaseModel):
     entities: list[list[EntityOut]] = Field(description="One entity list per input text, in order.")
+    model: ModelRef
+
+
+class PRFOut(BaseModel):
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+class EvaluateResponse(BaseModel):
+    micro: PRFOut
+    macro: PRFOut
+    per_type: dict[str, PRFOut]
+    documents: int
     model: ModelRef
 
 

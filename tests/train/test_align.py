@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from tiny_bundle import build_tokenizer
 
+from service.corpora import Document, Span
 from service.decoding.aggregate import Strategy, entities_from_scores
 from service.decoding.labels import LabelScheme
 from service.decoding.windows import TextEncoder
 from train.align import IGNORE, AlignStats, LabelPolicy, token_labels
-from train.readers import Document, Span
 
 DOC = Document("d", "the p53x kinase binds myc gene, 蛋白 在 cells", (Span(4, 15, "protein"), Span(22, 30, "DNA"), Span(32, 34, "protein")))
 LABELS = ["O", "B-DNA", "I-DNA", "B-protein", "I-protein"]

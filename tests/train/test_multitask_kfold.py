@@ -12,8 +12,8 @@ pytest.importorskip("torch")
 
 from tiny_bert import make_base_model, make_corpus  # noqa: E402
 
+from service.corpora import Document  # noqa: E402
 from train.kfold import fold_splits, summarise  # noqa: E402
-from train.readers import Document  # noqa: E402
 
 TINY = ["--max-length", "24", "--stride", "6", "--batch-size", "4", "--learning-rate", "5e-3", "--dropout", "0"]
 
@@ -86,8 +86,8 @@ def test_multitask_then_finetune_exports_only_the_main_head(tmp_path: Path) -> N
 
 
 def test_malformed_aux_tags_are_refused_without_a_map(tmp_path: Path) -> None:
+    from service.corpora.columns import MalformedTagError
     from train.cli import main
-    from train.readers.columns import MalformedTagError
 
     base, corpus, aux = make_base_model(tmp_path / "base"), make_corpus(tmp_path / "corpus"), _aux_corpus(tmp_path / "un.tsv")
     argv = ["train", "--train", str(corpus), "--base-model", str(base), "--output", str(tmp_path / "o"), "--aux-train", str(aux), *TINY]

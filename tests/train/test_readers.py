@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from train.readers import read_corpus
-from train.readers.columns import MalformedTagError, parse_tag_map
+from service.corpora import read_corpus
+from service.corpora.columns import MalformedTagError, parse_tag_map
 
 
 def test_brat_reads_offsets_and_reports_overlaps(tmp_path: Path) -> None:

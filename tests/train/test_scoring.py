@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from service.corpora import read_corpus
+from service.corpora.scoring import format_table, span_scores
 from service.decoding.aggregate import Entity
 from train.evaluate import seqeval_report, tags_from_spans
-from train.readers import read_corpus
-from train.scoring import format_table, span_scores
 
 
 def test_span_scores_per_type_micro_macro() -> None:

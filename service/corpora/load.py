@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from train.readers.brat import read_brat
-from train.readers.columns import read_columns
-from train.readers.document import Document
-from train.readers.jsonl import read_jsonl
+from service.corpora.brat import parse_brat, read_brat
+from service.corpora.columns import parse_columns, read_columns
+from service.corpora.document import Document
+from service.corpora.jsonl import parse_jsonl, read_jsonl
 
 
 def read_corpus(path: str | Path, tag_map: dict[str, str] | None = None, separator: str = " ") -> list[Document]:
@@ -28,3 +28,21 @@ def read_corpus(path: str | Path, tag_map: dict[str, str] | None = None, separat
         print(f"tag counts in {path} before cleaning: {dict(before.most_common())}")
         print(f"tag counts in {path} after cleaning:  {dict(after.most_common())}")
     return docs
+
+
+def parse_corpus(
+    kind: str,
+    content: str = "",
+    brat: list[tuple[str, str, str]] | None = None,
+    tag_map: dict[str, str] | None = None,
+    separator: str = " ",
+) -> list[Document]:
+    """Gold documents sent over HTTP: ``brat`` as (id, text, ann) triples, ``jsonl`` or
+    ``columns`` as the file's content. The same parsers as the files on disk."""
+    if kind == "brat":
+        return [parse_brat(doc_id, text, ann, doc_id) for doc_id, text, ann in brat or []]
+    if kind == "jsonl":
+        return parse_jsonl(content, "request", separator)
+    if kind == "columns":
+        return parse_columns(content, "request", tag_map, separator)
+    raise ValueError(f"unknown format {kind!r}")

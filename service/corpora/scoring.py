@@ -51,6 +51,28 @@ def span_scores(gold: Sequence[Iterable[SpanKey]], predicted: Sequence[Iterable[
     return {"micro": asdict(micro), "macro": asdict(macro), "per_type": {k: asdict(v) for k, v in per_type.items()}}
 
 
+def score_documents(
+    docs: Sequence[Any], predicted: Sequence[Sequence[Any]], types: Sequence[str] | None = None
+) -> tuple[dict[str, Any], list[Any], list[list[Any]]]:
+    """Strict span scores of ``predicted`` entities (anything with start/end/label) against the
+    documents' gold spans; with ``types``, spans of other types are set aside on both sides
+    (cross-corpus scoring on shared types). ``bioner evaluate`` and ``POST /evaluate`` both call
+    this, so their figures are the same by construction. Returns the report and what was scored."""
+    from service.corpora.document import Document
+
+    kept_docs = list(docs)
+    kept: list[list[Any]] = [list(p) for p in predicted]
+    if types:
+        keep = set(types)
+        kept_docs = [Document(d.id, d.text, tuple(s for s in d.spans if s.label in keep), d.token_offsets) for d in kept_docs]
+        kept = [[e for e in ents if e.label in keep] for ents in kept]
+    report = span_scores(
+        [[(s.start, s.end, s.label) for s in d.spans] for d in kept_docs],
+        [[(e.start, e.end, e.label) for e in ents] for ents in kept],
+    )
+    return report, kept_docs, kept
+
+
 def format_table(report: dict[str, Any]) -> str:
     rows = [("type", "precision", "recall", "f1", "support")]
     per_type: dict[str, dict[str, float]] = report["per_type"]  # type: ignore[assignment]

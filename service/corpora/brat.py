@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from train.readers.document import Document, Span
+from service.corpora.document import Document, Span
 
 log = logging.getLogger(__name__)
 
@@ -14,14 +14,22 @@ def read_brat(folder: Path) -> list[Document]:
     docs = []
     skipped = {"discontinuous": 0, "overlapping": 0, "surface_mismatch": 0}
     for txt in sorted(folder.glob("*.txt")):
-        text = txt.read_text(encoding="utf-8")
         ann = txt.with_suffix(".ann")
-        lines = ann.read_text(encoding="utf-8").splitlines() if ann.exists() else []
-        spans = _parse_ann(lines, text, f"{ann}", skipped)
-        docs.append(Document(txt.stem, text, tuple(_drop_overlaps(spans, ann, skipped))))
+        content = ann.read_text(encoding="utf-8") if ann.exists() else ""
+        docs.append(parse_brat(txt.stem, txt.read_text(encoding="utf-8"), content, str(ann), skipped))
     if any(skipped.values()):
         log.warning("brat %s: annotations not used: %s", folder, skipped)
     return docs
+
+
+def parse_brat(doc_id: str, text: str, ann: str, where: str = "", skipped: dict[str, int] | None = None) -> Document:
+    """One document from its text and its ``.ann`` content (files, or a JSON envelope)."""
+    skipped = skipped if skipped is not None else {"discontinuous": 0, "overlapping": 0, "surface_mismatch": 0}
+    spans = _parse_ann(ann.splitlines(), text, where or doc_id, skipped)
+    for span in spans:
+        if not 0 <= span.start < span.end <= len(text):
+            raise ValueError(f"{where or doc_id}: annotation {span} outside the text ({len(text)} characters)")
+    return Document(doc_id, text, tuple(_drop_overlaps(spans, where or doc_id, skipped)))
 
 
 def _parse_ann(lines: list[str], text: str, where: str, skipped: dict[str, int]) -> list[Span]:
@@ -38,7 +46,10 @@ def _parse_ann(lines: list[str], text: str, where: str, skipped: dict[str, int])
             skipped["discontinuous"] += 1
             log.info("%s:%d: discontinuous annotation reported and skipped: %s", where, number, line)
             continue
-        start, end = (int(x) for x in ranges.split())
+        try:
+            start, end = (int(x) for x in ranges.split())
+        except ValueError as exc:
+            raise ValueError(f"{where}:{number}: malformed offsets in {line!r}") from exc
         if text[start:end] != surface:
             skipped["surface_mismatch"] += 1
             log.info("%s:%d: offsets do not match surface text %r", where, number, surface)
@@ -46,7 +57,7 @@ def _parse_ann(lines: list[str], text: str, where: str, skipped: dict[str, int])
     return spans
 
 
-def _drop_overlaps(spans: list[Span], where: Path, skipped: dict[str, int]) -> list[Span]:
+def _drop_overlaps(spans: list[Span], where: str, skipped: dict[str, int]) -> list[Span]:
     """Keep the earlier (then longer) of overlapping spans: flat BIO cannot encode nesting."""
     kept: list[Span] = []
     for span in sorted(spans, key=lambda s: (s.start, -(s.end - s.start))):

@@ -11,9 +11,9 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from service.corpora.document import Document, Span
 from service.decoding.aggregate import decode_tags
 from service.decoding.labels import split_label
-from train.readers.document import Document, Span
 
 _VALID = re.compile(r"^(O|[BIESLUM]-[A-Za-z][\w.]*)$")
 
@@ -29,36 +29,48 @@ def read_columns(
     counts: tuple[Counter[str], Counter[str]] | None = None,
 ) -> list[Document]:
     """One Document per sentence; ``counts`` (before, after) collects tag counts for the summary."""
+    return parse_columns(path.read_text(encoding="utf-8"), str(path), tag_map, separator, counts)
+
+
+def parse_columns(
+    content: str,
+    where: str,
+    tag_map: dict[str, str] | None = None,
+    separator: str = " ",
+    counts: tuple[Counter[str], Counter[str]] | None = None,
+) -> list[Document]:
+    """Column-file content (a file, or a string sent to ``/evaluate``); ``where`` names it in errors."""
+    name = Path(where).name
     tag_map = tag_map or {}
     before, after = counts if counts is not None else (Counter(), Counter())
     docs: list[Document] = []
     tokens: list[str] = []
     tags: list[str] = []
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, raw in enumerate(content.splitlines(), 1):
         line = raw.rstrip("\r\n")
         if not line.strip() or line.startswith("-DOCSTART-"):
             if tokens:
-                docs.append(_sentence(f"{path.name}:{len(docs)}", tokens, tags, separator))
+                docs.append(_sentence(f"{name}:{len(docs)}", tokens, tags, separator))
                 tokens, tags = [], []
             continue
-        token, tag = _split_line(line, path, number)
+        token, tag = _split_line(line, where, number)
         before[tag] += 1
         tag = tag_map.get(tag, tag)
         if not _VALID.match(tag):
-            raise MalformedTagError(f"{path}:{number}: malformed tag {tag!r} (map it with --tag-map)")
+            raise MalformedTagError(f"{where}:{number}: malformed tag {tag!r} (map it with --tag-map)")
         after[tag] += 1
         tokens.append(token)
         tags.append(tag)
     if tokens:
-        docs.append(_sentence(f"{path.name}:{len(docs)}", tokens, tags, separator))
+        docs.append(_sentence(f"{name}:{len(docs)}", tokens, tags, separator))
     return docs
 
 
-def _split_line(line: str, path: Path, number: int) -> tuple[str, str]:
+def _split_line(line: str, where: str, number: int) -> tuple[str, str]:
     parts = line.split("\t") if "\t" in line else line.split(" ")
     parts = [p for p in parts if p != ""]
     if len(parts) < 2:
-        raise MalformedTagError(f"{path}:{number}: expected 'token<TAB>tag', got {line!r}")
+        raise MalformedTagError(f"{where}:{number}: expected 'token<TAB>tag', got {line!r}")
     return parts[0], parts[-1]
 
 

@@ -8,17 +8,28 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from service.corpora.document import Document, Span
 from service.decoding.aggregate import decode_tags
 from service.decoding.labels import split_label
-from train.readers.document import Document, Span
 
 
 def read_jsonl(path: Path, separator: str = " ") -> list[Document]:
+    return parse_jsonl(path.read_text(encoding="utf-8"), str(path), separator)
+
+
+def parse_jsonl(content: str, where: str, separator: str = " ") -> list[Document]:
+    """JSON Lines content (a file, or a string sent to ``/evaluate``); ``where`` names it in errors."""
+    path = Path(where)
     docs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(content.splitlines(), 1):
         if not line.strip():
             continue
-        record = json.loads(line)
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: not JSON: {exc}") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}:{number}: each line must be a JSON object")
         doc_id = str(record.get("id", f"{path.name}:{number}"))
         if "text" in record:
             spans = tuple(Span(int(e["start"]), int(e["end"]), str(e["label"])) for e in record.get("entities", []))
