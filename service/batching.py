@@ -164,10 +164,6 @@ class MicroBatcher:
                 await asyncio.wait({self._task})
         self._executor.shutdown(wait=False)
 
-    def close(self) -> None:
-        """Stop accepting new work; what is queued still runs (the first step of a drain)."""
-        self._closing = True
-
     @property
     def clock(self) -> Callable[[], float]:
         """The clock deadlines are measured on (injected in tests)."""
