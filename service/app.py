@@ -82,6 +82,7 @@ def build_engine(settings: Settings, metrics: Metrics) -> NerEngine:
         "max_texts_per_request": settings.max_texts_per_request,
         "max_text_chars": settings.max_text_chars,
         "max_request_windows": request_windows,
+        "max_queue_windows": settings.max_queue_windows,
         "request_timeout_s": settings.request_timeout_s,
     }
     engine.info = replace(engine.info, limits=limits)

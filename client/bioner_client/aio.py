@@ -59,7 +59,12 @@ class AsyncClient:
             async with gate:
                 return await self._recognize_chunk(texts[chunk.start : chunk.stop], options)
 
-        answers = await asyncio.gather(*(one(chunk) for chunk in (await self.limits()).chunks(texts)))
+        tasks = [asyncio.ensure_future(one(chunk)) for chunk in (await self.limits()).chunks(texts, self.concurrency)]
+        try:
+            answers = await asyncio.gather(*tasks)
+        finally:  # on the first error, the other chunks are cancelled, not left running
+            for task in tasks:
+                task.cancel()
         return [recognition for chunk in answers for recognition in chunk]
 
     async def _recognize_chunk(self, texts: list[str], options: dict[str, Any]) -> list[Recognition]:
@@ -81,6 +86,6 @@ class AsyncClient:
                 response = await self._http.request(method, path, json=body, headers={"X-Request-ID": request_id})
             except httpx.TransportError as exc:
                 error = exc
-            if response is not None and response.status_code < 400:
+            if response is not None and response.status_code < 300:
                 return response.json(), request_id
             await asyncio.sleep(protocol.settle(self.retry, attempt, response, error, f"{method} {path}", request_id))

@@ -65,9 +65,11 @@ def retry_after(response: httpx.Response) -> float | None:
 
 def from_response(response: httpx.Response) -> BionerError:
     try:
-        body = response.json().get("error", {})
+        payload = response.json()
     except ValueError:
-        body = {}
+        payload = None
+    error = payload.get("error") if isinstance(payload, dict) else None
+    body = error if isinstance(error, dict) else {}
     message = str(body.get("message") or response.reason_phrase or "error")
     code, request_id = body.get("code"), body.get("request_id") or response.headers.get("x-request-id")
     status = response.status_code

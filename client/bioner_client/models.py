@@ -60,6 +60,7 @@ class Limits:
     max_texts_per_request: int = 64
     max_text_chars: int = 100_000
     max_request_windows: int = 1_064
+    max_queue_windows: int = 2_048
     window_tokens: int = 128
     overlap_tokens: int = 32
 
@@ -70,6 +71,7 @@ class Limits:
             max_texts_per_request=int(limits.get("max_texts_per_request", cls.max_texts_per_request)),
             max_text_chars=int(limits.get("max_text_chars", cls.max_text_chars)),
             max_request_windows=int(limits.get("max_request_windows", cls.max_request_windows)),
+            max_queue_windows=int(limits.get("max_queue_windows", cls.max_queue_windows)),
             window_tokens=int(info.get("max_length", cls.window_tokens)),
             overlap_tokens=int(info.get("stride", cls.overlap_tokens)),
         )
@@ -84,13 +86,15 @@ class Limits:
         step = content - self.overlap_tokens
         return -(-(chars - content) // step) + 1
 
-    def chunks(self, texts: list[str]) -> list[range]:
-        """Consecutive index ranges, each within the text count and the window budget."""
+    def chunks(self, texts: list[str], concurrency: int = 1) -> list[range]:
+        """Consecutive index ranges, each within the text count and a window budget small enough
+        that ``concurrency`` chunks in flight fit the server's queue together."""
+        budget = max(1, min(self.max_request_windows, self.max_queue_windows // max(concurrency, 1)))
         out: list[range] = []
         start, windows = 0, 0
         for i, text in enumerate(texts):
             need = self.windows_bound(len(text))
-            if i > start and (i - start >= self.max_texts_per_request or windows + need > self.max_request_windows):
+            if i > start and (i - start >= self.max_texts_per_request or windows + need > budget):
                 out.append(range(start, i))
                 start, windows = i, 0
             windows += need

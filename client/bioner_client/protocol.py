@@ -12,7 +12,7 @@ from bioner_client.errors import BionerError, PayloadTooLarge, from_response, re
 from bioner_client.models import Entity, ModelRef, Recognition
 from bioner_client.retry import RetryPolicy
 
-_OPTIONS = {"labels", "min_score", "aggregation_strategy", "decoding", "alternatives"}
+_OPTIONS = {"labels", "min_score", "aggregation_strategy", "decoding"}
 
 
 def payload(texts: Sequence[str], options: dict[str, Any], server_timeout_s: float | None) -> dict[str, Any]:
@@ -33,8 +33,10 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-def recognitions(body: dict[str, Any], request_id: str, expected: int) -> list[Recognition]:
-    lists = body["entities"]
+def recognitions(body: Any, request_id: str, expected: int) -> list[Recognition]:
+    lists = body.get("entities") if isinstance(body, dict) else None
+    if not isinstance(lists, list):
+        raise BionerError("the server's answer has no entity lists", request_id=request_id)
     if len(lists) != expected:
         raise ValueError(f"the server answered {len(lists)} entity lists for {expected} texts")
     model = ModelRef(**{k: str(body["model"][k]) for k in ("name", "version", "sha256")})

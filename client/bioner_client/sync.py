@@ -57,9 +57,13 @@ class Client:
     def recognize_many(self, texts: Sequence[str], **options: Any) -> list[Recognition]:
         """Every text's entities, in order: chunked to the server's limits, chunks sent concurrently."""
         texts = list(texts)
-        chunks = self.limits().chunks(texts)
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            answers = list(pool.map(lambda r: self._recognize_chunk(texts[r.start : r.stop], options), chunks))
+        chunks = self.limits().chunks(texts, self.concurrency)
+        pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        try:
+            futures = [pool.submit(self._recognize_chunk, texts[r.start : r.stop], options) for r in chunks]
+            answers = [f.result() for f in futures]
+        finally:  # on the first error, chunks not yet sent are not sent
+            pool.shutdown(wait=True, cancel_futures=True)
         return [recognition for chunk in answers for recognition in chunk]
 
     def _recognize_chunk(self, texts: list[str], options: dict[str, Any]) -> list[Recognition]:
@@ -81,6 +85,6 @@ class Client:
                 response = self._http.request(method, path, json=body, headers={"X-Request-ID": request_id})
             except httpx.TransportError as exc:
                 error = exc
-            if response is not None and response.status_code < 400:
+            if response is not None and response.status_code < 300:
                 return response.json(), request_id
             time.sleep(protocol.settle(self.retry, attempt, response, error, f"{method} {path}", request_id))

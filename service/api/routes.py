@@ -102,21 +102,21 @@ async def evaluate(body: EvaluateRequest, request: Request) -> Response:
     if getattr(request.app.state, "draining", False):
         raise ShuttingDownError("the service is shutting down")
     brat = [(d.id, d.text, d.ann) for d in body.documents or []]
-    try:
-        docs = parse_corpus(body.format, body.content or "", brat, body.tag_map, body.separator)
-    except ValueError as exc:
-        raise InvalidRequestError(f"gold data unreadable: {exc}") from None
+    try:  # parsing and scoring a few MB of gold leave the event loop
+        docs = await asyncio.to_thread(parse_corpus, body.format, body.content or "", brat, body.tag_map, body.separator)
+    except (ValueError, KeyError, TypeError, IndexError) as exc:  # whatever malformed gold raises
+        raise InvalidRequestError(f"gold data unreadable: {type(exc).__name__}: {exc}") from None
     texts = [d.text for d in docs]
     engine.check_evaluation(texts)
     predicted: list[list[Entity]] = []
     for chunk in engine.chunks(texts):  # each chunk is one request's worth, through the same batcher
         result = await until_disconnect(request, engine.recognize(texts[chunk.start : chunk.stop]))
         predicted.extend(result.entities)
-    report, _, _ = score_documents(docs, predicted, body.types)
+    report, _, _ = await asyncio.to_thread(score_documents, docs, predicted, body.types)
     info = engine.info
-    return JSONBytesResponse(
-        {**report, "documents": len(docs), "model": {"name": info.name, "version": info.version, "sha256": info.sha256}}
-    )
+    settings = {k: getattr(info, k) for k in ("max_length", "stride", "aggregation_strategy", "decoding", "provider")}
+    model = {"name": info.name, "version": info.version, "sha256": info.sha256}
+    return JSONBytesResponse({**report, "documents": len(docs), "model": model, "settings": settings})
 
 
 async def health(request: Request) -> Response:

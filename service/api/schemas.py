@@ -160,6 +160,7 @@ class EvaluateResponse(BaseModel):
     per_type: dict[str, PRFOut]
     documents: int
     model: ModelRef
+    settings: dict[str, Any] = Field(description="Window, overlap, aggregation, decoding and provider the figures were made with.")
 
 
 class ModelInfoOut(BaseModel):

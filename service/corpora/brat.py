@@ -16,7 +16,9 @@ def read_brat(folder: Path) -> list[Document]:
     for txt in sorted(folder.glob("*.txt")):
         ann = txt.with_suffix(".ann")
         content = ann.read_text(encoding="utf-8") if ann.exists() else ""
-        docs.append(parse_brat(txt.stem, txt.read_text(encoding="utf-8"), content, str(ann), skipped))
+        with txt.open(encoding="utf-8", newline="") as fh:  # brat offsets count a "\r\n" as two characters
+            text = fh.read()
+        docs.append(parse_brat(txt.stem, text, content, str(ann), skipped))
     if any(skipped.values()):
         log.warning("brat %s: annotations not used: %s", folder, skipped)
     return docs

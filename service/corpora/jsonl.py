@@ -45,6 +45,8 @@ def parse_jsonl(content: str, where: str, separator: str = " ") -> list[Document
 
 
 def _from_tokens(doc_id: str, tokens: list[str], tags: list[str], separator: str) -> Document:
+    if len(tokens) != len(tags):
+        raise ValueError(f"{doc_id}: {len(tokens)} tokens but {len(tags)} tags")
     offsets, cursor = [], 0
     for token in tokens:
         offsets.append((cursor, cursor + len(token)))

@@ -134,3 +134,10 @@ def test_server_restart_mid_run(tiny_bundle: Path) -> None:
     assert served_by_second > 0, "the run finished before the restart"
     assert [r.entities for r in results[:3]] == expected  # type: ignore[attr-defined]
     assert all(all(t[e.start : e.end] == e.text for e in r.entities) for t, r in zip(texts, results))  # type: ignore[attr-defined]
+
+
+def test_retry_after_is_never_shortened() -> None:
+    policy = RetryPolicy(max_backoff_s=2)
+    waits = [policy.delay(1, 30.0) for _ in range(200)]
+    assert min(waits) >= 30.0 and max(waits) <= 30.0 * 1.2  # the server's word, spread only later
+    assert max(policy.delay(8, None) for _ in range(200)) <= 2 * 1.2  # without it: capped backoff

@@ -81,6 +81,8 @@ async def test_columns_and_jsonl_equal_bioner_evaluate(
         ({"format": "brat", "documents": [{"id": "a", "text": "p53", "ann": "T1\tprotein 0 99\tp53"}]}, 422),
         ({"format": "columns", "content": "p53\tB-WHAT?\n"}, 422),
         ({"format": "jsonl", "content": "{not json"}, 422),
+        ({"format": "jsonl", "content": '{"text": "p53", "entities": [{"end": 3, "label": "protein"}]}'}, 422),  # no start
+        ({"format": "jsonl", "content": '{"tokens": ["p53"], "ner_tags": ["B-protein", "O"]}'}, 422),  # tags outrun tokens
         ({"format": "brat", "documents": [{"id": "a", "text": "p53 " * 300}]}, 413),
     ],
 )
