@@ -17,6 +17,7 @@ import numpy as np
 
 from service.batching import BatcherHooks, MicroBatcher, WindowResult
 from service.decoding.aggregate import Decoding, Entity, Strategy, entities_from_scores, softmax
+from service.decoding.calibration import calibrated_probs
 from service.decoding.predict import WindowConfig, pad_windows, predict_texts, windows_for
 from service.decoding.windows import Encoded, plan_windows, stitch
 from service.errors import DeadlineExceededError, InvalidRequestError, RequestTooLargeError, TextTooLongError
@@ -77,6 +78,7 @@ class Engine(Protocol):
         labels: Sequence[str] | None = None,
         timeout_s: float | None = None,
         decoding: Decoding | None = None,
+        alternatives: int = 0,
     ) -> Recognition: ...
 
     def chunks(self, texts: Sequence[str]) -> list[range]: ...
@@ -219,6 +221,7 @@ class NerEngine:
         labels: Sequence[str] | None = None,
         timeout_s: float | None = None,
         decoding: Decoding | None = None,
+        alternatives: int = 0,
     ) -> Recognition:
         self.check_request(texts, labels, decoding)
         clock = self.batcher.clock
@@ -242,7 +245,9 @@ class NerEngine:
         n_tokens = sum(len(e) for e in encoded)
         entities = await self._offload(
             n_tokens <= _INLINE_TOKENS,
-            lambda: self._decode(texts, encoded, plans, results, strategy or self.strategy, min_score, labels, decoding or self.decoding),
+            lambda: self._decode(
+                texts, encoded, plans, results, strategy or self.strategy, min_score, labels, decoding or self.decoding, alternatives
+            ),
         )
         return Recognition(
             entities=entities,
@@ -283,6 +288,7 @@ class NerEngine:
             bundle.pad_id,
             self.decoding,
             bundle.transitions,
+            bundle.temperature,
         )
 
     def close(self) -> None:
@@ -298,6 +304,7 @@ class NerEngine:
         min_score: float,
         labels: Sequence[str] | None,
         decoding: Decoding,
+        alternatives: int = 0,
     ) -> list[list[Entity]]:
         n_prefix = len(self.bundle.encoder.prefix_ids)
         keep = set(labels) if labels else None
@@ -312,9 +319,19 @@ class NerEngine:
                 for k, span in enumerate(plan)
             ]
             cursor += len(plan)
-            probs = softmax(stitch(len(enc), plan, window_logits).astype(np.float32))  # type: ignore[arg-type]
+            logits = stitch(len(enc), plan, window_logits).astype(np.float32)  # type: ignore[arg-type]
+            bundle = self.bundle
             found = entities_from_scores(
-                text, enc.offsets, enc.word_ids, probs, self.bundle.scheme, strategy, decoding, self.bundle.transitions
+                text,
+                enc.offsets,
+                enc.word_ids,
+                softmax(logits),
+                bundle.scheme,
+                strategy,
+                decoding,
+                bundle.transitions,
+                calibrated_probs(logits, bundle.temperature),
+                alternatives,
             )
             out.append([e for e in found if e.score >= min_score and (keep is None or e.label in keep)])
         return out

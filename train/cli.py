@@ -113,6 +113,12 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
         help="node groups static int8 leaves in fp32 (default: measured to lose the most: "
         "FFN down-projections and the activation x activation attention products)",
     )
+    x.add_argument(
+        "--calibrate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fit a score temperature on the dev documents (needs --data); model card gets ECE before/after and a reliability diagram",
+    )
     x.add_argument("--name", default=None, help="bundle name (default: output folder name)")
     x.add_argument("--version", default="1")
     x.set_defaults(handler=_export)

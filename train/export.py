@@ -116,6 +116,7 @@ def write_golden_answers(
     decoding: Decoding,
     transitions: Any,
     graph: str,
+    temperature: float = 1.0,
 ) -> None:
     """``golden.json``: the fp32 graph's entities for the golden texts, and the bundle graph's."""
     import onnxruntime as ort
@@ -127,7 +128,9 @@ def write_golden_answers(
     texts = list(GOLDEN_TEXTS)
 
     def answers(run: Any) -> list[Any]:
-        return predict_texts(texts, encoder, run, scheme, window, strategy, decoding=decoding, transitions=transitions)
+        return predict_texts(
+            texts, encoder, run, scheme, window, strategy, decoding=decoding, transitions=transitions, temperature=temperature
+        )
 
     reference = answers(runners["onnx_fp32"])
     expected = answers(runners["onnx_int8"]) if "onnx_int8" in runners else reference
@@ -206,8 +209,19 @@ def run_export(args: argparse.Namespace) -> int:
             print(f"dev strict span F1 {name}: {scores[name]['micro']['f1']:.4f}")
         parity.setdefault("windows_per_second", {})[name] = windows_per_second(run, rows)
     parity["dev"] = scores
+    temperature = 1.0
+    if dev_docs and decoding is not Decoding.CRF and args.calibrate:  # a CRF's scores are its own marginals
+        from train.calibrate import calibrate
+
+        shipped = runners.get("onnx_int8", runners["onnx_fp32"])
+        parity["calibration"] = calibrate(dev_docs, encoder, shipped, scheme, window, strategy, decoding, serving.transitions, output)
+        temperature = parity["calibration"]["temperature"]
+        print(
+            f"calibration: temperature {temperature:.3f}, entity ECE {parity['calibration']['ece_before']:.4f} -> "
+            f"{parity['calibration']['ece_after']:.4f}"
+        )
     graph = {"none": "fp32", "dynamic": "int8_dynamic"}.get(args.quantize, f"int8_static_{args.int8_weights}")
-    write_golden_answers(output, runners, encoder, scheme, window, strategy, decoding, serving.transitions, graph)
+    write_golden_answers(output, runners, encoder, scheme, window, strategy, decoding, serving.transitions, graph, temperature)
     meta = json.loads((output / SERVING_FILE).read_text()) if (output / SERVING_FILE).exists() else {}
     if "train_config" in meta:
         meta["train_config"] = {k: portable(v) if k in ("base_model", "output") else v for k, v in meta["train_config"].items()}
@@ -217,6 +231,7 @@ def run_export(args: argparse.Namespace) -> int:
             "version": args.version,
             "quantization": args.quantize,
             "onnx_sha256": file_sha256(output / "model.onnx"),
+            **({"calibration": {"temperature": temperature}} if temperature != 1.0 else {}),
         }
     )
     (output / SERVING_FILE).write_text(json.dumps(meta, indent=2, default=str))

@@ -56,6 +56,27 @@ def _flag(key: str, value: object) -> str:
     return f"{name} {_quote(value)}"
 
 
+def _calibration_lines(calibration: dict[str, Any] | None) -> list[str]:
+    if not calibration:
+        return []
+    return [
+        "## Score calibration",
+        f"Temperature {calibration['temperature']:.3f}, fitted on the {calibration['words']:,} dev words' gold labels "
+        "(negative log-likelihood "
+        f"{calibration['nll_before']:.4f} -> {calibration['nll_after']:.4f}); it changes the scores, never the spans.",
+        "",
+        "| | expected calibration error (entity level, 10 bins) |",
+        "|---|---|",
+        f"| raw scores | {calibration['ece_before']:.4f} |",
+        f"| calibrated (served) | {calibration['ece_after']:.4f} |",
+        "",
+        f"Over {calibration['entities']:,} dev entities; an entity is right when its span and type match a gold one.",
+        "",
+        f"![reliability diagram]({calibration['diagram']})",
+        "",
+    ]
+
+
 def write_model_card(folder: Path, meta: dict[str, Any], parity: dict[str, Any], argv: list[str]) -> None:
     train_config = {k: portable(v) if k in ("base_model", "output") else v for k, v in meta.get("train_config", {}).items()}
     size_mb = (folder / "model.onnx").stat().st_size / 1e6
@@ -111,6 +132,7 @@ def write_model_card(folder: Path, meta: dict[str, Any], parity: dict[str, Any],
             if "int8_nodes_kept_fp32" in parity
             else []
         ),
+        *_calibration_lines(parity.get("calibration")),
         "## Parity",
         f"- max |logit PyTorch - ONNX fp32| = {parity.get('max_abs_logit_diff_fp32', float('nan')):.2e} "
         f"(tolerance {parity.get('tolerance')})",

@@ -34,8 +34,11 @@ T = TypeVar("T")
 _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in (400, 401, 413, 422, 500, 503, 504)}
 
 
-def _entity(e: Entity) -> dict[str, object]:
-    return {"start": e.start, "end": e.end, "text": e.text, "label": e.label, "score": round(e.score, 4)}
+def _entity(e: Entity, alternatives: bool = False) -> dict[str, object]:
+    out: dict[str, object] = {"start": e.start, "end": e.end, "text": e.text, "label": e.label, "score": round(e.score, 4)}
+    if alternatives:
+        out["alternatives"] = [{"label": label, "score": round(score, 4)} for label, score in e.alternatives]
+    return out
 
 
 async def _disconnected(receive: Receive) -> None:
@@ -79,12 +82,14 @@ async def ner(body: NerRequest, request: Request) -> Response:
     texts = [body.text] if body.text is not None else list(body.texts or [])
     strategy = Strategy(body.aggregation_strategy) if body.aggregation_strategy else None
     decoding = Decoding(body.decoding) if body.decoding else None
-    work = engine.recognize(texts, strategy, body.min_score, body.labels, timeout_s=body.timeout, decoding=decoding)
+    work = engine.recognize(
+        texts, strategy, body.min_score, body.labels, timeout_s=body.timeout, decoding=decoding, alternatives=body.alternatives
+    )
     result = await until_disconnect(request, work)
     _observe(request.app.state.metrics, result, len(texts))
     info = engine.info
     model = {"name": info.name, "version": info.version, "sha256": info.sha256}
-    lists = [[_entity(e) for e in ents] for ents in result.entities]
+    lists = [[_entity(e, body.alternatives > 0) for e in ents] for ents in result.entities]
     payload = {"entities": lists[0] if body.text is not None else lists, "model": model}
     headers = {
         "x-queue-time": f"{result.queued_s * 1000:.2f}",

@@ -31,7 +31,12 @@ class NerRequest(BaseModel):
         "constrained: the most probable valid BIO sequence (Viterbi); "
         "crf: as constrained, with the learned transition scores of a model trained with a CRF head. Default: the model's.",
     )
-    min_score: float = Field(0.0, ge=0.0, le=1.0, description="Drop entities scoring below this.")
+    min_score: float = Field(
+        0.0, ge=0.0, le=1.0, description="Drop entities scoring below this (a calibrated probability on bundles with a temperature)."
+    )
+    alternatives: int = Field(
+        0, ge=0, le=8, description="Give each entity up to this many other types with their (calibrated) probabilities, best first."
+    )
     labels: list[str] = Field(None, description="Keep only these entity types.")  # type: ignore[assignment,arg-type]
     timeout: float = Field(  # type: ignore[assignment]
         None,  # type: ignore[arg-type]
@@ -111,12 +116,18 @@ class EvaluateRequest(BaseModel):
         return self
 
 
+class AlternativeOut(BaseModel):
+    label: str
+    score: float
+
+
 class EntityOut(BaseModel):
     start: int = Field(description="Start offset in the sent text (inclusive).")
     end: int = Field(description="End offset (exclusive); text == sent[start:end].")
     text: str
     label: str
     score: float = Field(description="Mean over the entity's words of the chosen label's probability.")
+    alternatives: list[AlternativeOut] | None = Field(None, description="Present when the request asked for alternatives.")
 
 
 class ModelRef(BaseModel):

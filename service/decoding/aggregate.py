@@ -10,7 +10,7 @@ word (after subword aggregation); under CRF decoding, of the CRF's marginal prob
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 import numpy as np
@@ -42,6 +42,7 @@ class Entity:
     label: str
     score: float
     text: str
+    alternatives: tuple[tuple[str, float], ...] = ()  # other types with their probability, best first
 
 
 @dataclass(frozen=True)
@@ -199,15 +200,19 @@ def entities_from_scores(
     strategy: Strategy = Strategy.FIRST,
     decoding: Decoding = Decoding.GREEDY,
     transitions: Transitions | None = None,
+    calibrated: np.ndarray | None = None,
+    alternatives: int = 0,
 ) -> list[Entity]:
     """Turn per-token probabilities of one text into entities with offsets into ``text``.
 
     ``transitions`` (a CRF bundle's) are required by, and only used by, ``Decoding.CRF``.
+    ``calibrated`` (the same tokens' temperature-scaled probabilities) gives the scores and the
+    ``alternatives`` while ``probs`` alone decides the spans, so calibration never moves a span.
     """
     if probs.shape[0] == 0:
         return []
     words = aggregate_words(probs, word_ids, strategy)
-    confidence = words.probs
+    confidence = words.probs if calibrated is None else aggregate_words(calibrated, word_ids, strategy).probs
     if decoding is Decoding.GREEDY:
         chosen = words.probs.argmax(axis=-1)
     else:
@@ -225,9 +230,20 @@ def entities_from_scores(
     for first, last, kind in decode_tags(prefixes, types):
         token_lo, token_hi = int(words.token_start[first]), int(words.token_end[last - 1])
         entity = _make_entity(text, offsets[token_lo:token_hi], kind, float(chosen_p[first:last].mean()))
+        if entity is not None and alternatives:
+            entity = replace(entity, alternatives=_alternatives(confidence[first:last], scheme, kind, alternatives))
         if entity is not None:
             entities.append(entity)
     return entities
+
+
+def _alternatives(word_probs: np.ndarray, scheme: LabelScheme, chosen: str, k: int) -> tuple[tuple[str, float], ...]:
+    """The other entity types by their probability mass (all of a type's tags) over the words."""
+    mass = {t: 0.0 for t in scheme.entity_types if t != chosen}
+    for index, kind in enumerate(scheme.types):
+        if kind in mass:
+            mass[kind] += float(word_probs[:, index].mean())
+    return tuple(sorted(mass.items(), key=lambda item: -item[1])[:k])
 
 
 def _make_entity(text: str, offsets: np.ndarray, label: str, score: float) -> Entity | None:

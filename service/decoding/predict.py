@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.decoding.aggregate import Decoding, Entity, Strategy, entities_from_scores, softmax
+from service.decoding.calibration import calibrated_probs
 from service.decoding.crf import Transitions
 from service.decoding.labels import LabelScheme
 from service.decoding.windows import Encoded, TextEncoder, WindowSpan, plan_windows, stitch
@@ -88,10 +89,25 @@ def predict_texts(
     pad_id: int = 0,
     decoding: Decoding = Decoding.CONSTRAINED,
     transitions: Transitions | None = None,
+    temperature: float = 1.0,
+    alternatives: int = 0,
 ) -> list[list[Entity]]:
     encoded = encoder.encode_batch(texts)
     logits = predict_token_logits(encoder, encoded, run_batch, config, batch_size, pad_id)
     return [
-        entities_from_scores(text, enc.offsets, enc.word_ids, softmax(lg), scheme, strategy, decoding, transitions) if len(enc) else []
+        entities_from_scores(
+            text,
+            enc.offsets,
+            enc.word_ids,
+            softmax(lg),
+            scheme,
+            strategy,
+            decoding,
+            transitions,
+            calibrated_probs(lg, temperature),
+            alternatives,
+        )
+        if len(enc)
+        else []
         for text, enc, lg in zip(texts, encoded, logits)
     ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import mmap
 import re
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ class Bundle:
     decoding: str
     extra: dict[str, Any] = field(default_factory=dict)
     transitions: Transitions | None = None
+    temperature: float = 1.0
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -94,6 +96,7 @@ class ServingConfig:
     decoding: str
     raw: dict[str, Any]
     transitions: Transitions | None = None
+    temperature: float = 1.0  # score calibration fitted at export (serving.json "calibration")
 
 
 def read_serving(folder: Path) -> ServingConfig:
@@ -109,7 +112,11 @@ def read_serving(folder: Path) -> ServingConfig:
     decoding = str(serving.get("decoding", "crf" if transitions is not None else "constrained"))
     if decoding == "crf" and transitions is None:
         raise BundleError(f"{SERVING_FILE} in {folder} asks for CRF decoding but has no 'crf' transition scores")
+    temperature = float((serving.get("calibration") or {}).get("temperature", 1.0))
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise BundleError(f"{SERVING_FILE} in {folder}: calibration temperature must be a positive number, got {temperature}")
     return ServingConfig(
+        temperature=temperature,
         max_length=int(serving.get("max_length", DEFAULT_MAX_LENGTH)),
         stride=int(serving.get("stride", DEFAULT_STRIDE)),
         strategy=str(serving.get("aggregation_strategy", "first")),
@@ -167,4 +174,5 @@ def load_bundle(path: Path) -> Bundle:
         decoding=serving.decoding,
         extra=serving.raw,
         transitions=serving.transitions,
+        temperature=serving.temperature,
     )

@@ -76,3 +76,13 @@ def test_export_writes_golden_answers_that_check_passes(exported: Path) -> None:
     assert [t["text"] for t in golden["texts"]] == list(GOLDEN_TEXTS)
     assert golden["made_on"]["graph"] == "int8_static_s7" and golden["made_on"]["cpu"]["model"]
     assert main(["check", "--model-path", str(exported)]) == 0  # this machine reproduces the bundle's answers
+
+
+def test_export_fits_a_temperature_and_draws_the_reliability_diagram(exported: Path) -> None:
+    serving = json.loads((exported / "serving.json").read_text())
+    parity = json.loads((exported / "parity.json").read_text())
+    calibration = parity["calibration"]
+    assert serving["calibration"]["temperature"] == calibration["temperature"] > 0
+    assert calibration["nll_after"] <= calibration["nll_before"] + 1e-9  # the fitted T is at least as good as T = 1
+    assert (exported / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "## Score calibration" in (exported / "MODEL_CARD.md").read_text()

@@ -1,0 +1,59 @@
+"""Temperature fitting, calibration error, and calibrated scores that never move a span."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from service.app import create_app
+from service.decoding.calibration import fit_temperature, nll, reliability
+from service.settings import Settings
+
+
+def test_fit_recovers_the_temperature_that_generated_the_labels() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, size=(20_000, 5))
+    true_t = 2.5  # labels drawn from softmax(logits / 2.5): the raw logits are over-confident
+    probs = np.exp(logits / true_t) / np.exp(logits / true_t).sum(axis=1, keepdims=True)
+    gold = np.array([rng.choice(5, p=p) for p in probs])
+    fitted = fit_temperature(logits, gold)
+    assert fitted == pytest.approx(true_t, rel=0.05)
+    assert nll(logits, gold, fitted) < nll(logits, gold, 1.0)
+
+
+def test_reliability_and_ece_by_hand() -> None:
+    # 4 entities at 0.95 of which 2 right; 2 at 0.15 of which 1 right.
+    result = reliability([0.95, 0.95, 0.95, 0.95, 0.15, 0.15], [True, True, False, False, True, False])
+    assert result.counts[9] == 4 and result.counts[1] == 2
+    assert result.ece == pytest.approx((4 * abs(0.5 - 0.95) + 2 * abs(0.5 - 0.15)) / 6)
+
+
+async def test_temperature_changes_scores_not_spans_and_alternatives_are_offered(tiny_bundle: Path, tmp_path: Path) -> None:
+    import shutil
+
+    text = "The p53 kinase binds the myc gene in cells."
+
+    async def answer(folder: Path, **options: object) -> list[dict[str, object]]:
+        app = create_app(Settings(model_path=folder, max_text_chars=1000))
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+                response = await client.post("/ner", json={"text": text, **options})
+                assert response.status_code == 200
+                return response.json()["entities"]  # type: ignore[no-any-return]
+
+    hot = tmp_path / "hot"
+    shutil.copytree(tiny_bundle, hot)
+    serving = json.loads((hot / "serving.json").read_text())
+    (hot / "serving.json").write_text(json.dumps({**serving, "calibration": {"temperature": 3.0}}))
+    raw, calibrated = await answer(tiny_bundle), await answer(hot)
+    assert [(e["start"], e["end"], e["label"]) for e in raw] == [(e["start"], e["end"], e["label"]) for e in calibrated]
+    assert all(c["score"] < r["score"] for r, c in zip(raw, calibrated))  # T > 1 softens confident scores
+    assert "alternatives" not in raw[0]
+    with_alternatives = await answer(hot, alternatives=1)
+    [protein, dna] = with_alternatives
+    assert protein["alternatives"] == [{"label": "DNA", "score": protein["alternatives"][0]["score"]}]
+    assert dna["alternatives"][0]["label"] == "protein" and 0 < dna["alternatives"][0]["score"] < dna["score"]

@@ -1,0 +1,108 @@
+"""Fit the score temperature at export, and measure what it did: entity-level ECE before and
+after, and a reliability diagram (PNG) for the model card.
+
+The temperature is fitted on the dev words' gold labels (first-subword logits of the graph the
+bundle ships, so the served scores are the calibrated ones); ECE is measured on the entities the
+service would return for the dev documents, an entity counting as right when its span and type
+match a gold one exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.corpora import Document
+from service.decoding.aggregate import Decoding, Strategy, entities_from_scores, softmax
+from service.decoding.calibration import Reliability, calibrated_probs, fit_temperature, nll, reliability
+from service.decoding.crf import Transitions
+from service.decoding.labels import LabelScheme
+from service.decoding.predict import RunBatch, WindowConfig, predict_token_logits
+from service.decoding.windows import TextEncoder
+
+DIAGRAM = "reliability.png"
+
+
+def calibrate(
+    docs: Sequence[Document],
+    encoder: TextEncoder,
+    run: RunBatch,
+    scheme: LabelScheme,
+    window: WindowConfig,
+    strategy: Strategy,
+    decoding: Decoding,
+    transitions: Transitions | None,
+    out_dir: Path,
+) -> dict[str, Any]:
+    """The fitted temperature and its effect; writes ``reliability.png`` into ``out_dir``."""
+    from train.align import AlignStats, word_labels
+
+    label2id = {label: i for i, label in enumerate(scheme.labels)}
+    if label2id.get("O") != 0:
+        raise ValueError("calibration expects 'O' to be label 0")
+    encoded = encoder.encode_batch([d.text for d in docs])
+    logits = predict_token_logits(encoder, encoded, run, window)
+    words, gold = [], []
+    for doc, enc, lg in zip(docs, encoded, logits):
+        if not len(enc):
+            continue
+        starts, _, labels = word_labels(doc, enc, label2id, AlignStats())
+        words.append(lg[starts])
+        gold.append(labels)
+    word_logits, gold_ids = np.concatenate(words), np.concatenate(gold)
+    temperature = fit_temperature(word_logits, gold_ids)
+    curves = {}
+    for name, t in (("before", 1.0), ("after", temperature)):
+        scores: list[float] = []
+        correct: list[bool] = []
+        for doc, enc, lg in zip(docs, encoded, logits):
+            if not len(enc):
+                continue
+            truth = {(s.start, s.end, s.label) for s in doc.spans}
+            found = entities_from_scores(
+                doc.text, enc.offsets, enc.word_ids, softmax(lg), scheme, strategy, decoding, transitions, calibrated_probs(lg, t)
+            )
+            scores.extend(e.score for e in found)
+            correct.extend((e.start, e.end, e.label) in truth for e in found)
+        curves[name] = reliability(scores, correct)
+    plot_reliability(curves, temperature, out_dir / DIAGRAM)
+    return {
+        "temperature": temperature,
+        "words": int(len(gold_ids)),
+        "entities": int(sum(curves["before"].counts)),
+        "nll_before": nll(word_logits, gold_ids, 1.0),
+        "nll_after": nll(word_logits, gold_ids, temperature),
+        "ece_before": curves["before"].ece,
+        "ece_after": curves["after"].ece,
+        "bins": {name: {"confidence": c.confidence, "accuracy": c.accuracy, "counts": c.counts} for name, c in curves.items()},
+        "diagram": DIAGRAM,
+    }
+
+
+def plot_reliability(curves: dict[str, Reliability], temperature: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharey=True)
+    for ax, (name, curve) in zip(axes, curves.items()):
+        edges = np.asarray(curve.edges)
+        centres, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
+        filled = np.asarray(curve.counts) > 0
+        ax.bar(centres[filled], np.asarray(curve.accuracy)[filled], width=width * 0.9, color="#4c72b0", label="share correct")
+        ax.plot([0, 1], [0, 1], color="#888888", linestyle="--", label="perfect calibration")
+        ax.plot(centres[filled], np.asarray(curve.confidence)[filled], "o", color="#dd8452", label="mean score in the bin")
+        title = "raw scores" if name == "before" else f"temperature {temperature:.2f}"
+        ax.set_title(f"{title}: ECE {curve.ece:.3f}")
+        ax.set_xlabel("entity score")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+    axes[0].set_ylabel("entities whose span and type are right")
+    axes[0].legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
