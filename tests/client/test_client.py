@@ -141,3 +141,10 @@ def test_retry_after_is_never_shortened() -> None:
     waits = [policy.delay(1, 30.0) for _ in range(200)]
     assert min(waits) >= 30.0 and max(waits) <= 30.0 * 1.2  # the server's word, spread only later
     assert max(policy.delay(8, None) for _ in range(200)) <= 2 * 1.2  # without it: capped backoff
+
+
+def test_alternatives_reach_the_typed_entities(server: str) -> None:
+    with Client(server) as ner:
+        [protein, dna] = ner.recognize(TEXTS[0], alternatives=1).entities
+    assert [a.label for a in protein.alternatives] == ["DNA"] and [a.label for a in dna.alternatives] == ["protein"]
+    assert 0 <= protein.alternatives[0].score < protein.score
