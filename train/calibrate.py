@@ -55,9 +55,11 @@ def calibrate(
     word_logits, gold_ids = np.concatenate(words), np.concatenate(gold)
     temperature = fit_temperature(word_logits, gold_ids)
     curves = {}
+    per_type: dict[str, dict[str, float]] = {}
     for name, t in (("before", 1.0), ("after", temperature)):
         scores: list[float] = []
         correct: list[bool] = []
+        kinds: list[str] = []
         for doc, enc, lg in zip(docs, encoded, logits):
             if not len(enc):
                 continue
@@ -67,7 +69,12 @@ def calibrate(
             )
             scores.extend(e.score for e in found)
             correct.extend((e.start, e.end, e.label) in truth for e in found)
+            kinds.extend(e.label for e in found)
         curves[name] = reliability(scores, correct)
+        for kind in sorted(set(kinds)):
+            mine = [i for i, k in enumerate(kinds) if k == kind]
+            ece = reliability([scores[i] for i in mine], [correct[i] for i in mine]).ece
+            per_type.setdefault(kind, {"entities": len(mine)})[f"ece_{name}"] = ece
     plot_reliability(curves, temperature, out_dir / DIAGRAM)
     return {
         "temperature": temperature,
@@ -77,6 +84,7 @@ def calibrate(
         "nll_after": nll(word_logits, gold_ids, temperature),
         "ece_before": curves["before"].ece,
         "ece_after": curves["after"].ece,
+        "per_type": per_type,
         "bins": {name: {"confidence": c.confidence, "accuracy": c.accuracy, "counts": c.counts} for name, c in curves.items()},
         "diagram": DIAGRAM,
     }

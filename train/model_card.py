@@ -70,6 +70,13 @@ def _calibration_lines(calibration: dict[str, Any] | None) -> list[str]:
         f"| raw scores | {calibration['ece_before']:.4f} |",
         f"| calibrated (served) | {calibration['ece_after']:.4f} |",
         "",
+        "| type | entities | ECE raw | ECE calibrated |",
+        "|---|---|---|---|",
+        *[
+            f"| {kind} | {row['entities']:,} | {row['ece_before']:.4f} | {row['ece_after']:.4f} |"
+            for kind, row in calibration.get("per_type", {}).items()
+        ],
+        "",
         f"Over {calibration['entities']:,} dev entities; an entity is right when its span and type match a gold one.",
         "",
         f"![reliability diagram]({calibration['diagram']})",
