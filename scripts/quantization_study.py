@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from service.corpora import read_corpus
+from service.corpora.load import split_dev
 from service.decoding.aggregate import Strategy
 from service.decoding.labels import LabelScheme
 from service.decoding.predict import WindowConfig, predict_texts
@@ -27,7 +28,6 @@ from service.runtime.bundle import read_serving
 from train.backends import onnx_runner
 from train.evaluate import evaluate_documents
 from train.export import export_onnx, optimize_copy, sample_rows, windows_per_second
-from train.finetune import split_dev
 from train.quantize import matmul_nodes, node_groups, quantize_dynamic, quantize_static
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from service.corpora import read_corpus
 from service.corpora.columns import parse_tag_map
+from service.corpora.load import split_dev
 from service.corpora.scoring import format_table
 from service.decoding.aggregate import Decoding, Strategy
 from service.decoding.labels import LabelScheme
@@ -15,7 +16,6 @@ from service.decoding.predict import RunBatch, WindowConfig
 from service.decoding.windows import TextEncoder
 from service.runtime.bundle import read_serving
 from train.evaluate import evaluate_documents
-from train.finetune import split_dev
 
 
 def load_runner(model_dir: Path) -> tuple[RunBatch, LabelScheme]:

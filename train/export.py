@@ -145,9 +145,9 @@ def run_export(args: argparse.Namespace) -> int:
 
     from service.corpora import read_corpus
     from service.corpora.columns import parse_tag_map
+    from service.corpora.load import split_dev
     from train.backends import onnx_runner, torch_runner
     from train.evaluate import evaluate_documents
-    from train.finetune import split_dev
     from train.quantize import node_groups, quantize_dynamic, quantize_static
 
     checkpoint, output = Path(args.checkpoint), Path(args.output)

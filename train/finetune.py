@@ -27,6 +27,7 @@ from tqdm import tqdm
 from transformers import AutoModelForTokenClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
 from service.corpora import Document, read_corpus
+from service.corpora.load import split_dev
 from service.decoding.aggregate import Decoding, Strategy
 from service.decoding.crf import CRF_KEY
 from service.decoding.labels import LabelScheme
@@ -87,15 +88,6 @@ class TrainConfig:
             raise ValueError(f"aux ratio must be in (0, 1), not {self.aux_ratio}")
         if self.aux_train and self.head == "crf":
             raise ValueError("multi-task training (--aux-train) is implemented for the linear head only")
-
-
-def split_dev(docs: list[Document], fraction: float, seed: int) -> tuple[list[Document], list[Document]]:
-    """Carve a dev split by document with a fixed seed."""
-    order = list(range(len(docs)))
-    random.Random(seed).shuffle(order)
-    n_dev = max(1, int(round(len(docs) * fraction)))
-    dev_ids = set(order[:n_dev])
-    return [d for i, d in enumerate(docs) if i not in dev_ids], [d for i, d in enumerate(docs) if i in dev_ids]
 
 
 def length_grouped_batches(features: list[Feature], batch_size: int, rng: np.random.Generator) -> list[list[int]]:

@@ -23,7 +23,7 @@ from service.api.schemas import (
     NerResponse,
     ReadyOut,
 )
-from service.corpora.load import parse_corpus
+from service.corpora.load import parse_corpus, split_dev
 from service.corpora.scoring import score_documents
 from service.decoding.aggregate import Decoding, Entity, Strategy
 from service.engine import Engine, Recognition
@@ -111,6 +111,8 @@ async def evaluate(body: EvaluateRequest, request: Request) -> Response:
         docs = await asyncio.to_thread(parse_corpus, body.format, body.content or "", brat, body.tag_map, body.separator)
     except (ValueError, KeyError, TypeError, IndexError) as exc:  # whatever malformed gold raises
         raise InvalidRequestError(f"gold data unreadable: {type(exc).__name__}: {exc}") from None
+    if body.dev_fraction and docs:
+        _, docs = split_dev(docs, body.dev_fraction, body.seed)
     texts = [d.text for d in docs]
     engine.check_evaluation(texts)
     predicted: list[list[Entity]] = []

@@ -108,6 +108,10 @@ class EvaluateRequest(BaseModel):
     separator: str = Field(" ", max_length=8, description="How column tokens are joined into text ('' for Chinese).")
     tag_map: dict[str, str] = Field(default_factory=dict, description="Tag cleaning rules for column files, e.g. {'I-I-MISC': 'I-MISC'}.")
     types: list[str] = Field(None, description="Score only these types (both sides), as `bioner evaluate --types`.")  # type: ignore[assignment,arg-type]
+    dev_fraction: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Score only the dev split carved as `bioner evaluate --dev-fraction` does (0: all)."
+    )
+    seed: int = Field(13, description="Seed of that split (`bioner evaluate --seed`).")
 
     @model_validator(mode="after")
     def _one_source(self) -> EvaluateRequest:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from pathlib import Path
 
@@ -46,3 +47,12 @@ def parse_corpus(
     if kind == "columns":
         return parse_columns(content, "request", tag_map, separator)
     raise ValueError(f"unknown format {kind!r}")
+
+
+def split_dev(docs: list[Document], fraction: float, seed: int) -> tuple[list[Document], list[Document]]:
+    """Carve a dev split by document with a fixed seed."""
+    order = list(range(len(docs)))
+    random.Random(seed).shuffle(order)
+    n_dev = max(1, int(round(len(docs) * fraction)))
+    dev_ids = set(order[:n_dev])
+    return [d for i, d in enumerate(docs) if i not in dev_ids], [d for i, d in enumerate(docs) if i in dev_ids]

@@ -60,6 +60,9 @@ async def test_brat_equals_bioner_evaluate(client: httpx.AsyncClient, tiny_bundl
     same_scores(served, cli_report(tiny_bundle, folder))
     only_dna = (await client.post("/evaluate", json={**body, "types": ["DNA"]})).json()
     same_scores(only_dna, cli_report(tiny_bundle, folder, "--types", "DNA"))
+    dev = (await client.post("/evaluate", json={**body, "dev_fraction": 0.5, "seed": 3})).json()
+    assert dev["documents"] == 2
+    same_scores(dev, cli_report(tiny_bundle, folder, "--dev-fraction", "0.5", "--seed", "3"))
 
 
 @pytest.mark.parametrize(("kind", "content", "suffix"), [("columns", COLUMNS, ".tsv"), ("jsonl", JSONL, ".jsonl")])
