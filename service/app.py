@@ -203,6 +203,10 @@ def install_openapi_limits(app: FastAPI, settings: Settings) -> None:
         engine = getattr(app.state, "engine", None)
         if engine is not None:
             fields["labels"]["items"]["enum"] = list(engine.info.labels)
+            evaluate = schema["components"]["schemas"]["EvaluateRequest"]["properties"]
+            evaluate["types"]["items"]["enum"] = list(engine.info.labels)
+            if engine.bundle.transitions is None:  # 'crf' is only a choice on a CRF model
+                fields["decoding"]["enum"] = [d for d in fields["decoding"]["enum"] if d != "crf"]
             app.openapi_schema = schema  # complete: cache it
         return schema
 

@@ -34,8 +34,12 @@ class NerRequest(BaseModel):
     min_score: float = Field(
         0.0, ge=0.0, le=1.0, description="Drop entities scoring below this (a calibrated probability on bundles with a temperature)."
     )
-    alternatives: int = Field(
-        0, ge=0, le=8, description="Give each entity up to this many other types with their (calibrated) probabilities, best first."
+    alternatives: int = Field(  # not strict: JSON Schema counts 7.0 as an integer, so must we
+        0,
+        ge=0,
+        le=8,
+        strict=False,
+        description="Give each entity up to this many other types with their (calibrated) probabilities, best first.",
     )
     labels: list[str] = Field(None, description="Keep only these entity types.")  # type: ignore[assignment,arg-type]
     timeout: float = Field(  # type: ignore[assignment]
@@ -98,7 +102,11 @@ class EvaluateRequest(BaseModel):
                 {"format": "brat", "documents": [{"id": "d1", "text": "IL-2 binds", "ann": "T1\tprotein 0 4\tIL-2"}]},
                 {"format": "columns", "content": "IL-2\tB-protein\nbinds\tO\n"},
                 {"format": "jsonl", "content": '{"text": "IL-2 binds", "entities": [{"start": 0, "end": 4, "label": "protein"}]}'},
-            ]
+            ],
+            # brat sends documents, the others content, never both: said in the schema too.
+            "if": {"properties": {"format": {"const": "brat"}}},
+            "then": {"required": ["documents"], "not": {"required": ["content"]}},
+            "else": {"required": ["content"], "not": {"required": ["documents"]}},
         },
     )
 
@@ -111,7 +119,7 @@ class EvaluateRequest(BaseModel):
     dev_fraction: float = Field(
         0.0, ge=0.0, lt=1.0, description="Score only the dev split carved as `bioner evaluate --dev-fraction` does (0: all)."
     )
-    seed: int = Field(13, description="Seed of that split (`bioner evaluate --seed`).")
+    seed: int = Field(13, strict=False, description="Seed of that split (`bioner evaluate --seed`).")
 
     @model_validator(mode="after")
     def _one_source(self) -> EvaluateRequest:

@@ -172,3 +172,8 @@ async def test_own_timeout_has_a_floor(client: httpx.AsyncClient) -> None:
 def test_drain_grace_must_be_shorter_than_the_drain() -> None:
     with pytest.raises(ValueError, match="drain_grace_s"):
         Settings(drain_grace_s=25, drain_timeout_s=20)
+
+
+async def test_integral_floats_are_integers_as_json_schema_says(client: httpx.AsyncClient) -> None:
+    assert (await client.post("/ner", json={"text": "p53", "alternatives": 1.0})).status_code == 200
+    assert (await client.post("/ner", json={"text": "p53", "alternatives": 1.5})).status_code == 422
