@@ -63,6 +63,7 @@ class ModelInfo:
     provider: str
     self_check: dict[str, object] | None = None  # the golden-answer check run at startup, if the bundle has one
     limits: dict[str, float] | None = None  # what one request may hold, for clients that chunk
+    temperature: float = 1.0  # score calibration: 1.0 means raw probabilities
 
 
 class Engine(Protocol):
@@ -122,6 +123,7 @@ class NerEngine:
             strategy.value,
             decoding.value,
             session.provider,
+            temperature=bundle.temperature,
         )
 
     @staticmethod

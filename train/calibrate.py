@@ -17,7 +17,7 @@ import numpy as np
 
 from service.corpora import Document
 from service.decoding.aggregate import Decoding, Strategy, entities_from_scores, softmax
-from service.decoding.calibration import Reliability, calibrated_probs, fit_temperature, nll, reliability
+from service.decoding.calibration import Reliability, at_bound, calibrated_probs, fit_temperature, nll, reliability
 from service.decoding.crf import Transitions
 from service.decoding.labels import LabelScheme
 from service.decoding.predict import RunBatch, WindowConfig, predict_token_logits
@@ -78,6 +78,7 @@ def calibrate(
     plot_reliability(curves, temperature, out_dir / DIAGRAM)
     return {
         "temperature": temperature,
+        "at_search_bound": at_bound(temperature),
         "words": int(len(gold_ids)),
         "entities": int(sum(curves["before"].counts)),
         "nll_before": nll(word_logits, gold_ids, 1.0),

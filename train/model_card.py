@@ -57,13 +57,18 @@ def _flag(key: str, value: object) -> str:
 
 
 def _calibration_lines(calibration: dict[str, Any] | None) -> list[str]:
-    if not calibration:
-        return []
+    if not calibration or "skipped" in calibration:
+        return [f"## Score calibration\nSkipped: {calibration['skipped']}\n"] if calibration else []
     return [
         "## Score calibration",
         f"Temperature {calibration['temperature']:.3f}, fitted on the {calibration['words']:,} dev words' gold labels "
         "(negative log-likelihood "
-        f"{calibration['nll_before']:.4f} -> {calibration['nll_after']:.4f}); it changes the scores, never the spans.",
+        f"{calibration['nll_before']:.4f} -> {calibration['nll_after']:.4f}); it changes the scores, never the spans."
+        + (
+            " It sits at the edge of the search range [0.25, 8]: the best value may lie beyond."
+            if calibration.get("at_search_bound")
+            else ""
+        ),
         "",
         "| | expected calibration error (entity level, 10 bins) |",
         "|---|---|",

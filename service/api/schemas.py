@@ -196,6 +196,7 @@ class ModelInfoOut(BaseModel):
     aggregation_strategy: str
     decoding: str
     provider: str
+    temperature: float = Field(1.0, description="Score calibration temperature fitted at export (1: raw probabilities).")
     limits: dict[str, float] | None = Field(
         None, description="What one request may hold: max_texts_per_request, max_text_chars, max_request_windows, request_timeout_s."
     )

@@ -52,6 +52,7 @@ class Words:
     token_start: np.ndarray  # (W,)
     token_end: np.ndarray  # (W,) exclusive
     probs: np.ndarray  # (W, n_labels)
+    picked: np.ndarray | None = None  # MAX: the subword each word's probabilities came from
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -82,8 +83,8 @@ def aggregate_words(probs: np.ndarray, word_ids: np.ndarray, strategy: Strategy)
         word_probs = sums / (ends - starts)[:, None]
     elif strategy is Strategy.MAX:
         confidence = probs.max(axis=-1)
-        best = [s + int(np.argmax(confidence[s:e])) for s, e in zip(starts, ends)]
-        word_probs = probs[np.asarray(best, dtype=np.int64)] if best else probs[:0]
+        picked = np.asarray([s + int(np.argmax(confidence[s:e])) for s, e in zip(starts, ends)], dtype=np.int64)
+        return Words(starts, ends, probs[picked] if len(picked) else probs[:0], picked)
     else:  # pragma: no cover - Enum exhausts the cases
         raise ValueError(strategy)
     return Words(starts, ends, word_probs)
@@ -212,7 +213,9 @@ def entities_from_scores(
     if probs.shape[0] == 0:
         return []
     words = aggregate_words(probs, word_ids, strategy)
-    confidence = words.probs if calibrated is None else aggregate_words(calibrated, word_ids, strategy).probs
+    confidence = words.probs
+    if calibrated is not None:  # MAX picked its subwords by the raw scores: read the same ones
+        confidence = calibrated[words.picked] if words.picked is not None else aggregate_words(calibrated, word_ids, strategy).probs
     if decoding is Decoding.GREEDY:
         chosen = words.probs.argmax(axis=-1)
     else:

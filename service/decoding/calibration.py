@@ -43,6 +43,11 @@ def fit_temperature(logits: np.ndarray, gold: np.ndarray, low: float = 0.25, hig
     return math.exp((a + b) / 2)
 
 
+def at_bound(temperature: float, low: float = 0.25, high: float = 8.0) -> bool:
+    """The fit ran into the search range's edge: the true optimum may lie beyond it."""
+    return min(abs(temperature - low), abs(temperature - high)) < 1e-3 * temperature
+
+
 @dataclass(frozen=True)
 class Reliability:
     """Per confidence bin: mean confidence, accuracy and count; ``ece`` weights the gaps by count."""

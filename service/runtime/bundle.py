@@ -112,7 +112,9 @@ def read_serving(folder: Path) -> ServingConfig:
     decoding = str(serving.get("decoding", "crf" if transitions is not None else "constrained"))
     if decoding == "crf" and transitions is None:
         raise BundleError(f"{SERVING_FILE} in {folder} asks for CRF decoding but has no 'crf' transition scores")
-    temperature = float((serving.get("calibration") or {}).get("temperature", 1.0))
+    calibration = serving.get("calibration") or {}
+    raw_t = calibration.get("temperature", 1.0) if isinstance(calibration, dict) else None
+    temperature = float(raw_t) if isinstance(raw_t, int | float) and not isinstance(raw_t, bool) else float("nan")
     if not (math.isfinite(temperature) and temperature > 0):
         raise BundleError(f"{SERVING_FILE} in {folder}: calibration temperature must be a positive number, got {temperature}")
     return ServingConfig(

@@ -56,6 +56,9 @@ def test_crf_bundle_defaults_to_crf_decoding(tmp_path: Path) -> None:
         (lambda f: (f / "serving.json").write_text(json.dumps({"crf": {"transitions": [[0.0]]}})), "'crf' must be an object"),
         (lambda f: (f / "serving.json").write_text(json.dumps({"crf": _crf(2)})), "CRF scores cover 2 labels"),
         (lambda f: _set_serving(f, crf=_crf(_n_labels(f)), aggregation_strategy="average"), "aggregation_strategy must be 'first'"),
+        (lambda f: _set_serving(f, calibration={"temperature": "hot"}), "calibration temperature must be a positive number"),
+        (lambda f: _set_serving(f, calibration={"temperature": -1.0}), "calibration temperature must be a positive number"),
+        (lambda f: _set_serving(f, calibration=[1.2]), "calibration temperature must be a positive number"),
     ],
 )
 def test_broken_bundles(tmp_path: Path, breakage: object, message: str) -> None:

@@ -57,3 +57,18 @@ async def test_temperature_changes_scores_not_spans_and_alternatives_are_offered
     [protein, dna] = with_alternatives
     assert protein["alternatives"] == [{"label": "DNA", "score": protein["alternatives"][0]["score"]}]
     assert dna["alternatives"][0]["label"] == "protein" and 0 < dna["alternatives"][0]["score"] < dna["score"]
+
+
+def test_max_aggregation_reads_calibrated_scores_from_the_subword_it_picked() -> None:
+    from service.decoding.aggregate import Decoding, Strategy, entities_from_scores, softmax
+    from service.decoding.labels import LabelScheme
+
+    scheme = LabelScheme.from_id2label({0: "O", 1: "B-protein", 2: "I-protein"})
+    # One word of two subwords: by raw scores the first is the surer (B-protein); at T = 4 the
+    # second would look surer, but it says O. The score must stay the first subword's.
+    logits = np.array([[0.0, 4.0, 0.0], [3.5, 6.0, -20.0]], dtype=np.float32)
+    raw = softmax(logits)
+    assert raw[0].max() > raw[1].max() and softmax(logits / 4)[1].max() > softmax(logits / 4)[0].max()
+    offsets, word_ids = np.array([[0, 3], [3, 5]]), np.array([0, 0])
+    [entity] = entities_from_scores("p53ab", offsets, word_ids, raw, scheme, Strategy.MAX, Decoding.GREEDY, None, softmax(logits / 4))
+    assert entity.label == "protein" and entity.score == pytest.approx(float(softmax(logits / 4)[0, 1]))
