@@ -185,13 +185,10 @@ class NerEngine:
     def check_request(self, texts: Sequence[str], labels: Sequence[str] | None, decoding: Decoding | None = None) -> None:
         if decoding is Decoding.CRF and self.bundle.transitions is None:
             raise InvalidRequestError("decoding 'crf' needs a model trained with a CRF head; this one has none")
-        for i, text in enumerate(texts):
-            if len(text) > self.max_text_chars:
-                raise TextTooLongError(f"text {i} has {len(text)} characters; the limit is {self.max_text_chars}")
+        bound = self._windows_bound(texts, "text")
         unknown = sorted(set(labels or ()) - set(self.info.labels))
         if unknown:
             raise InvalidRequestError(f"unknown labels {unknown}; this model knows {list(self.info.labels)}")
-        bound = sum(window_bound(len(t), self.window, self.bundle.encoder.n_special) for t in texts)
         if bound > self.max_request_windows:
             raise RequestTooLargeError(
                 f"the texts may need up to {bound} windows ({sum(len(t) for t in texts)} characters); "
@@ -200,15 +197,19 @@ class NerEngine:
 
     def check_evaluation(self, texts: Sequence[str]) -> None:
         """A gold set is scored in request-sized chunks, all of it within the queue's hard bound."""
-        for i, text in enumerate(texts):
-            if len(text) > self.max_text_chars:
-                raise TextTooLongError(f"document {i} has {len(text)} characters; the limit is {self.max_text_chars}")
-        bound = sum(window_bound(len(t), self.window, self.bundle.encoder.n_special) for t in texts)
+        bound = self._windows_bound(texts, "document")
         if bound > self.batcher.max_queue:
             raise RequestTooLargeError(
                 f"the documents may need up to {bound} windows; one evaluation may use {self.batcher.max_queue}: "
                 "score the set in parts and add the counts"
             )
+
+    def _windows_bound(self, texts: Sequence[str], what: str) -> int:
+        """Most windows ``texts`` can need, from characters alone; a text over the limit is 413."""
+        for i, text in enumerate(texts):
+            if len(text) > self.max_text_chars:
+                raise TextTooLongError(f"{what} {i} has {len(text)} characters; the limit is {self.max_text_chars}")
+        return sum(window_bound(len(t), self.window, self.bundle.encoder.n_special) for t in texts)
 
     async def _offload(self, inline: bool, fn: Callable[[], T]) -> T:
         if inline:
