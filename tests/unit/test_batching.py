@@ -1,4 +1,9 @@
-"""The MicroBatcher's written contract, event-driven on a real event loop and worker thread."""
+"""The MicroBatcher's written contract, event-driven on a real event loop and worker thread.
+
+No test waits a fixed time or measures one: a test that needs the worker busy waits for the batch
+function to say it was entered, and time that matters to the batcher (deadlines, the wait timer)
+runs on an injected clock the test moves by hand.
+"""
 
 from __future__ import annotations
 
@@ -15,16 +20,24 @@ from service.errors import DeadlineExceededError, InferenceError, QueueFullError
 
 
 class Recorder:
-    """A batch function that tags each row with its first id so results can be traced back."""
+    """A batch function that tags each row with its first id so results can be traced back.
+
+    ``entered`` is set (on the test's loop) as soon as the worker thread calls it; with a ``gate``
+    the call then blocks until the test opens the gate, so the test knows a batch is in flight.
+    Build it inside the running loop.
+    """
 
     def __init__(self, fail_on: int | None = None, gate: threading.Event | None = None) -> None:
         self.batches: list[list[int]] = []
         self.fail_on = fail_on
         self.gate = gate
+        self.entered = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
 
     def __call__(self, rows: Sequence[np.ndarray]) -> list[np.ndarray]:
+        self._loop.call_soon_threadsafe(self.entered.set)
         if self.gate is not None:
-            self.gate.wait(5)
+            self.gate.wait(10)  # a guard against a test that never opens it, not a timing
         keys = [int(r[0]) for r in rows]
         self.batches.append(keys)
         if self.fail_on is not None and self.fail_on in keys:
@@ -36,6 +49,27 @@ def far() -> float:
     return time.monotonic() + 60
 
 
+async def in_flight(recorder: Recorder) -> None:
+    """Until the worker thread is inside the batch function (and, gated, blocked there)."""
+    await asyncio.wait_for(recorder.entered.wait(), 10)
+
+
+async def settle() -> None:
+    """Let the worker coroutine react to what the test just did: loop turns, not seconds."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+class FakeClock:
+    """A clock that moves only when the test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_concurrent_requests_are_batched_and_routed_back() -> None:
     recorder = Recorder()
     batcher = MicroBatcher(recorder, max_batch_size=8, max_wait_s=0.02)
@@ -44,8 +78,7 @@ async def test_concurrent_requests_are_batched_and_routed_back() -> None:
     results = await asyncio.gather(*futures)
     await batcher.drain()
     assert [int(r.logits[0, 0]) for r in results] == list(range(40))
-    assert max(len(b) for b in recorder.batches) > 1
-    assert all(len(b) <= 8 for b in recorder.batches)
+    assert [len(b) for b in recorder.batches] == [8] * 5  # all were waiting before the worker ran: full batches
 
 
 async def test_token_budget_limits_batches() -> None:
@@ -55,7 +88,7 @@ async def test_token_budget_limits_batches() -> None:
     futures = [batcher.submit([np.full(10, k)], far())[0] for k in range(12)]
     await asyncio.gather(*futures)
     await batcher.drain()
-    assert all(len(b) * 10 <= 40 for b in recorder.batches)
+    assert [len(b) for b in recorder.batches] == [4, 4, 4]  # 4 rows x 10 tokens fill the 40-token budget
 
 
 async def test_length_grouping_keeps_padding_small() -> None:
@@ -65,22 +98,24 @@ async def test_length_grouping_keeps_padding_small() -> None:
     batcher = MicroBatcher(recorder, max_batch_size=4, max_wait_s=0.01, hooks=BatcherHooks(on_batch=stats.append))
     batcher.start()
     blocker = batcher.submit([np.array([99])], far())  # occupies the worker while the queue fills
-    await asyncio.sleep(0.05)
+    await in_flight(recorder)
     lengths = [3, 120, 4, 118, 5, 119, 3, 121]
     futures = [batcher.submit([np.full(n, i)], far())[0] for i, n in enumerate(lengths)]
     gate.set()
     await asyncio.gather(*blocker, *futures)
     await batcher.drain()
     later = stats[1:]
+    assert len(later) == 2  # the eight waiting windows in two full batches
     assert sum(s.padded_tokens - s.real_tokens for s in later) < 40  # short with short, long with long
 
 
 async def test_full_queue_refuses_whole_request() -> None:
     gate = threading.Event()
-    batcher = MicroBatcher(Recorder(gate=gate), max_batch_size=1, max_queue=3, max_wait_s=0)
+    recorder = Recorder(gate=gate)
+    batcher = MicroBatcher(recorder, max_batch_size=1, max_queue=3, max_wait_s=0)
     batcher.start()
     first = batcher.submit([np.array([1])], far())
-    await asyncio.sleep(0.05)  # the worker takes it and blocks on the gate
+    await in_flight(recorder)  # the worker took it and blocks on the gate
     accepted = batcher.submit([np.array([2]), np.array([3])], far())
     with pytest.raises(QueueFullError):
         batcher.submit([np.array([4]), np.array([5])], far())
@@ -122,16 +157,19 @@ async def test_wrong_result_count_is_an_error() -> None:
 async def test_cancelled_and_expired_items_never_run() -> None:
     gate = threading.Event()
     recorder = Recorder(gate=gate)
+    clock = FakeClock()
     drops: list[tuple[str, int]] = []
-    batcher = MicroBatcher(recorder, max_batch_size=1, max_wait_s=0, hooks=BatcherHooks(on_drop=lambda r, n: drops.append((r, n))))
+    batcher = MicroBatcher(
+        recorder, max_batch_size=1, max_wait_s=0, clock=clock, hooks=BatcherHooks(on_drop=lambda r, n: drops.append((r, n)))
+    )
     batcher.start()
-    running = batcher.submit([np.array([1])], far())
-    await asyncio.sleep(0.05)
-    cancelled = batcher.submit([np.array([2])], far())
-    expired = batcher.submit([np.array([3])], time.monotonic() + 0.01)
-    kept = batcher.submit([np.array([4])], far())
-    cancelled[0].cancel()
-    await asyncio.sleep(0.05)
+    running = batcher.submit([np.array([1])], clock.now + 60)
+    await in_flight(recorder)  # the worker is busy: the next three wait in the queue
+    cancelled = batcher.submit([np.array([2])], clock.now + 60)
+    expired = batcher.submit([np.array([3])], clock.now + 1)
+    kept = batcher.submit([np.array([4])], clock.now + 60)
+    cancelled[0].cancel()  # the client went away
+    clock.now += 2  # past the second one's deadline, while it is still queued
     gate.set()
     await asyncio.gather(*running, *kept)
     with pytest.raises(DeadlineExceededError):
@@ -143,16 +181,21 @@ async def test_cancelled_and_expired_items_never_run() -> None:
 
 
 async def test_wait_timer_starts_at_the_oldest_item() -> None:
+    # On a clock that stands still unless the test moves it, the batch can only run because an
+    # arrival found the oldest item's wait used up; a timer restarted by each arrival never runs it.
     recorder = Recorder()
-    batcher = MicroBatcher(recorder, max_batch_size=100, max_wait_s=0.2)
+    clock = FakeClock()
+    batcher = MicroBatcher(recorder, max_batch_size=100, max_wait_s=0.25, clock=clock)
     batcher.start()
-    started = time.monotonic()
-    first = batcher.submit([np.array([1])], far())
-    for k in range(5):  # a trickle of arrivals must not keep postponing the batch
-        await asyncio.sleep(0.05)
-        batcher.submit([np.array([k + 2])], far())
-    await first[0]
-    assert time.monotonic() - started < 0.45
+    first = batcher.submit([np.array([1])], clock.now + 60)
+    for k in range(2, 6):  # a trickle, one every 0.0625 s: the fourth arrives as the first's 0.25 s are used up
+        await settle()
+        assert batcher.depth == k - 1, "a batch was taken before the oldest item had waited max_wait_s"
+        clock.now += 0.0625
+        batcher.submit([np.array([k])], clock.now + 60)
+    result = await asyncio.wait_for(first[0], 10)
+    assert recorder.batches == [[1, 2, 3, 4, 5]]
+    assert result.queued_s == 0.25  # exactly max_wait_s on the injected clock, from the first arrival
     await batcher.drain()
 
 
@@ -173,7 +216,7 @@ async def test_round_robin_short_request_overtakes_a_long_one() -> None:
     batcher = MicroBatcher(recorder, max_batch_size=4, max_wait_s=0)
     batcher.start()
     big = batcher.submit([np.full(10, 1) for _ in range(40)], far())  # one request, 40 windows
-    await asyncio.sleep(0.05)  # its first batch is in flight, blocked on the gate
+    await in_flight(recorder)  # its first batch is in flight, blocked on the gate
     small = batcher.submit([np.full(10, 2)], far())
     gate.set()
     await asyncio.gather(*small)
@@ -190,12 +233,12 @@ async def test_round_robin_gives_each_request_a_window_per_batch() -> None:
     batcher = MicroBatcher(recorder, max_batch_size=3, max_wait_s=0)
     batcher.start()
     blocker = batcher.submit([np.full(5, 9)], far())
-    await asyncio.sleep(0.05)
+    await in_flight(recorder)
     requests = [batcher.submit([np.full(5, k) for _ in range(4)], far()) for k in (1, 2, 3)]
     gate.set()
     await asyncio.gather(*blocker, *(f for r in requests for f in r))
     await batcher.drain()
-    assert all(sorted(b) == [1, 2, 3] for b in recorder.batches[1:])
+    assert [sorted(b) for b in recorder.batches[1:]] == [[1, 2, 3]] * 4
 
 
 async def test_dead_worker_fails_everything_pending_and_reports_unhealthy() -> None:
@@ -204,10 +247,11 @@ async def test_dead_worker_fails_everything_pending_and_reports_unhealthy() -> N
     def broken_hook(stats: BatchStats) -> None:
         raise RuntimeError("metrics bug")
 
-    batcher = MicroBatcher(Recorder(gate=gate), max_batch_size=1, max_wait_s=0, hooks=BatcherHooks(on_batch=broken_hook))
+    recorder = Recorder(gate=gate)
+    batcher = MicroBatcher(recorder, max_batch_size=1, max_wait_s=0, hooks=BatcherHooks(on_batch=broken_hook))
     batcher.start()
     first = batcher.submit([np.array([1])], far())
-    await asyncio.sleep(0.05)
+    await in_flight(recorder)
     queued = batcher.submit([np.array([2]), np.array([3])], far())
     gate.set()
     assert int((await first[0]).logits[0, 0]) == 1  # its batch ran; the hook failed after
@@ -234,15 +278,16 @@ async def test_repeated_failures_and_a_hung_batch_are_unhealthy() -> None:
     await batcher.drain()
 
     gate = threading.Event()
-    now = [100.0]
-    hung = MicroBatcher(Recorder(gate=gate), max_batch_size=1, max_wait_s=0, stall_s=10, clock=lambda: now[0])
+    recorder = Recorder(gate=gate)
+    clock = FakeClock()
+    hung = MicroBatcher(recorder, max_batch_size=1, max_wait_s=0, stall_s=10, clock=clock)
     hung.start()
-    stuck = hung.submit([np.array([1])], now[0] + 60)
-    waiting = hung.submit([np.array([2])], now[0] + 60)
-    await asyncio.sleep(0.05)  # the worker takes the first and blocks on the gate
-    now[0] += 11  # on the injected clock: running longer than stall_s
+    stuck = hung.submit([np.array([1])], clock.now + 60)
+    waiting = hung.submit([np.array([2])], clock.now + 60)
+    await in_flight(recorder)  # the worker took the first and blocks on the gate
+    clock.now += 11  # running longer than stall_s
     assert "running for over" in str(hung.health().reason) and hung.liveness().ok  # unready, still alive
-    now[0] += 10  # longer than twice stall_s: hung, only a restart helps
+    clock.now += 10  # longer than twice stall_s: hung, only a restart helps
     assert "hung for over" in str(hung.liveness().reason)
     await hung.drain(timeout_s=0.05)  # does not wait for the hung batch: what is left answers 503
     for future in (*stuck, *waiting):
