@@ -145,11 +145,12 @@ async def test_hung_inference_gives_504_and_unready(tiny_bundle: Path) -> None:
         assert (await client.get("/health")).status_code == 200  # alive, just not ready
         release.set()
         session.run = real_run
-        for _ in range(50):
-            if (await client.get("/ready")).status_code == 200:
-                break
-            await asyncio.sleep(0.05)
-        assert (await client.get("/ready")).status_code == 200  # the batch finished: ready again
+
+        async def until_ready() -> None:
+            while (await client.get("/ready")).status_code != 200:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(until_ready(), 10)  # the released batch finished: ready again (the bound only stops a hang)
         assert (await client.post("/ner", json={"text": "p53"})).status_code == 200
 
 
