@@ -48,7 +48,8 @@ def test_recognize_many_chunks_1000_texts_to_the_server_limits(server: str) -> N
     after = counter(server, r'^bioner_requests_total\{method="POST",route="/ner",status="200"\} (\S+)')
     assert len(results) == 1000
     assert all(results[i].entities == alone[t] for i, t in enumerate(texts[:10]))
-    assert all(all(t[e.start : e.end] == e.text for e in r.entities) for t, r in zip(texts, results))
+    spans = [(t, e) for t, r in zip(texts, results) for e in r.entities]
+    assert spans and all(t[e.start : e.end] == e.text for t, e in spans)
     assert after - before - 10 == 125  # 1,000 texts in chunks of the server's 8
 
 
@@ -133,7 +134,8 @@ def test_server_restart_mid_run(tiny_bundle: Path) -> None:
     assert not worker.is_alive() and len(results) == len(texts)
     assert served_by_second > 0, "the run finished before the restart"
     assert [r.entities for r in results[:3]] == expected  # type: ignore[attr-defined]
-    assert all(all(t[e.start : e.end] == e.text for e in r.entities) for t, r in zip(texts, results))  # type: ignore[attr-defined]
+    spans = [(t, e) for t, r in zip(texts, results) for e in r.entities]  # type: ignore[attr-defined]
+    assert spans and all(t[e.start : e.end] == e.text for t, e in spans)
 
 
 def test_retry_after_is_never_shortened() -> None:

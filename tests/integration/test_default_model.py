@@ -66,6 +66,7 @@ async def test_same_text_same_answer_alone_and_in_a_crowd(client: httpx.AsyncCli
     others = ["Short text about p53.", "The human T-cell leukemia virus type I Tax protein transactivates IL-2 receptor alpha gene. " * 5]
     crowd = await asyncio.gather(*(client.post("/ner", json={"text": t}) for t in [*others, SENTENCE, *others]))
     crowded = crowd[2].json()["entities"]
+    assert alone, "the sentence has entities: the comparison below must not be over nothing"
     assert [(e["start"], e["end"], e["label"]) for e in crowded] == [(e["start"], e["end"], e["label"]) for e in alone]
     assert all(abs(a["score"] - b["score"]) <= 2e-4 for a, b in zip(crowded, alone))  # 4-decimal rounding of fp32 sums
 
@@ -85,6 +86,7 @@ async def test_batch_mates_proven_to_share_a_batch_change_nothing() -> None:
         def spans(result: object) -> list[tuple[int, int, str]]:
             return [(e.start, e.end, e.label) for e in result.entities[0]]  # type: ignore[attr-defined]
 
+        assert spans(alone) and spans(alone_other), "both texts have entities: the score comparison below is over something"
         assert spans(together) == spans(alone) and spans(together_other) == spans(alone_other)
         for a, b in zip(together.entities[0] + together_other.entities[0], alone.entities[0] + alone_other.entities[0]):
             assert abs(a.score - b.score) < 1e-4  # padding to a batch-mate's length moves fp32 sums by ~1e-7
@@ -103,6 +105,7 @@ async def test_readme_example_is_what_the_service_answers(client: httpx.AsyncCli
     response = await client.post("/ner", json=sent)
     answered = response.json()
     assert response.status_code == 200, answered
+    assert shown["entities"], "the README's example shows entities"
     assert [(e["start"], e["end"], e["text"], e["label"]) for e in answered["entities"]] == [
         (e["start"], e["end"], e["text"], e["label"]) for e in shown["entities"]
     ]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from service.app import create_app
@@ -49,23 +49,35 @@ def client(tiny_bundle: Path) -> Iterator[TestClient]:
         yield c
 
 
-def check(client: TestClient, text: str) -> None:
+def check(client: TestClient, text: str) -> int:
+    """The properties every answer has; returns how many entities it checked."""
     response = client.post("/ner", json={"text": text})
     assert response.status_code == 200, response.text
     previous_end = 0
-    for entity in response.json()["entities"]:
+    entities = response.json()["entities"]
+    for entity in entities:
         assert text[entity["start"] : entity["end"]] == entity["text"]
         assert entity["text"] and entity["text"] == entity["text"].strip()
         assert entity["start"] >= previous_end
         previous_end = entity["end"]
+    return len(entities)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(
-    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=300) | st.lists(st.sampled_from(NASTY), max_size=80).map("".join)
-)
-def test_any_text_round_trips_over_http(client: TestClient, text: str) -> None:
-    check(client, text)
+NASTY_TEXT = st.lists(st.sampled_from(NASTY), max_size=80).map("".join)
+ANY_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=300) | NASTY_TEXT
+
+
+def test_any_text_round_trips_over_http(client: TestClient) -> None:
+    checked: list[int] = []  # entities checked per example: the properties must not hold over nothing
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @example("The p53 kinase binds the myc gene\u00a0in 蛋白 cells \U0001f9ec.")
+    @given(ANY_TEXT)
+    def round_trips(text: str) -> None:
+        checked.append(check(client, text))
+
+    round_trips()
+    assert sum(checked) > 0, "no example produced an entity"
 
 
 @pytest.mark.parametrize("text", ["a" * 100_000, "蛋" * 100_000, "p53 " * 25_000, "\u0301" * 100_000, "x" * 99_999 + "\U0001f9ec"])

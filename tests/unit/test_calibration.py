@@ -51,7 +51,7 @@ async def test_temperature_changes_scores_not_spans_and_alternatives_are_offered
     (hot / "serving.json").write_text(json.dumps({**serving, "calibration": {"temperature": 3.0}}))
     raw, calibrated = await answer(tiny_bundle), await answer(hot)
     assert [(e["start"], e["end"], e["label"]) for e in raw] == [(e["start"], e["end"], e["label"]) for e in calibrated]
-    assert all(c["score"] < r["score"] for r, c in zip(raw, calibrated))  # T > 1 softens confident scores
+    assert raw and all(c["score"] < r["score"] for r, c in zip(raw, calibrated))  # T > 1 softens confident scores
     assert "alternatives" not in raw[0]
     with_alternatives = await answer(hot, alternatives=1)
     [protein, dna] = with_alternatives

@@ -35,7 +35,7 @@ def test_manifest_is_valid_for_the_api(name: str) -> None:
 
 def test_kustomization_lists_existing_files() -> None:
     listed = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
-    assert all((K8S / f).is_file() for f in listed) and "hpa-cpu.yaml" not in listed  # one HPA at a time
+    assert listed and all((K8S / f).is_file() for f in listed) and "hpa-cpu.yaml" not in listed  # one HPA at a time
 
 
 def container() -> dict[str, Any]:
