@@ -39,8 +39,8 @@ from harness import ROOT, add_common_args, histogram, stop_service  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
-from service.decoding.aggregate import Decoding, Strategy, entities_from_scores, softmax  # noqa: E402
-from service.decoding.predict import WindowConfig, pad_windows, predict_token_logits, windows_for  # noqa: E402
+from service.bundle_format import pipeline_for  # noqa: E402
+from service.decoding.pipeline import pad_windows  # noqa: E402
 from service.runtime.bundle import load_bundle  # noqa: E402
 from service.runtime.session import OnnxSession  # noqa: E402
 
@@ -91,9 +91,9 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
 def bench_raw_ort(model: Path, texts: list[str], threads: int, batch_size: int) -> dict[str, Any]:
     bundle = load_bundle(model)
     session = OnnxSession(bundle.onnx_path, len(bundle.scheme), intra_op_threads=threads)
-    window = WindowConfig(bundle.max_length, bundle.stride)
-    encoded = bundle.encoder.encode_batch(texts)  # pre-tokenised: not timed
-    rows = [bundle.encoder.window_ids(e, s) for e in encoded for s in windows_for(bundle.encoder, e, window)]
+    pipeline = pipeline_for(bundle.serving, bundle.encoder, bundle.scheme, bundle.pad_id)
+    plan = pipeline.plan(texts)  # pre-tokenised: not timed
+    rows = list(plan.rows)
     ordered = sorted(rows, key=len)
     batches = [pad_windows(ordered[i : i + batch_size], bundle.pad_id) for i in range(0, len(ordered), batch_size)]
     session.run(*batches[0])
@@ -101,22 +101,12 @@ def bench_raw_ort(model: Path, texts: list[str], threads: int, batch_size: int) 
     for ids, mask in batches:
         session.run(ids, mask)
     seconds = time.perf_counter() - started
-    logits = predict_token_logits(bundle.encoder, encoded, session.run, window, batch_size, bundle.pad_id)
-    strategy = Strategy(bundle.strategy)
-    decoding = Decoding(bundle.decoding)
-    predicted = [
-        [
-            (e.start, e.end, e.label)
-            for e in entities_from_scores(t, enc.offsets, enc.word_ids, softmax(lg), bundle.scheme, strategy, decoding)
-        ]
-        if len(enc)
-        else []
-        for t, enc, lg in zip(texts, encoded, logits)
-    ]
+    found = pipeline.finish(plan, pipeline.run(session.run, plan, batch_size))
+    predicted = [[(e.start, e.end, e.label) for e in entities] for entities in found]
     return {
         "seconds": seconds,
         "texts_per_s": len(texts) / seconds,
-        "tokens": sum(len(e) for e in encoded),
+        "tokens": plan.tokens,
         "windows": len(rows),
         "predicted": predicted,
         "batch_size": batch_size,

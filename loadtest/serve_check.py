@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from pathlib import Path
 
@@ -25,14 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import start_service  # noqa: E402
 from harness import stop_service, verdict  # noqa: E402
 
+from service.bundle_format import pipeline_for  # noqa: E402
 from service.corpora import read_corpus  # noqa: E402
-from service.decoding.aggregate import Decoding, Strategy  # noqa: E402
-from service.decoding.labels import LabelScheme  # noqa: E402
-from service.decoding.predict import WindowConfig  # noqa: E402
-from service.decoding.windows import TextEncoder  # noqa: E402
-from service.runtime.bundle import read_serving  # noqa: E402
-from train.backends import onnx_runner  # noqa: E402
-from train.evaluate import predict_documents  # noqa: E402
+from service.runtime.bundle import load_bundle  # noqa: E402
+from service.runtime.session import OnnxSession  # noqa: E402
 
 Spans = list[tuple[int, int, str]]
 
@@ -65,18 +60,9 @@ def main() -> None:
 
     docs = read_corpus(args.texts, None, args.separator)[: args.limit]
     texts = [d.text for d in docs]
-    serving = read_serving(args.model)
-    scheme = LabelScheme.from_id2label(json.loads((args.model / "config.json").read_text(encoding="utf-8"))["id2label"])
-    decoded = predict_documents(
-        docs,
-        TextEncoder.from_file(args.model / "tokenizer.json"),
-        onnx_runner(args.model / "model.onnx", args.threads),
-        scheme,
-        WindowConfig(serving.max_length, serving.stride),
-        Strategy(serving.strategy),
-        decoding=Decoding(serving.decoding),
-        transitions=serving.transitions,
-    )
+    bundle = load_bundle(args.model)
+    pipeline = pipeline_for(bundle.serving, bundle.encoder, bundle.scheme, bundle.pad_id)
+    decoded = pipeline.predict(texts, OnnxSession(bundle.onnx_path, len(bundle.scheme), intra_op_threads=args.threads).run)
     expected = [[(e.start, e.end, e.label) for e in ents] for ents in decoded]
 
     proc, url, _ = start_service(args.model, args.threads, {})

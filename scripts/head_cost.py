@@ -19,8 +19,7 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from service.corpora import read_corpus
 from service.decoding.labels import LabelScheme
-from service.decoding.predict import WindowConfig
-from service.decoding.windows import TextEncoder
+from service.decoding.windows import TextEncoder, WindowConfig
 from train.align import LabelPolicy, build_features, label_list
 from train.crf import CrfTagger
 from train.finetune import collate, length_grouped_batches, token_loss

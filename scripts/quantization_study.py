@@ -18,23 +18,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from service.bundle_format import CONFIG_FILE, TOKENIZER_FILE, pipeline_for, read_serving
 from service.corpora import read_corpus
 from service.corpora.load import split_dev
-from service.decoding.aggregate import Strategy
 from service.decoding.labels import LabelScheme
-from service.decoding.predict import WindowConfig, predict_texts
+from service.decoding.pipeline import Pipeline
 from service.decoding.windows import TextEncoder
-from service.runtime.bundle import read_serving
 from train.backends import onnx_runner
 from train.evaluate import evaluate_documents
 from train.export import export_onnx, optimize_copy, sample_rows, windows_per_second
 from train.quantize import matmul_nodes, node_groups, quantize_dynamic, quantize_static
 
 
-def determinism(texts: list[str], encoder: TextEncoder, run: Any, scheme: LabelScheme, window: WindowConfig) -> tuple[int, int]:
+def determinism(texts: list[str], pipeline: Pipeline, run: Any) -> tuple[int, int]:
     """Texts whose spans, and texts whose scores, differ between batch-of-1 and mixed batches of 8."""
-    alone = predict_texts(texts, encoder, run, scheme, window, batch_size=1)
-    mixed = predict_texts(texts, encoder, run, scheme, window, batch_size=8)
+    alone = pipeline.predict(texts, run, batch_size=1)
+    mixed = pipeline.predict(texts, run, batch_size=8)
     spans = sum([(e.start, e.end, e.label) for e in a] != [(e.start, e.end, e.label) for e in b] for a, b in zip(alone, mixed))
     return spans, sum(a != b for a, b in zip(alone, mixed))
 
@@ -56,16 +55,15 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     serving = read_serving(Path(args.checkpoint))
-    window = WindowConfig(serving.max_length, serving.stride)
     raw = out / "raw"
     export_onnx(Path(args.checkpoint), raw, optimization_level=0)
-    encoder = TextEncoder.from_file(raw / "tokenizer.json")
-    scheme = LabelScheme.from_id2label(json.loads((raw / "config.json").read_text())["id2label"])
+    scheme = LabelScheme.from_id2label(json.loads((raw / CONFIG_FILE).read_text())["id2label"])
+    pipeline = pipeline_for(serving, TextEncoder.from_file(raw / TOKENIZER_FILE), scheme)
     train_docs, dev_docs = split_dev(read_corpus(args.data), args.dev_fraction, args.seed)
     if args.max_dev_docs:
         dev_docs = dev_docs[: args.max_dev_docs]
-    calibration = sample_rows(encoder, [d.text for d in train_docs], window, 256)
-    speed_rows = sample_rows(encoder, [d.text for d in dev_docs], window, 256)
+    calibration = sample_rows(pipeline, [d.text for d in train_docs], 256)
+    speed_rows = sample_rows(pipeline, [d.text for d in dev_docs], 256)
     nodes = matmul_nodes(raw / "model.onnx")
     groups = node_groups(raw / "model.onnx")
     # The first layer's and the classifier's MatMuls are commonly the most sensitive to int8.
@@ -101,16 +99,16 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         builders[name](folder)
-        run = onnx_runner(folder / "model.onnx")
-        report = evaluate_documents(dev_docs, encoder, run, scheme, window, Strategy(serving.strategy))
+        run = onnx_runner(folder / "model.onnx", n_labels=len(scheme))
+        report = evaluate_documents(dev_docs, pipeline, run)
         windows_per_second(run, speed_rows[:16])  # warm-up
         results[name] = {
             "f1": report["micro"]["f1"],
             "per_type": {k: v["f1"] for k, v in report["per_type"].items()},
             "windows_per_second": windows_per_second(run, speed_rows, repeats=2),
             "mb": (folder / "model.onnx").stat().st_size / 1e6,
-            "texts_changed_by_batching": determinism([d.text for d in dev_docs[:100]], encoder, run, scheme, window)[0],
-            "scores_changed_by_batching": determinism([d.text for d in dev_docs[:100]], encoder, run, scheme, window)[1],
+            "texts_changed_by_batching": determinism([d.text for d in dev_docs[:100]], pipeline, run)[0],
+            "scores_changed_by_batching": determinism([d.text for d in dev_docs[:100]], pipeline, run)[1],
             "build_seconds": time.perf_counter() - started,
         }
         print(name, json.dumps(results[name]))

@@ -18,12 +18,11 @@ from service.api.middleware import ChunkedBodyLimit, RequestContextMiddleware
 from service.api.responses import JSONBytesResponse
 from service.api.routes import make_router
 from service.api.schemas import request_model
-from service.decoding.aggregate import Decoding, Strategy
-from service.decoding.predict import WindowConfig
-from service.engine import NerEngine, window_bound
-from service.errors import BundleError
+from service.bundle_format import pipeline_for
+from service.decoding.pipeline import Pipeline
+from service.engine import Engine, NerEngine
 from service.metrics import Metrics
-from service.runtime.bundle import load_bundle
+from service.runtime.bundle import Bundle, load_bundle
 from service.runtime.golden import GoldenError, compare, read_golden
 from service.runtime.session import OnnxSession
 from service.settings import Settings
@@ -43,14 +42,9 @@ def build_engine(settings: Settings, metrics: Metrics) -> NerEngine:
         settings.graph_optimization,
         settings.thread_spinning,
     )
-    window = WindowConfig(settings.max_length or bundle.max_length, settings.stride if settings.stride is not None else bundle.stride)
-    if window.stride >= window.max_length - bundle.encoder.n_special:
-        raise ValueError(f"stride {window.stride} leaves no room in windows of {window.max_length} tokens")
-    strategy = Strategy(settings.aggregation_strategy or bundle.strategy)
-    decoding = Decoding(settings.decoding or bundle.decoding)
-    if decoding is Decoding.CRF and bundle.transitions is None:
-        raise BundleError(f"decoding 'crf' needs a model trained with a CRF head; {bundle.path} has no transition scores")
-    largest = window_bound(settings.max_text_chars, window, bundle.encoder.n_special)
+    pipeline = make_pipeline(bundle, settings)
+    window = pipeline.window
+    largest = pipeline.window_bound(settings.max_text_chars)
     request_windows = settings.max_request_windows or largest
     if largest > request_windows or request_windows > settings.max_queue_windows:
         raise ValueError(
@@ -61,9 +55,7 @@ def build_engine(settings: Settings, metrics: Metrics) -> NerEngine:
     engine = NerEngine.build(
         bundle,
         session,
-        window,
-        strategy,
-        decoding=decoding,
+        pipeline,
         max_batch_size=settings.max_batch_size,
         max_batch_tokens=settings.max_batch_tokens,
         max_wait_s=settings.max_wait_ms / 1000,
@@ -100,6 +92,20 @@ def build_engine(settings: Settings, metrics: Metrics) -> NerEngine:
     return engine
 
 
+def make_pipeline(bundle: Bundle, settings: Settings) -> Pipeline:
+    """The bundle's serving configuration with the settings' overrides on top."""
+    return pipeline_for(
+        bundle.serving,
+        bundle.encoder,
+        bundle.scheme,
+        bundle.pad_id,
+        max_length=settings.max_length,
+        stride=settings.stride,
+        strategy=settings.aggregation_strategy,
+        decoding=settings.decoding,
+    )
+
+
 def self_check(engine: NerEngine, metrics: Metrics) -> None:
     """Answer the bundle's golden texts and compare; a mismatch (or a broken file) is a warning,
     reported on ``/model`` and ``bioner_self_check_passed``, never a refusal to start."""
@@ -127,16 +133,21 @@ def self_check(engine: NerEngine, metrics: Metrics) -> None:
         )
 
 
-def create_app(settings: Settings | None = None, engine: NerEngine | None = None, metrics: Metrics | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, engine: Engine | None = None, metrics: Metrics | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = metrics or Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        current = engine or build_engine(settings, metrics)
-        if settings.warmup:
-            current.warmup()
-        current.batcher.start()
+        current: Engine
+        if engine is not None:
+            current = engine
+        else:
+            built = build_engine(settings, metrics)
+            if settings.warmup:
+                built.warmup()
+            current = built
+        current.start()
         app.state.engine = current
         app.state.ready = True
         metrics.ready.set(1)
@@ -148,9 +159,8 @@ def create_app(settings: Settings | None = None, engine: NerEngine | None = None
         finally:
             app.state.ready = False
             metrics.ready.set(0)
-            log.info("draining %d queued windows", current.batcher.depth)
-            await current.batcher.drain(settings.drain_timeout_s)
-            current.close()
+            log.info("draining %d queued windows", current.queued_windows)
+            await current.drain(settings.drain_timeout_s)
 
     app = FastAPI(
         title="bioner",
@@ -205,8 +215,8 @@ def install_openapi_limits(app: FastAPI, settings: Settings) -> None:
             fields["labels"]["items"]["enum"] = list(engine.info.labels)
             evaluate = schema["components"]["schemas"]["EvaluateRequest"]["properties"]
             evaluate["types"]["items"]["enum"] = list(engine.info.labels)
-            if engine.bundle.transitions is None:  # 'crf' is only a choice on a CRF model
-                fields["decoding"]["enum"] = [d for d in fields["decoding"]["enum"] if d != "crf"]
+            # Only the decodings this model offers ('crf' needs a CRF model).
+            schema["components"]["schemas"]["Decoding"]["enum"] = [d.value for d in engine.decodings]
             app.openapi_schema = schema  # complete: cache it
         return schema
 

@@ -61,7 +61,7 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,
     )
     DrainingServer(config, app, settings.drain_grace_s, settings.drain_timeout_s).run()
-    if engine.batcher.drain_expired:  # an inference thread may still hang: do not wait to join it
+    if engine.drain_expired:  # an inference thread may still hang: do not wait to join it
         logging.shutdown()
         os._exit(0)
     return 0

@@ -49,6 +49,11 @@ class InvalidRequestError(ServiceError):
     code = "invalid_request"
 
 
+class UnsupportedOptionError(InvalidRequestError, ValueError):
+    """A choice this model cannot make (CRF decoding without CRF scores, a label it lacks):
+    422 on a request, and a ``ValueError`` where a setting or a CLI flag asked for it."""
+
+
 class BundleError(ServiceError):
     """The model folder is missing, corrupt or inconsistent; raised at startup."""
 

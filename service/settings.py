@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.decoding.aggregate import Decoding, Strategy
+
 _BUNDLE = Path("models") / "bioner-minilm-jnlpba"
 
 
@@ -52,10 +54,8 @@ class Settings(BaseSettings):
     graph_optimization: GraphOptimization = Field(GraphOptimization.ALL, description="ONNX Runtime graph optimisation level.")
     max_length: int | None = Field(None, ge=8, le=4096, description="Window length in tokens; default: the bundle's training length.")
     stride: int | None = Field(None, ge=0, description="Overlap between windows in tokens; default: the bundle's.")
-    aggregation_strategy: Literal["first", "average", "max"] | None = Field(
-        None, description="Default subword aggregation; default: the bundle's."
-    )
-    decoding: Literal["greedy", "constrained", "crf"] | None = Field(
+    aggregation_strategy: Strategy | None = Field(None, description="Default subword aggregation; default: the bundle's.")
+    decoding: Decoding | None = Field(
         None, description="Default label decoding; default: the bundle's (crf for CRF models, else constrained)."
     )
     max_batch_size: int = Field(8, ge=1, description="Most windows in one inference batch.")
@@ -146,8 +146,6 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_window(self) -> Settings:
-        if self.max_length is not None and self.stride is not None and self.stride >= self.max_length - 2:
-            raise ValueError("stride (overlap) must be smaller than max_length minus the special tokens")
         if self.drain_grace_s >= self.drain_timeout_s:
             raise ValueError(f"drain_grace_s {self.drain_grace_s} must be shorter than drain_timeout_s {self.drain_timeout_s}")
         if self.max_request_windows is not None and self.max_request_windows > self.max_queue_windows:

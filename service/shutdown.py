@@ -53,11 +53,11 @@ class DrainingServer(uvicorn.Server):
             metrics.ready.set(0)
         log.info(
             "SIGTERM: /ready now 503, %d windows queued; closing the listener in %.1f s",
-            engine.batcher.depth if engine else 0,
+            engine.queued_windows if engine else 0,
             self._grace_s,
         )
         await asyncio.sleep(self._grace_s)
         self.should_exit = True
         if engine is not None:
             started = self._signalled_at or time.monotonic()
-            await engine.batcher.drain(max(self._timeout_s - (time.monotonic() - started), 0.1))
+            await engine.drain(max(self._timeout_s - (time.monotonic() - started), 0.1))

@@ -14,8 +14,7 @@ import numpy as np
 
 from service.corpora.document import Document
 from service.decoding.aggregate import word_boundaries
-from service.decoding.predict import WindowConfig, windows_for
-from service.decoding.windows import Encoded, TextEncoder
+from service.decoding.windows import Encoded, TextEncoder, WindowConfig
 
 IGNORE = -100
 
@@ -89,7 +88,7 @@ def build_features(
         if len(encoded) == 0:
             continue
         labels = token_labels(doc, encoded, label2id, policy, stats)
-        for span in windows_for(encoder, encoded, config):
+        for span in config.plan(len(encoded), encoder.n_special):
             window_labels = np.concatenate([np.full(n_prefix, IGNORE), labels[span.start : span.end], np.full(n_suffix, IGNORE)]).astype(
                 np.int64
             )

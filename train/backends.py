@@ -1,16 +1,26 @@
-"""``RunBatch`` callables over a PyTorch model or an ONNX bundle, for evaluation and parity."""
+"""``RunBatch`` callables over a PyTorch model or an ONNX bundle, for evaluation and parity.
+
+torch is imported only by :func:`torch_runner`: scoring an ONNX bundle never loads it.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from service.decoding.predict import RunBatch
+from service.bundle_format import CONFIG_FILE
+from service.decoding.pipeline import RunBatch
+
+if TYPE_CHECKING:
+    import torch
 
 
 def torch_runner(model: torch.nn.Module) -> RunBatch:
+    import torch
+
     model.eval()
 
     def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -21,19 +31,10 @@ def torch_runner(model: torch.nn.Module) -> RunBatch:
     return run
 
 
-def onnx_runner(model_path: Path, threads: int = 0) -> RunBatch:
-    import onnxruntime as ort
+def onnx_runner(model_path: Path, threads: int = 0, n_labels: int | None = None) -> RunBatch:
+    """The service's own session (CPU); ``n_labels`` defaults to ``config.json`` beside the graph."""
+    from service.runtime.session import OnnxSession
 
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    names = {i.name for i in session.get_inputs()}
-
-    def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        feeds = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in names:
-            feeds["token_type_ids"] = np.zeros_like(ids)
-        return session.run(["logits"], feeds)[0]
-
-    return run
+    if n_labels is None:
+        n_labels = len(json.loads((model_path.parent / CONFIG_FILE).read_text(encoding="utf-8"))["id2label"])
+    return OnnxSession(model_path, n_labels, intra_op_threads=threads).run

@@ -16,40 +16,26 @@ from typing import Any
 import numpy as np
 
 from service.corpora import Document
-from service.decoding.aggregate import Decoding, Strategy, entities_from_scores, softmax
-from service.decoding.calibration import Reliability, at_bound, calibrated_probs, fit_temperature, nll, reliability
-from service.decoding.crf import Transitions
-from service.decoding.labels import LabelScheme
-from service.decoding.predict import RunBatch, WindowConfig, predict_token_logits
-from service.decoding.windows import TextEncoder
+from service.decoding.calibration import Reliability, at_bound, fit_temperature, nll, reliability
+from service.decoding.pipeline import Pipeline, RunBatch
 
 DIAGRAM = "reliability.png"
 
 
-def calibrate(
-    docs: Sequence[Document],
-    encoder: TextEncoder,
-    run: RunBatch,
-    scheme: LabelScheme,
-    window: WindowConfig,
-    strategy: Strategy,
-    decoding: Decoding,
-    transitions: Transitions | None,
-    out_dir: Path,
-) -> dict[str, Any]:
+def calibrate(docs: Sequence[Document], pipeline: Pipeline, run: RunBatch, out_dir: Path) -> dict[str, Any]:
     """The fitted temperature and its effect; writes ``reliability.png`` into ``out_dir``."""
     from train.align import AlignStats, word_labels
 
-    label2id = {label: i for i, label in enumerate(scheme.labels)}
+    label2id = {label: i for i, label in enumerate(pipeline.scheme.labels)}
     if label2id.get("O") != 0:
         raise ValueError("calibration expects 'O' to be label 0")
-    encoded = encoder.encode_batch([d.text for d in docs])
-    logits = predict_token_logits(encoder, encoded, run, window)
+    plan = pipeline.plan([d.text for d in docs])
+    window_logits = pipeline.run(run, plan)
     words, gold = [], []
-    for doc, enc, lg in zip(docs, encoded, logits):
-        if not len(enc):
+    for doc, text, lg in zip(docs, plan.texts, pipeline.token_logits(plan, window_logits)):
+        if not len(text.encoded):
             continue
-        starts, _, labels = word_labels(doc, enc, label2id, AlignStats())
+        starts, _, labels = word_labels(doc, text.encoded, label2id, AlignStats())
         words.append(lg[starts])
         gold.append(labels)
     word_logits, gold_ids = np.concatenate(words), np.concatenate(gold)
@@ -60,13 +46,8 @@ def calibrate(
         scores: list[float] = []
         correct: list[bool] = []
         kinds: list[str] = []
-        for doc, enc, lg in zip(docs, encoded, logits):
-            if not len(enc):
-                continue
+        for doc, found in zip(docs, pipeline.with_temperature(t).finish(plan, window_logits)):
             truth = {(s.start, s.end, s.label) for s in doc.spans}
-            found = entities_from_scores(
-                doc.text, enc.offsets, enc.word_ids, softmax(lg), scheme, strategy, decoding, transitions, calibrated_probs(lg, t)
-            )
             scores.extend(e.score for e in found)
             correct.extend((e.start, e.end, e.label) in truth for e in found)
             kinds.extend(e.label for e in found)

@@ -11,48 +11,19 @@ from typing import Any
 
 from service.corpora import Document, Span
 from service.corpora.scoring import score_documents
-from service.decoding.aggregate import Decoding, Entity, Strategy
-from service.decoding.crf import Transitions
-from service.decoding.labels import LabelScheme
-from service.decoding.predict import RunBatch, WindowConfig, predict_texts
+from service.decoding.aggregate import Entity
+from service.decoding.pipeline import Pipeline, RunBatch
 from service.decoding.windows import TextEncoder
 
 
-def predict_documents(
-    docs: Sequence[Document],
-    encoder: TextEncoder,
-    run: RunBatch,
-    scheme: LabelScheme,
-    window: WindowConfig,
-    strategy: Strategy,
-    batch_size: int = 16,
-    decoding: Decoding = Decoding.CONSTRAINED,
-    transitions: Transitions | None = None,
-) -> list[list[Entity]]:
-    return predict_texts(
-        [d.text for d in docs], encoder, run, scheme, window, strategy, batch_size, decoding=decoding, transitions=transitions
-    )
-
-
 def evaluate_documents(
-    docs: Sequence[Document],
-    encoder: TextEncoder,
-    run: RunBatch,
-    scheme: LabelScheme,
-    window: WindowConfig,
-    strategy: Strategy,
-    batch_size: int = 16,
-    decoding: Decoding = Decoding.CONSTRAINED,
-    transitions: Transitions | None = None,
-    types: Sequence[str] | None = None,
+    docs: Sequence[Document], pipeline: Pipeline, run: RunBatch, batch_size: int = 16, types: Sequence[str] | None = None
 ) -> dict[str, Any]:
-    """Strict span scores; with ``types``, gold and predicted spans of other types are set aside.
-
-    ``types`` is for cross-corpus evaluation: a model scored on another corpus's shared types only.
-    """
-    predicted = predict_documents(docs, encoder, run, scheme, window, strategy, batch_size, decoding, transitions)
+    """Strict span scores of the pipeline's answers; with ``types``, gold and predicted spans of
+    other types are set aside (cross-corpus evaluation: a model scored on the shared types only)."""
+    predicted = pipeline.predict([d.text for d in docs], run, batch_size)
     report, docs, predicted = score_documents(docs, predicted, types)
-    report["token_accuracy"] = word_accuracy(docs, predicted, encoder)
+    report["token_accuracy"] = word_accuracy(docs, predicted, pipeline.encoder)
     if all(d.token_offsets for d in docs):
         report["seqeval"] = seqeval_report(docs, predicted)
     return report

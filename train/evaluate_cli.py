@@ -6,25 +6,25 @@ import argparse
 import json
 from pathlib import Path
 
+from service.bundle_format import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, pipeline_for, read_serving
 from service.corpora import read_corpus
 from service.corpora.columns import parse_tag_map
 from service.corpora.load import split_dev
 from service.corpora.scoring import format_table
 from service.decoding.aggregate import Decoding, Strategy
 from service.decoding.labels import LabelScheme
-from service.decoding.predict import RunBatch, WindowConfig
+from service.decoding.pipeline import RunBatch
 from service.decoding.windows import TextEncoder
-from service.runtime.bundle import read_serving
 from train.evaluate import evaluate_documents
 
 
 def load_runner(model_dir: Path) -> tuple[RunBatch, LabelScheme]:
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    config = json.loads((model_dir / CONFIG_FILE).read_text(encoding="utf-8"))
     scheme = LabelScheme.from_id2label(config["id2label"])
-    if (model_dir / "model.onnx").exists():
+    if (model_dir / MODEL_FILE).exists():  # an ONNX bundle: scored without importing torch
         from train.backends import onnx_runner
 
-        return onnx_runner(model_dir / "model.onnx"), scheme
+        return onnx_runner(model_dir / MODEL_FILE), scheme
     from transformers import AutoModelForTokenClassification
 
     from train.backends import torch_runner
@@ -35,26 +35,31 @@ def load_runner(model_dir: Path) -> tuple[RunBatch, LabelScheme]:
 def run_evaluate(args: argparse.Namespace) -> int:
     model_dir = Path(args.model)
     serving = read_serving(model_dir)
-    window = WindowConfig(args.max_length or serving.max_length, args.stride if args.stride is not None else serving.stride)
-    strategy = Strategy(args.strategy or serving.strategy)
     docs = [d for p in args.data for d in read_corpus(p, parse_tag_map(args.tag_map), args.separator)]
     if args.dev_fraction:
         _, docs = split_dev(docs, args.dev_fraction, args.seed)
     run, scheme = load_runner(model_dir)
-    encoder = TextEncoder.from_file(model_dir / "tokenizer.json")
-    decoding = Decoding(args.decoding or serving.decoding)
-    if decoding is Decoding.CRF and serving.transitions is None:
-        raise SystemExit(f"bioner evaluate: decoding 'crf' needs a model trained with --head crf; {model_dir} has no CRF scores")
-    report = evaluate_documents(
-        docs, encoder, run, scheme, window, strategy, decoding=decoding, transitions=serving.transitions, types=args.types
-    )
+    try:
+        pipeline = pipeline_for(
+            serving,
+            TextEncoder.from_file(model_dir / TOKENIZER_FILE),
+            scheme,
+            max_length=args.max_length,
+            stride=args.stride,
+            strategy=Strategy(args.strategy) if args.strategy else None,
+            decoding=Decoding(args.decoding) if args.decoding else None,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"bioner evaluate: {exc}") from None
+    report = evaluate_documents(docs, pipeline, run, types=args.types)
+    window, defaults = pipeline.window, pipeline.defaults
     report["settings"] = {
         "model": str(model_dir),
         "documents": len(docs),
         "max_length": window.max_length,
         "stride": window.stride,
-        "strategy": strategy.value,
-        "decoding": decoding.value,
+        "strategy": defaults.strategy.value,
+        "decoding": defaults.decoding.value,
         "types": args.types or "all",
     }
     print(format_table(report))

@@ -14,28 +14,19 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from service.decoding.aggregate import Decoding, Strategy
+from service.bundle_format import BUNDLE_FILES, MODEL_FILE, TOKENIZER_FILE, pipeline_for, read_serving, write_serving
+from service.decoding.aggregate import Decoding
 from service.decoding.labels import LabelScheme
-from service.decoding.predict import WindowConfig, pad_windows
+from service.decoding.pipeline import Pipeline, pad_windows
 from service.decoding.windows import TextEncoder
-from service.runtime.bundle import SERVING_FILE, file_sha256, read_serving
+from service.runtime.bundle import file_sha256
 from train.model_card import portable, write_model_card
-
-BUNDLE_FILES = (
-    "config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-    "merges.txt",
-    "vocab.json",
-    SERVING_FILE,
-)
 
 
 class ParityError(RuntimeError):
@@ -77,12 +68,11 @@ def optimize_copy(src: Path, dst: Path, optimization_level: int) -> Path:
     return dst / "model.onnx"
 
 
-def sample_rows(encoder: TextEncoder, texts: list[str], window: WindowConfig, limit: int) -> list[np.ndarray]:
-    from service.decoding.predict import windows_for
-
+def sample_rows(pipeline: Pipeline, texts: list[str], limit: int) -> list[np.ndarray]:
+    """Up to ``limit`` real windows, cut as the service cuts them."""
     rows: list[np.ndarray] = []
-    for encoded in encoder.encode_batch(texts):
-        rows.extend(encoder.window_ids(encoded, span) for span in windows_for(encoder, encoded, window) if len(encoded))
+    for lo in range(0, len(texts), 32):
+        rows.extend(pipeline.plan(texts[lo : lo + 32]).rows)
         if len(rows) >= limit:
             break
     return rows[:limit]
@@ -106,34 +96,16 @@ def windows_per_second(run: Any, rows: list[np.ndarray], batch_size: int = 8, re
     return len(ordered) * repeats / (time.perf_counter() - started)
 
 
-def write_golden_answers(
-    output: Path,
-    runners: dict[str, Any],
-    encoder: TextEncoder,
-    scheme: LabelScheme,
-    window: WindowConfig,
-    strategy: Strategy,
-    decoding: Decoding,
-    transitions: Any,
-    graph: str,
-    temperature: float = 1.0,
-) -> None:
+def write_golden_answers(output: Path, runners: dict[str, Any], pipeline: Pipeline, graph: str) -> None:
     """``golden.json``: the fp32 graph's entities for the golden texts, and the bundle graph's."""
     import onnxruntime as ort
 
-    from service.decoding.predict import predict_texts
     from service.runtime.golden import cpu_summary, write_golden
     from train.golden_texts import GOLDEN_TEXTS
 
     texts = list(GOLDEN_TEXTS)
-
-    def answers(run: Any) -> list[Any]:
-        return predict_texts(
-            texts, encoder, run, scheme, window, strategy, decoding=decoding, transitions=transitions, temperature=temperature
-        )
-
-    reference = answers(runners["onnx_fp32"])
-    expected = answers(runners["onnx_int8"]) if "onnx_int8" in runners else reference
+    reference = pipeline.predict(texts, runners["onnx_fp32"])
+    expected = pipeline.predict(texts, runners["onnx_int8"]) if "onnx_int8" in runners else reference
     same = sum([(e.start, e.end, e.label) for e in a] == [(e.start, e.end, e.label) for e in b] for a, b in zip(expected, reference))
     made_on = {"cpu": cpu_summary(), "graph": graph, "onnxruntime": ort.__version__}
     write_golden(output, texts, expected, reference, made_on=made_on)
@@ -152,20 +124,18 @@ def run_export(args: argparse.Namespace) -> int:
 
     checkpoint, output = Path(args.checkpoint), Path(args.output)
     serving = read_serving(checkpoint)
-    window = WindowConfig(serving.max_length, serving.stride)
-    strategy, decoding = Strategy(serving.strategy), Decoding(serving.decoding)
     model = AutoModelForTokenClassification.from_pretrained(checkpoint)
     scheme = LabelScheme.from_id2label(model.config.id2label)
     raw_dir = Path(tempfile.mkdtemp(prefix="onnx-raw-"))
     export_onnx(checkpoint, raw_dir, optimization_level=0)
     fp32_dir = output if args.quantize == "none" else Path(tempfile.mkdtemp(prefix="onnx-fp32-"))
     optimize_copy(raw_dir, fp32_dir, args.optimization_level)
-    encoder = TextEncoder.from_file(fp32_dir / "tokenizer.json")
+    pipeline = pipeline_for(serving, TextEncoder.from_file(fp32_dir / TOKENIZER_FILE), scheme)
 
     docs = [d for p in args.data for d in read_corpus(p, parse_tag_map(args.tag_map), args.separator)]
     train_docs, dev_docs = split_dev(docs, args.dev_fraction, args.seed) if docs else ([], [])
     probe_texts = [d.text for d in dev_docs] or ["Interleukin-2 gene expression requires NF-kappa B in human T cells."] * 4
-    rows = sample_rows(encoder, probe_texts, window, 64)
+    rows = sample_rows(pipeline, probe_texts, 64)
     runners = {"pytorch": torch_runner(model), "onnx_fp32": onnx_runner(fp32_dir / "model.onnx")}
     parity: dict[str, Any] = {
         "max_abs_logit_diff_fp32": max_logit_difference(runners["pytorch"], runners["onnx_fp32"], rows),
@@ -185,7 +155,7 @@ def run_export(args: argparse.Namespace) -> int:
         if args.quantize == "dynamic":
             quantize_dynamic(raw_dir, output)
         else:
-            calibration = sample_rows(encoder, [d.text for d in train_docs] or probe_texts, window, args.calibration_windows)
+            calibration = sample_rows(pipeline, [d.text for d in train_docs] or probe_texts, args.calibration_windows)
             groups = node_groups(raw_dir / "model.onnx")
             keep = [*(args.exclude_nodes or ()), *(n for g in args.keep_fp32 for n in groups[g])]
             parity["int8_nodes_kept_fp32"] = {"groups": args.keep_fp32, "nodes": len(keep)}
@@ -203,19 +173,17 @@ def run_export(args: argparse.Namespace) -> int:
     scores: dict[str, Any] = {}
     for name, run in runners.items():
         if dev_docs:
-            scores[name] = evaluate_documents(
-                dev_docs, encoder, run, scheme, window, strategy, decoding=decoding, transitions=serving.transitions
-            )
+            scores[name] = evaluate_documents(dev_docs, pipeline, run)
             print(f"dev strict span F1 {name}: {scores[name]['micro']['f1']:.4f}")
         parity.setdefault("windows_per_second", {})[name] = windows_per_second(run, rows)
     parity["dev"] = scores
     temperature = 1.0
-    if dev_docs and decoding is not Decoding.CRF and args.calibrate:  # a CRF's scores are its own marginals
+    if dev_docs and pipeline.defaults.decoding is not Decoding.CRF and args.calibrate:  # a CRF's scores are its own marginals
         from train.calibrate import calibrate
 
         shipped = runners.get("onnx_int8", runners["onnx_fp32"])
         try:
-            parity["calibration"] = calibrate(dev_docs, encoder, shipped, scheme, window, strategy, decoding, serving.transitions, output)
+            parity["calibration"] = calibrate(dev_docs, pipeline, shipped, output)
         except (ValueError, KeyError) as exc:  # e.g. dev types the model lacks: ship raw scores, say so
             print(f"calibration skipped, raw scores kept: {type(exc).__name__}: {exc}", file=sys.stderr)
             parity["calibration"] = {"skipped": str(exc), "temperature": 1.0, "ece_before": float("nan"), "ece_after": float("nan")}
@@ -225,20 +193,19 @@ def run_export(args: argparse.Namespace) -> int:
             f"{parity['calibration']['ece_after']:.4f}"
         )
     graph = {"none": "fp32", "dynamic": "int8_dynamic"}.get(args.quantize, f"int8_static_{args.int8_weights}")
-    write_golden_answers(output, runners, encoder, scheme, window, strategy, decoding, serving.transitions, graph, temperature)
-    meta = json.loads((output / SERVING_FILE).read_text()) if (output / SERVING_FILE).exists() else {}
-    if "train_config" in meta:
-        meta["train_config"] = {k: portable(v) if k in ("base_model", "output") else v for k, v in meta["train_config"].items()}
-    meta.update(
-        {
-            "name": args.name or output.name,
-            "version": args.version,
-            "quantization": args.quantize,
-            "onnx_sha256": file_sha256(output / "model.onnx"),
-            **({"calibration": {"temperature": temperature}} if temperature != 1.0 else {}),
-        }
+    write_golden_answers(output, runners, pipeline.with_temperature(temperature), graph)
+    extra = dict(serving.extra)
+    if "train_config" in extra:
+        extra["train_config"] = {k: portable(v) if k in ("base_model", "output") else v for k, v in extra["train_config"].items()}
+    released = replace(
+        serving,
+        name=args.name or output.name,
+        version=args.version,
+        temperature=temperature,
+        extra={**extra, "quantization": args.quantize, "onnx_sha256": file_sha256(output / MODEL_FILE)},
     )
-    (output / SERVING_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    write_serving(output, released)
+    meta = released.to_json()
     (output / "parity.json").write_text(json.dumps(parity, indent=2))
 
     write_model_card(output, meta, parity, ["bioner", *getattr(args, "argv", sys.argv[1:])])

@@ -26,16 +26,15 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForTokenClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
+from service.bundle_format import ServingConfig, write_serving
 from service.corpora import Document, read_corpus
 from service.corpora.load import split_dev
 from service.decoding.aggregate import Decoding, Strategy
-from service.decoding.crf import CRF_KEY
 from service.decoding.labels import LabelScheme
-from service.decoding.predict import WindowConfig
-from service.decoding.windows import TextEncoder
+from service.decoding.pipeline import Pipeline
+from service.decoding.windows import TextEncoder, WindowConfig
 from train.align import IGNORE, Feature, LabelPolicy, build_features, label_list
 from train.backends import torch_runner
-from train.bundle_meta import write_serving_config
 from train.crf import CrfTagger, invalid_moves
 from train.evaluate import evaluate_documents
 from train.losses import class_weights, label_counts
@@ -294,9 +293,7 @@ def train(config: TrainConfig, docs: tuple[list[Document], list[Document]] | Non
                     break
             seconds = time.perf_counter() - started
             transitions = tagger.crf.to_transitions() if tagger is not None else None
-            report = evaluate_documents(
-                dev_docs, encoder, torch_runner(model), scheme, window, strategy, decoding=decoding, transitions=transitions
-            )
+            report = evaluate_documents(dev_docs, Pipeline(encoder, scheme, window, strategy, decoding, transitions), torch_runner(model))
             record = {
                 "epoch": epoch,
                 "phase": phase,
@@ -323,9 +320,7 @@ def train(config: TrainConfig, docs: tuple[list[Document], list[Document]] | Non
                 model.save_pretrained(out)
                 tokenizer.save_pretrained(out)
                 extra: dict[str, Any] = {"train_config": asdict(config), "best_epoch": epoch}
-                if transitions is not None:
-                    extra[CRF_KEY] = transitions.to_json()
-                write_serving_config(out, window, strategy.value, extra=extra, decoding=decoding.value)
+                write_serving(out, ServingConfig(window, strategy, decoding, transitions, extra=extra))
             if config.max_steps and step >= config.max_steps:
                 return
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from service.decoding.predict import pad_windows
+from service.decoding.pipeline import pad_windows
 
 
 class WindowReader:

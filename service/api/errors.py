@@ -55,7 +55,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(errors.ServiceError)
     async def _service_error(request: Request, exc: errors.ServiceError) -> JSONBytesResponse:
-        status = STATUS.get(type(exc), 500)
+        status = next((STATUS[c] for c in type(exc).__mro__ if c in STATUS), 500)  # subclasses map as their base
         headers = {"Retry-After": str(exc.retry_after_s or retry_after)} if status == 503 else None
         if status >= 500 and status != 503 and status != 504:
             log.error("request %s failed: %s", request_id(request), exc)

@@ -25,7 +25,7 @@ from service.api.schemas import (
 )
 from service.corpora.load import parse_corpus, split_dev
 from service.corpora.scoring import score_documents
-from service.decoding.aggregate import Decoding, Entity, Strategy
+from service.decoding.aggregate import Entity
 from service.engine import Engine, Recognition
 from service.errors import ClientGoneError, InvalidRequestError, ShuttingDownError
 from service.metrics import Metrics
@@ -80,10 +80,14 @@ async def ner(body: NerRequest, request: Request) -> Response:
     if getattr(request.app.state, "draining", False):
         raise ShuttingDownError("the service is shutting down")
     texts = [body.text] if body.text is not None else list(body.texts or [])
-    strategy = Strategy(body.aggregation_strategy) if body.aggregation_strategy else None
-    decoding = Decoding(body.decoding) if body.decoding else None
     work = engine.recognize(
-        texts, strategy, body.min_score, body.labels, timeout_s=body.timeout, decoding=decoding, alternatives=body.alternatives
+        texts,
+        body.aggregation_strategy,
+        body.min_score,
+        body.labels,
+        timeout_s=body.timeout,
+        decoding=body.decoding,
+        alternatives=body.alternatives,
     )
     result = await until_disconnect(request, work)
     _observe(request.app.state.metrics, result, len(texts))
@@ -128,7 +132,7 @@ async def evaluate(body: EvaluateRequest, request: Request) -> Response:
 
 async def health(request: Request) -> Response:
     engine = getattr(request.app.state, "engine", None)
-    alive = engine.batcher.liveness() if engine is not None else None
+    alive = engine.alive() if engine is not None else None
     if alive is not None and not alive.ok:  # a stopped or hung worker: only a restart cures it
         return JSONBytesResponse({"status": "unhealthy", "reason": alive.reason}, status_code=503)
     return JSONBytesResponse({"status": "ok"})
@@ -141,7 +145,7 @@ async def ready(request: Request) -> Response:
         return JSONBytesResponse({"status": "not_ready", "reason": "starting"}, status_code=503)
     if getattr(state, "draining", False):
         return JSONBytesResponse({"status": "not_ready", "reason": "draining"}, status_code=503)
-    health = engine.batcher.health()
+    health = engine.ready()
     if not health.ok:
         return JSONBytesResponse({"status": "not_ready", "reason": health.reason}, status_code=503)
     return JSONBytesResponse({"status": "ready", "model": engine.info.name})

@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
 
+from service.decoding.aggregate import Decoding, Strategy
+
 _EXAMPLE_TEXT = "IL-2 gene expression requires NF-kappa B activation in human T lymphocytes."
 
 
@@ -24,9 +26,11 @@ class NerRequest(BaseModel):
     # Optional but never null on the wire: the schema says exactly what is accepted.
     text: str = Field(None, description="One text; offsets index this exact string (Python str indices).")  # type: ignore[assignment,arg-type]
     texts: list[str] = Field(None, min_length=1, description="Several texts, answered in order.")  # type: ignore[assignment,arg-type]
-    aggregation_strategy: Literal["first", "average", "max"] = Field(None, description="Subword-to-word aggregation; default: the model's.")  # type: ignore[assignment,arg-type]
-    decoding: Literal["greedy", "constrained", "crf"] = Field(  # type: ignore[assignment]
-        None,  # type: ignore[arg-type]
+    # strict=False: a JSON string is how an enum arrives; strict mode would want the Python member.
+    aggregation_strategy: Strategy = Field(None, strict=False, description="Subword-to-word aggregation; default: the model's.")  # type: ignore[assignment]
+    decoding: Decoding = Field(  # type: ignore[assignment]
+        None,
+        strict=False,
         description="greedy: arg-max per word, stray I- tags repaired into new spans; "
         "constrained: the most probable valid BIO sequence (Viterbi); "
         "crf: as constrained, with the learned transition scores of a model trained with a CRF head. Default: the model's.",

@@ -30,6 +30,34 @@ class Encoded:
 
 
 @dataclass(frozen=True)
+class WindowConfig:
+    """Window length (special tokens included) and overlap; the defaults every bundle falls back to."""
+
+    max_length: int = 128
+    stride: int = 32
+
+    def content_length(self, n_special: int) -> int:
+        return self.max_length - n_special
+
+    def validate(self, n_special: int) -> None:
+        """The one rule: windows hold content, and consecutive windows advance."""
+        content = self.content_length(n_special)
+        if content < 1:
+            raise ValueError(f"windows of {self.max_length} tokens leave no room for content after {n_special} special tokens")
+        if not 0 <= self.stride < content:
+            raise ValueError(
+                f"stride (overlap) must be in [0, {content}) for windows of {self.max_length} tokens "
+                f"({n_special} of them special), got {self.stride}"
+            )
+
+    def plan(self, n_tokens: int, n_special: int) -> list[WindowSpan]:
+        return plan_windows(n_tokens, self.content_length(n_special), self.stride)
+
+
+DEFAULT_WINDOW = WindowConfig()
+
+
+@dataclass(frozen=True)
 class WindowSpan:
     """Token range ``[start, end)`` of a text covered by one window's content."""
 
@@ -93,10 +121,7 @@ def _special_affixes(tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
 
 def plan_windows(n_tokens: int, content_length: int, stride: int) -> list[WindowSpan]:
     """Cover ``n_tokens`` with windows of ``content_length`` overlapping by ``stride`` tokens."""
-    if content_length < 1:
-        raise ValueError("window content length must be positive")
-    if not 0 <= stride < content_length:
-        raise ValueError(f"stride (overlap) must be in [0, {content_length}), got {stride}")
+    WindowConfig(content_length, stride).validate(0)
     if n_tokens <= content_length:
         return [WindowSpan(0, n_tokens)]
     step = content_length - stride

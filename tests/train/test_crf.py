@@ -16,12 +16,11 @@ pytest.importorskip("optimum")
 from live_server import start_server, stop_server  # noqa: E402
 from tiny_bert import export_bundle, make_base_model, make_corpus, tiny_train_config  # noqa: E402
 
-from service.decoding.aggregate import Decoding, Strategy, allowed_transitions  # noqa: E402
+from service.bundle_format import pipeline_for, read_serving  # noqa: E402
+from service.decoding.aggregate import Decoding, allowed_transitions  # noqa: E402
 from service.decoding.crf import FORBIDDEN  # noqa: E402
 from service.decoding.labels import LabelScheme  # noqa: E402
-from service.decoding.predict import WindowConfig, predict_texts  # noqa: E402
 from service.decoding.windows import TextEncoder  # noqa: E402
-from service.runtime.bundle import read_serving  # noqa: E402
 from train.align import IGNORE  # noqa: E402
 from train.crf import CrfHead, labelled_positions  # noqa: E402
 
@@ -94,7 +93,7 @@ def crf_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_crf_checkpoint_and_bundle_carry_learned_transitions(crf_bundle: Path) -> None:
     serving = read_serving(crf_bundle)
-    assert serving.decoding == "crf" and serving.transitions is not None
+    assert serving.default_decoding is Decoding.CRF and serving.transitions is not None
     allowed, _ = allowed_transitions(SCHEME)
     learned = serving.transitions.matrix[allowed]
     assert np.abs(learned).max() > 0  # one epoch moved them from zero
@@ -123,16 +122,9 @@ def test_served_crf_bundle_answers_as_evaluate_decodes(crf_bundle: Path) -> None
     ]
     serving = read_serving(crf_bundle)
     scheme = LabelScheme.from_id2label(json.loads((crf_bundle / "config.json").read_text())["id2label"])
-    expected = predict_texts(
-        texts,
-        TextEncoder.from_file(crf_bundle / "tokenizer.json"),
-        onnx_runner(crf_bundle / "model.onnx"),
-        scheme,
-        WindowConfig(serving.max_length, serving.stride),
-        Strategy.FIRST,
-        decoding=Decoding.CRF,
-        transitions=serving.transitions,
-    )
+    pipeline = pipeline_for(serving, TextEncoder.from_file(crf_bundle / "tokenizer.json"), scheme)
+    assert pipeline.defaults.decoding is Decoding.CRF
+    expected = pipeline.predict(texts, onnx_runner(crf_bundle / "model.onnx"))
     proc, url = start_server(crf_bundle)
     try:
         model = httpx.get(f"{url}/model").json()

@@ -18,7 +18,8 @@ def test_defaults_when_serving_json_is_absent(tmp_path: Path) -> None:
     folder = write_bundle(tmp_path / "b")
     (folder / "serving.json").unlink()
     bundle = load_bundle(folder)
-    assert (bundle.max_length, bundle.stride, bundle.strategy, bundle.name) == (128, 32, "first", "b")
+    serving = bundle.serving
+    assert (serving.window.max_length, serving.window.stride, serving.strategy.value, bundle.name) == (128, 32, "first", "b")
 
 
 def _n_labels(folder: Path) -> int:
@@ -40,7 +41,8 @@ def test_crf_bundle_defaults_to_crf_decoding(tmp_path: Path) -> None:
     serving.pop("decoding", None)
     (folder / "serving.json").write_text(json.dumps({**serving, "crf": _crf(_n_labels(folder))}))
     bundle = load_bundle(folder)
-    assert bundle.decoding == "crf" and bundle.transitions is not None and len(bundle.transitions) == _n_labels(folder)
+    transitions = bundle.serving.transitions
+    assert bundle.serving.default_decoding.value == "crf" and transitions is not None and len(transitions) == _n_labels(folder)
 
 
 @pytest.mark.parametrize(
@@ -52,7 +54,7 @@ def test_crf_bundle_defaults_to_crf_decoding(tmp_path: Path) -> None:
         (lambda f: (f / "config.json").write_text(json.dumps({"model_type": "bert"})), "no id2label"),
         (lambda f: (f / "tokenizer.json").write_text("{}"), "tokenizer.json unreadable"),
         (lambda f: (f / "serving.json").write_text(json.dumps({"max_length": 4096})), "exceeds the model's 512 positions"),
-        (lambda f: (f / "serving.json").write_text(json.dumps({"decoding": "crf"})), "has no 'crf' transition scores"),
+        (lambda f: (f / "serving.json").write_text(json.dumps({"decoding": "crf"})), "needs a model trained with a CRF head"),
         (lambda f: (f / "serving.json").write_text(json.dumps({"crf": {"transitions": [[0.0]]}})), "'crf' must be an object"),
         (lambda f: (f / "serving.json").write_text(json.dumps({"crf": _crf(2)})), "CRF scores cover 2 labels"),
         (lambda f: _set_serving(f, crf=_crf(_n_labels(f)), aggregation_strategy="average"), "aggregation_strategy must be 'first'"),

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from service.decoding.aggregate import Decoding, Strategy
 from service.decoding.crf import Transitions
-from service.decoding.predict import WindowConfig, predict_texts
+from service.decoding.pipeline import Pipeline
+from service.decoding.windows import WindowConfig
 from service.runtime.bundle import Bundle, load_bundle
 from service.runtime.session import OnnxSession
 
@@ -31,9 +32,8 @@ def predict(
     decoding: Decoding = Decoding.GREEDY,
 ) -> list[tuple[str, str]]:
     bundle, session = runtime
-    [entities] = predict_texts(
-        [text], bundle.encoder, session.run, bundle.scheme, WindowConfig(max_length, stride), strategy, decoding=decoding
-    )
+    pipeline = Pipeline(bundle.encoder, bundle.scheme, WindowConfig(max_length, stride), strategy, decoding)
+    [entities] = pipeline.predict([text], session.run)
     assert all(text[e.start : e.end] == e.text for e in entities)
     return [(e.text, e.label) for e in entities]
 
@@ -103,10 +103,9 @@ def test_spans_always_slice_the_input(runtime: tuple[Bundle, OnnxSession]) -> No
     @given(ANY_TEXT)
     def spans_slice(text: str) -> None:
         crf = Transitions(np.random.default_rng(len(text)).normal(size=(n, n)), np.zeros(n), np.zeros(n))
+        pipeline = Pipeline(bundle.encoder, bundle.scheme, WindowConfig(8, 2), transitions=crf)
         for strategy, decoding in [(s, d) for s in Strategy for d in Decoding]:
-            [entities] = predict_texts(
-                [text], bundle.encoder, session.run, bundle.scheme, WindowConfig(8, 2), strategy, decoding=decoding, transitions=crf
-            )
+            [entities] = pipeline.predict([text], session.run, options=pipeline.options(strategy, decoding))
             previous_end = 0
             for e in entities:
                 assert text[e.start : e.end] == e.text

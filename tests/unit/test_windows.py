@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from tiny_bundle import build_tokenizer
 
-from service.decoding.predict import WindowConfig, predict_token_logits
-from service.decoding.windows import TextEncoder, WindowSpan, owner_windows, plan_windows, stitch
+from service.decoding.labels import LabelScheme
+from service.decoding.pipeline import Pipeline
+from service.decoding.windows import TextEncoder, WindowConfig, WindowSpan, owner_windows, plan_windows, stitch
 
 
 def test_short_text_is_one_window() -> None:
@@ -64,7 +65,9 @@ def test_long_text_logits_equal_short_text_logits_for_context_free_model() -> No
     def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return table[ids] * mask[..., None]
 
-    encoded = encoder.encode_batch(["the p53 kinase binds " * 30, "myc"])
-    logits = predict_token_logits(encoder, encoded, run, WindowConfig(16, 6), batch_size=3)
-    for enc, lg in zip(encoded, logits):
-        np.testing.assert_allclose(lg, table[enc.ids])
+    pipeline = Pipeline(encoder, LabelScheme.from_id2label({0: "O", 1: "B-x", 2: "I-x"}), WindowConfig(16, 6))
+    plan = pipeline.plan(["the p53 kinase binds " * 30, "myc"])
+    assert len(plan.rows) > 10  # the long text really is cut into many windows
+    logits = pipeline.token_logits(plan, pipeline.run(run, plan, batch_size=3))
+    for text, lg in zip(plan.texts, logits):
+        np.testing.assert_allclose(lg, table[text.encoded.ids])

@@ -1,0 +1,204 @@
+"""One decoding pipeline: texts -> window rows (``plan``), window logits -> entities (``finish``).
+
+The service's engine runs plan -> micro-batcher -> finish; evaluation, export, calibration and
+benchmarks run plan -> :meth:`Pipeline.run` -> finish. A served answer and an evaluated one are
+therefore one computation, not two implementations kept equal by a test.
+
+A :class:`Pipeline` is built once from a bundle's serving configuration (or a checkpoint's), and
+the rules that depend on the model (CRF decoding needs transition scores, the window must hold
+content, requested labels must exist) are checked here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.decoding.aggregate import Decoding, Entity, Strategy, entities_from_scores, softmax
+from service.decoding.calibration import calibrated_probs
+from service.decoding.crf import Transitions
+from service.decoding.labels import LabelScheme
+from service.decoding.windows import DEFAULT_WINDOW, Encoded, TextEncoder, WindowConfig, WindowSpan, stitch
+from service.errors import UnsupportedOptionError
+
+# (input_ids, attention_mask) both (rows, padded_len) int64 -> logits (rows, padded_len, labels)
+RunBatch = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Options:
+    """Per-request decoding choices; only :meth:`Pipeline.options` makes them, checked."""
+
+    strategy: Strategy
+    decoding: Decoding
+    min_score: float = 0.0
+    labels: frozenset[str] | None = None
+    alternatives: int = 0
+
+
+@dataclass(frozen=True)
+class TextPlan:
+    """One text's subwords and the windows that cover them."""
+
+    text: str
+    encoded: Encoded
+    spans: tuple[WindowSpan, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Texts in request order and their window rows, text by text, window by window."""
+
+    texts: tuple[TextPlan, ...]
+    rows: tuple[np.ndarray, ...]
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(t.encoded) for t in self.texts)
+
+
+def pad_windows(rows: Sequence[np.ndarray], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad id rows to the longest; returns ``(input_ids, attention_mask)``."""
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def run_rows(run_batch: RunBatch, rows: Sequence[np.ndarray], pad_id: int = 0) -> list[np.ndarray]:
+    """One padded batch through the model; each row's logits cut back to the row's own length."""
+    ids, mask = pad_windows(rows, pad_id)
+    logits = run_batch(ids, mask)
+    return [logits[i, : len(row)] for i, row in enumerate(rows)]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        encoder: TextEncoder,
+        scheme: LabelScheme,
+        window: WindowConfig = DEFAULT_WINDOW,
+        strategy: Strategy = Strategy.FIRST,
+        decoding: Decoding = Decoding.CONSTRAINED,
+        transitions: Transitions | None = None,
+        temperature: float = 1.0,
+        pad_id: int = 0,
+    ) -> None:
+        window.validate(encoder.n_special)
+        self.encoder = encoder
+        self.scheme = scheme
+        self.window = window
+        self.transitions = transitions
+        self.temperature = temperature
+        self.pad_id = pad_id
+        self.decodings: tuple[Decoding, ...] = tuple(d for d in Decoding if d is not Decoding.CRF or transitions is not None)
+        self.defaults = self._checked(Options(strategy, decoding))
+
+    def with_temperature(self, temperature: float) -> Pipeline:
+        """The same pipeline scoring with another calibration temperature (fitting it at export)."""
+        twin = copy.copy(self)
+        twin.temperature = temperature
+        return twin
+
+    def options(
+        self,
+        strategy: Strategy | None = None,
+        decoding: Decoding | None = None,
+        min_score: float = 0.0,
+        labels: Sequence[str] | None = None,
+        alternatives: int = 0,
+    ) -> Options:
+        """This model's defaults with a request's choices on top."""
+        chosen = Options(
+            strategy or self.defaults.strategy,
+            decoding or self.defaults.decoding,
+            min_score,
+            frozenset(labels) if labels else None,
+            alternatives,
+        )
+        return self._checked(chosen)
+
+    def _checked(self, options: Options) -> Options:
+        """Refuses what this model cannot do: the only place these rules are checked."""
+        if options.decoding not in self.decodings:
+            raise UnsupportedOptionError(f"decoding '{options.decoding.value}' needs a model trained with a CRF head; this one has none")
+        unknown = sorted((options.labels or frozenset()) - set(self.scheme.entity_types))
+        if unknown:
+            raise UnsupportedOptionError(f"unknown labels {unknown}; this model knows {list(self.scheme.entity_types)}")
+        return options
+
+    def window_bound(self, n_chars: int) -> int:
+        """Most windows a text of ``n_chars`` characters can need: every subword covers at least one
+        character. Cheap, so a request that could never fit is refused before any tokenising."""
+        return len(self.window.plan(n_chars, self.encoder.n_special)) if n_chars else 0
+
+    def plan(self, texts: Sequence[str], encoded: Sequence[Encoded] | None = None) -> Plan:
+        """Tokenise (unless ``encoded`` is given) and cut every text into window rows."""
+        encoder, n_special = self.encoder, self.encoder.n_special
+        encoded = encoder.encode_batch(texts) if encoded is None else encoded
+        plans = tuple(TextPlan(t, e, tuple(self.window.plan(len(e), n_special)) if len(e) else ()) for t, e in zip(texts, encoded))
+        rows = tuple(encoder.window_ids(p.encoded, span) for p in plans for span in p.spans)
+        return Plan(plans, rows)
+
+    def token_logits(self, plan: Plan, window_logits: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Per text, stitched content logits ``(n_tokens, labels)`` from each row's logits."""
+        if len(window_logits) != len(plan.rows):
+            raise ValueError(f"{len(window_logits)} window results for {len(plan.rows)} windows")
+        n_prefix = len(self.encoder.prefix_ids)
+        out: list[np.ndarray] = []
+        cursor = 0
+        for text in plan.texts:
+            content = [window_logits[cursor + k][n_prefix : n_prefix + span.end - span.start] for k, span in enumerate(text.spans)]
+            cursor += len(text.spans)
+            if not text.spans:
+                out.append(np.zeros((0, len(self.scheme)), dtype=np.float32))
+            else:
+                out.append(stitch(len(text.encoded), text.spans, content).astype(np.float32))
+        return out
+
+    def finish(self, plan: Plan, window_logits: Sequence[np.ndarray], options: Options | None = None) -> list[list[Entity]]:
+        """Entities per text, filtered by the options' labels and minimum score."""
+        options = options or self.defaults
+        out: list[list[Entity]] = []
+        for text, logits in zip(plan.texts, self.token_logits(plan, window_logits)):
+            if not len(text.encoded):
+                out.append([])
+                continue
+            found = entities_from_scores(
+                text.text,
+                text.encoded.offsets,
+                text.encoded.word_ids,
+                softmax(logits),
+                self.scheme,
+                options.strategy,
+                options.decoding,
+                self.transitions,
+                calibrated_probs(logits, self.temperature),
+                options.alternatives,
+            )
+            keep = options.labels
+            out.append([e for e in found if e.score >= options.min_score and (keep is None or e.label in keep)])
+        return out
+
+    def run(self, run_batch: RunBatch, plan: Plan, batch_size: int = 16) -> list[np.ndarray]:
+        """Every row of ``plan`` through ``run_batch`` in length-sorted batches; logits in row order."""
+        order = sorted(range(len(plan.rows)), key=lambda i: len(plan.rows[i]))
+        out: list[np.ndarray] = [np.empty(0)] * len(plan.rows)
+        for lo in range(0, len(order), batch_size):
+            chunk = order[lo : lo + batch_size]
+            for i, logits in zip(chunk, run_rows(run_batch, [plan.rows[i] for i in chunk], self.pad_id)):
+                out[i] = logits
+        return out
+
+    def predict(
+        self, texts: Sequence[str], run_batch: RunBatch, batch_size: int = 16, options: Options | None = None
+    ) -> list[list[Entity]]:
+        """plan -> run -> finish, synchronously: evaluation, export and the startup self-check."""
+        plan = self.plan(texts)
+        return self.finish(plan, self.run(run_batch, plan, batch_size), options)
