@@ -12,7 +12,7 @@ from pathlib import Path
 from service.settings import Settings
 
 
-def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = sub.add_parser("serve", help="run the HTTP service", description="Flags override BIONER_* environment variables.")
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
@@ -67,7 +67,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_check(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     check = sub.add_parser(
         "check",
         help="answer the bundle's golden texts on this machine and compare",

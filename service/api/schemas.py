@@ -24,8 +24,8 @@ class NerRequest(BaseModel):
     )
 
     # Optional but never null on the wire: the schema says exactly what is accepted.
-    text: str = Field(None, description="One text; offsets index this exact string (Python str indices).")  # type: ignore[assignment,arg-type]
-    texts: list[str] = Field(None, min_length=1, description="Several texts, answered in order.")  # type: ignore[assignment,arg-type]
+    text: str = Field(None, description="One text; offsets index this exact string (Python str indices).")  # type: ignore[assignment]
+    texts: list[str] = Field(None, min_length=1, description="Several texts, answered in order.")  # type: ignore[arg-type]
     # strict=False: a JSON string is how an enum arrives; strict mode would want the Python member.
     aggregation_strategy: Strategy = Field(None, strict=False, description="Subword-to-word aggregation; default: the model's.")  # type: ignore[assignment]
     decoding: Decoding = Field(  # type: ignore[assignment]
@@ -45,9 +45,9 @@ class NerRequest(BaseModel):
         strict=False,
         description="Give each entity up to this many other types with their (calibrated) probabilities, best first.",
     )
-    labels: list[str] = Field(None, description="Keep only these entity types.")  # type: ignore[assignment,arg-type]
+    labels: list[str] = Field(None, description="Keep only these entity types.")  # type: ignore[arg-type]
     timeout: float = Field(  # type: ignore[assignment]
-        None,  # type: ignore[arg-type]
+        None,
         ge=1.0,  # a floor: one request's tiny deadline would otherwise shrink admission for everyone
         description="Seconds this request may take from admission to answer (at most the server's request_timeout_s). "
         "Refused at once (503 deadline_unmeetable, with Retry-After) when the queue cannot finish it in time.",
@@ -75,11 +75,11 @@ def request_model(max_texts: int, max_chars: int, max_timeout_s: float = 30.0) -
     fields: Any = {
         "text": (text, NerRequest.model_fields["text"]),
         "texts": (
-            list[text],  # type: ignore[valid-type]
+            list[text],
             Field(None, min_length=1, max_length=max_texts, description=NerRequest.model_fields["texts"].description),
         ),
         "labels": (
-            list[label],  # type: ignore[valid-type]
+            list[label],
             Field(None, max_length=MAX_LABELS, description=NerRequest.model_fields["labels"].description),
         ),
         "timeout": (float, Field(None, ge=1.0, le=max_timeout_s, description=NerRequest.model_fields["timeout"].description)),
@@ -115,11 +115,11 @@ class EvaluateRequest(BaseModel):
     )
 
     format: Literal["brat", "jsonl", "columns"] = Field(description="brat: `documents`; jsonl or columns: the file's `content`.")
-    documents: list[BratDocumentIn] = Field(None, min_length=1, description="brat documents.")  # type: ignore[assignment,arg-type]
+    documents: list[BratDocumentIn] = Field(None, min_length=1, description="brat documents.")  # type: ignore[arg-type]
     content: str = Field(None, description="A JSON Lines or CoNLL column file's content.")  # type: ignore[assignment]
     separator: str = Field(" ", max_length=8, description="How column tokens are joined into text ('' for Chinese).")
     tag_map: dict[str, str] = Field(default_factory=dict, description="Tag cleaning rules for column files, e.g. {'I-I-MISC': 'I-MISC'}.")
-    types: list[str] = Field(None, description="Score only these types (both sides), as `bioner evaluate --types`.")  # type: ignore[assignment,arg-type]
+    types: list[str] = Field(None, description="Score only these types (both sides), as `bioner evaluate --types`.")  # type: ignore[arg-type]
     dev_fraction: float = Field(
         0.0, ge=0.0, lt=1.0, description="Score only the dev split carved as `bioner evaluate --dev-fraction` does (0: all)."
     )

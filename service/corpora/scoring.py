@@ -45,7 +45,7 @@ def span_scores(gold: Sequence[Iterable[SpanKey]], predicted: Sequence[Iterable[
     gold_kinds = [k for k in kinds if n_gold[k]]
 
     def mean_of(field: str) -> float:
-        return sum(getattr(per_type[k], field) for k in gold_kinds) / max(len(gold_kinds), 1)
+        return float(sum(getattr(per_type[k], field) for k in gold_kinds)) / max(len(gold_kinds), 1)
 
     macro = PRF(mean_of("precision"), mean_of("recall"), mean_of("f1"), sum(n_gold.values()))
     return {"micro": asdict(micro), "macro": asdict(macro), "per_type": {k: asdict(v) for k, v in per_type.items()}}
@@ -75,9 +75,9 @@ def score_documents(
 
 def format_table(report: dict[str, Any]) -> str:
     rows = [("type", "precision", "recall", "f1", "support")]
-    per_type: dict[str, dict[str, float]] = report["per_type"]  # type: ignore[assignment]
+    per_type: dict[str, dict[str, float]] = report["per_type"]
     for name, prf in [*per_type.items(), ("micro", report["micro"]), ("macro", report["macro"])]:
-        prf = dict(prf)  # type: ignore[arg-type]
+        prf = dict(prf)
         rows.append((name, f"{prf['precision']:.4f}", f"{prf['recall']:.4f}", f"{prf['f1']:.4f}", str(prf["support"])))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows)

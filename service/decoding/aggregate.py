@@ -58,7 +58,8 @@ class Words:
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
+    out: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
+    return out
 
 
 def word_boundaries(word_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -169,7 +170,8 @@ def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
     top = x.max(axis=axis, keepdims=True)
     top = np.where(np.isfinite(top), top, 0.0)
     with np.errstate(divide="ignore"):
-        return np.squeeze(top, axis=axis) + np.log(np.exp(x - top).sum(axis=axis))
+        out: np.ndarray = np.squeeze(top, axis=axis) + np.log(np.exp(x - top).sum(axis=axis))
+    return out
 
 
 def crf_marginals(scores: np.ndarray, allowed: np.ndarray, start: np.ndarray, transitions: Transitions) -> np.ndarray:
@@ -189,7 +191,8 @@ def crf_marginals(scores: np.ndarray, allowed: np.ndarray, start: np.ndarray, tr
     for t in range(n - 2, -1, -1):
         beta[t] = _logsumexp(trans + (scores[t + 1] + beta[t + 1])[None, :], axis=1)
     log_z = _logsumexp(alpha[-1] + transitions.end, axis=0)
-    return np.clip(np.exp(alpha + beta - log_z), 0.0, 1.0)
+    marginals: np.ndarray = np.clip(np.exp(alpha + beta - log_z), 0.0, 1.0)
+    return marginals
 
 
 def entities_from_scores(

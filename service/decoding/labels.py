@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 OUTSIDE = "O"
@@ -33,9 +34,10 @@ class LabelScheme:
     types: tuple[str, ...]
 
     @classmethod
-    def from_id2label(cls, id2label: dict[int, str] | dict[str, str]) -> LabelScheme:
-        ordered = [id2label[k] for k in sorted(id2label, key=lambda k: int(k))]  # type: ignore[index]
-        if sorted(int(k) for k in id2label) != list(range(len(ordered))):
+    def from_id2label(cls, id2label: Mapping[int, str] | Mapping[str, str]) -> LabelScheme:
+        by_id = {int(k): v for k, v in id2label.items()}  # JSON keys are strings, transformers' are ints
+        ordered = [by_id[k] for k in sorted(by_id)]
+        if sorted(by_id) != list(range(len(ordered))):
             raise ValueError("id2label ids must be 0..n-1 without gaps")
         parts = [split_label(label) for label in ordered]
         return cls(tuple(ordered), tuple(p for p, _ in parts), tuple(t for _, t in parts))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 
 @dataclass(frozen=True)
@@ -103,10 +103,10 @@ class TextEncoder:
         return np.concatenate([np.asarray(self.prefix_ids, np.int64), content, np.asarray(self.suffix_ids, np.int64)])
 
 
-def _to_encoded(encoding: object) -> Encoded:
-    ids = np.asarray(encoding.ids, dtype=np.int64)  # type: ignore[attr-defined]
-    offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2)  # type: ignore[attr-defined]
-    words = [-1 if w is None else w for w in encoding.word_ids]  # type: ignore[attr-defined]
+def _to_encoded(encoding: Encoding) -> Encoded:
+    ids = np.asarray(encoding.ids, dtype=np.int64)
+    offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2)
+    words = [-1 if w is None else w for w in encoding.word_ids]
     return Encoded(ids, offsets, np.asarray(words, dtype=np.int64))
 
 

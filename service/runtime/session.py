@@ -72,7 +72,7 @@ class OnnxSession:
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self.input_names:
             feeds["token_type_ids"] = np.zeros_like(input_ids)
-        logits = self._session.run(["logits"], feeds)[0]
+        logits: np.ndarray = self._session.run(["logits"], feeds)[0]
         if logits.shape[:2] != input_ids.shape or logits.shape[-1] != self.n_labels:
             raise InferenceError(f"model.onnx returned logits {logits.shape} for inputs {input_ids.shape}")
         return logits
