@@ -119,7 +119,7 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bioner", description="Biomedical NER service and training tools")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
@@ -137,7 +137,11 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_parser(name, help=f"{name} (needs the train extra)").set_defaults(handler=_no_train)
     else:
         add_train_commands(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command not in ("serve", "check"):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(args.handler(args))

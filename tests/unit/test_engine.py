@@ -1,0 +1,99 @@
+"""NerEngine on the tiny bundle: real tokenizer, real ONNX Runtime session, real batcher.
+
+The engine is plan -> batcher -> finish over the same Pipeline evaluation uses, so what it serves
+must be what ``Pipeline.predict`` computes, whatever the batch-mates; its limits refuse before
+any tokenising, and its lifecycle is what the app and the SIGTERM drain call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from service.app import build_engine
+from service.decoding.aggregate import Decoding, Entity
+from service.engine import NerEngine
+from service.errors import RequestTooLargeError, ShuttingDownError, TextTooLongError, UnsupportedOptionError
+from service.metrics import Metrics
+from service.settings import Settings
+
+TEXTS = [
+    "The p53 kinase binds the myc gene in cells.",
+    "",
+    "the p53 kinase binds the myc gene . " * 12,  # many 16-token windows
+    "nothing here",
+    "在蛋白质在 p53",
+]
+
+
+@pytest.fixture
+async def engine(tiny_bundle: Path) -> AsyncIterator[NerEngine]:
+    settings = Settings(model_path=tiny_bundle, max_text_chars=1000, max_length=16, stride=4, max_batch_size=3, max_texts_per_request=3)
+    built = build_engine(settings, Metrics())
+    built.warmup()
+    built.start()
+    yield built
+    await built.drain(5)
+
+
+def spans(found: list[list[Entity]]) -> list[list[tuple[int, int, str, float]]]:
+    return [[(e.start, e.end, e.label, e.score) for e in ents] for ents in found]
+
+
+async def test_served_answers_are_the_pipelines_whatever_the_batch_mates(engine: NerEngine) -> None:
+    expected = engine.pipeline.predict(TEXTS, engine.session.run, batch_size=1)
+    assert sum(len(e) for e in expected) >= 5  # the tiny model finds things to compare
+    alone = [await engine.recognize([t]) for t in TEXTS]
+    together = await engine.recognize(TEXTS)
+    concurrent = await asyncio.gather(*(engine.recognize([t]) for t in TEXTS))
+    assert spans(together.entities) == spans(expected)
+    assert spans([r.entities[0] for r in alone]) == spans(expected)
+    assert spans([r.entities[0] for r in concurrent]) == spans(expected)
+    assert together.windows == len(engine.pipeline.plan(TEXTS).rows) > len(TEXTS)
+    assert together.tokens == engine.pipeline.plan(TEXTS).tokens
+
+
+async def test_options_filter_and_are_checked_once(engine: NerEngine) -> None:
+    text = ["The p53 kinase binds the myc gene in cells."]
+    everything = (await engine.recognize(text)).entities[0]
+    assert {e.label for e in everything} == {"protein", "DNA"}
+    assert {e.label for e in (await engine.recognize(text, labels=["DNA"])).entities[0]} == {"DNA"}
+    assert (await engine.recognize(text, min_score=1.0)).entities == [[e for e in everything if e.score >= 1.0]]
+    with pytest.raises(UnsupportedOptionError, match="CRF head"):
+        await engine.recognize(text, decoding=Decoding.CRF)
+    with pytest.raises(UnsupportedOptionError, match="unknown labels"):
+        await engine.recognize(text, labels=["GENE"])
+    assert Decoding.CRF not in engine.decodings
+
+
+async def test_limits_refuse_before_tokenising(engine: NerEngine) -> None:
+    with pytest.raises(TextTooLongError, match="text 1 has 1001 characters"):
+        await engine.recognize(["p53", "x" * 1001])
+    budget = engine.max_request_windows
+    long = "p53 " * 250  # 1,000 characters: the most windows one text may need
+    need = engine.pipeline.window_bound(len(long))
+    with pytest.raises(RequestTooLargeError, match="send less text per request"):
+        await engine.recognize([long] * (budget // need + 1))
+
+
+async def test_chunks_respect_count_and_window_budget(engine: NerEngine) -> None:
+    texts = ["p53 kinase"] * 7 + ["p53 " * 250] * 4
+    chunks = engine.chunks(texts)
+    assert [i for c in chunks for i in c] == list(range(len(texts)))  # consecutive, all, once
+    for chunk in chunks:
+        assert len(chunk) <= engine.max_texts
+        assert sum(engine.pipeline.window_bound(len(texts[i])) for i in chunk) <= engine.max_request_windows
+
+
+async def test_lifecycle_ready_drain_then_refuse(engine: NerEngine) -> None:
+    assert engine.ready().ok and engine.alive().ok
+    work = [asyncio.ensure_future(engine.recognize([t])) for t in TEXTS]
+    await asyncio.sleep(0)
+    await engine.drain(5)
+    assert all(len(r.entities) == 1 for r in await asyncio.gather(*work))  # queued work finished
+    assert engine.queued_windows == 0 and not engine.drain_expired
+    with pytest.raises(ShuttingDownError):
+        await engine.recognize(["p53"])
