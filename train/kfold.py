@@ -9,25 +9,15 @@ deviation is the sample one (ddof=1), as the published per-fold tables report it
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from service.corpora import Document, read_corpus
-from train.finetune import TrainConfig, subsample, train
-
-
-def fold_splits(docs: list[Document], k: int, seed: int) -> list[tuple[list[Document], list[Document]]]:
-    """``k`` (train, dev) pairs; every document is in exactly one dev fold."""
-    if not 2 <= k <= len(docs):
-        raise ValueError(f"--folds must be between 2 and the number of documents ({len(docs)}), not {k}")
-    order = list(range(len(docs)))
-    random.Random(seed).shuffle(order)
-    fold_of = {doc_index: n % k for n, doc_index in enumerate(order)}
-    return [([d for i, d in enumerate(docs) if fold_of[i] != f], [d for i, d in enumerate(docs) if fold_of[i] == f]) for f in range(k)]
+from train.config import TrainConfig
+from train.data import fold_splits, read_all, subsample
+from train.finetune import train
 
 
 def summarise(reports: list[dict[str, Any]]) -> dict[str, Any]:
@@ -58,16 +48,17 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def cross_validate(config: TrainConfig, folds: int) -> dict[str, Any]:
+def cross_validate(config: TrainConfig, folds: int, *, resume: bool = False) -> dict[str, Any]:
+    """``folds`` models, fold ``n`` in ``output/fold-n``; ``resume`` skips finished folds and resumes the interrupted one."""
     if config.dev:
         raise ValueError("--folds cuts dev folds from --train; do not pass --dev")
-    docs = [d for p in config.train for d in read_corpus(p, config.tag_map, config.separator)]
+    docs = read_all(config.train, config.tag_map, config.separator)
     out = Path(config.output)
     reports = []
     for n, (train_docs, dev_docs) in enumerate(fold_splits(docs, folds, config.seed), 1):
         print(f"fold {n}/{folds}: {len(train_docs)} train / {len(dev_docs)} dev documents")
         fold_config = replace(config, output=str(out / f"fold-{n}"))
-        best = train(fold_config, docs=(subsample(train_docs, config.train_fraction, config.seed), dev_docs))
+        best = train(fold_config, docs=(subsample(train_docs, config.train_fraction, config.seed), dev_docs), resume=resume)
         reports.append(best["dev"])
     summary = summarise(reports)
     (out / "kfold.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")

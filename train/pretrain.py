@@ -10,60 +10,34 @@ Base checkpoints without a masked-LM head (sentence-transformers models such as 
 all-MiniLM-L6-v2) get a freshly initialised one; ``head_warmup_steps`` first trains that head
 alone with the encoder frozen, so "before" measures the base encoder with a fitted head and the
 difference to "after" is the encoder's adaptation, not the head's initialisation.
+
+Both stretches run in the shared loop (:mod:`train.loop`), so a killed run resumes from its last
+epoch with ``resume=True``; training masks are drawn as batches are made, from the run's generator.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import random
-import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
-from transformers import AutoModelForMaskedLM, AutoTokenizer, get_linear_schedule_with_warmup
+from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-from service.corpora import read_corpus
 from service.decoding.windows import TextEncoder
 from train.align import IGNORE
-from train.finetune import pad_labelled
+from train.batches import pad_labelled, sorted_batches
+from train.config import PretrainConfig
+from train.data import held_out_split, read_texts
+from train.loop import EpochStats, Phase, TrainingLoop, adamw
 from train.seeding import seed_everything
 from train.vocab import extend_vocabulary
-
-
-@dataclass
-class PretrainConfig:
-    text: list[str]
-    base_model: str
-    output: str
-    epochs: int = 1
-    batch_size: int = 32
-    learning_rate: float = 5e-5
-    max_length: int = 128
-    mask_probability: float = 0.15
-    held_out_fraction: float = 0.05
-    head_warmup_steps: int = 0
-    head_learning_rate: float = 1e-3
-    add_vocab_from: list[str] = field(default_factory=list)
-    separator: str = " "
-    seed: int = 13
-    threads: int = 0
-    max_steps: int = 0
-
-
-def read_texts(path: str | Path, separator: str = " ") -> list[str]:
-    """Raw texts: ``.txt`` files give one text per non-empty line; anything else goes through the NER readers."""
-    path = Path(path)
-    if path.is_dir() and not any(path.glob("*.ann")):
-        return [t for f in sorted(path.iterdir()) if f.is_file() and not f.name.startswith(".") for t in read_texts(f, separator)]
-    if path.is_file() and path.suffix == ".txt":
-        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [d.text for d in read_corpus(path, None, separator) if d.text.strip()]
 
 
 @dataclass(frozen=True)
@@ -119,22 +93,13 @@ def mask_words(
     return ids, labels
 
 
-def batches(items: Sequence[Any], size: int, key: Any, rng: np.random.Generator | None) -> Iterator[list[Any]]:
-    """Length-sorted batches (little padding), in random order when ``rng`` is given."""
-    order = sorted(range(len(items)), key=lambda i: key(items[i]))
-    groups = [[items[i] for i in order[lo : lo + size]] for lo in range(0, len(order), size)]
-    if rng is not None:
-        rng.shuffle(groups)  # type: ignore[arg-type]
-    yield from groups
-
-
 def perplexity(model: torch.nn.Module, masked: Sequence[tuple[np.ndarray, np.ndarray]], pad_id: int, batch_size: int) -> float:
     """exp of the mean cross-entropy over every masked token of the held-out set."""
     model.eval()
     total, count = 0.0, 0
     with torch.inference_mode():
-        for rows in batches(masked, batch_size, lambda r: len(r[0]), None):
-            batch = pad_labelled(rows, pad_id)
+        for group in sorted_batches([len(ids) for ids, _ in masked], batch_size, None):
+            batch = pad_labelled([masked[i] for i in group], pad_id)
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             loss = torch.nn.functional.cross_entropy(
                 logits.view(-1, logits.shape[-1]), batch["labels"].view(-1), ignore_index=IGNORE, reduction="sum"
@@ -144,93 +109,149 @@ def perplexity(model: torch.nn.Module, masked: Sequence[tuple[np.ndarray, np.nda
     return math.exp(total / max(count, 1))
 
 
-def pretrain(config: PretrainConfig) -> dict[str, Any]:
-    seed_everything(config.seed, config.threads)
-    out = Path(config.output)
-    out.mkdir(parents=True, exist_ok=True)
-    texts = [t for p in config.text for t in read_texts(p, config.separator)]
-    order = list(range(len(texts)))
-    random.Random(config.seed).shuffle(order)
-    n_held = max(1, int(round(len(texts) * config.held_out_fraction)))
-    held_texts, train_texts = [texts[i] for i in order[:n_held]], [texts[i] for i in order[n_held:]]
+def adapted_tokenizer(config: PretrainConfig, out: Path) -> tuple[Any, list[str]]:
+    """The base tokenizer or, with ``add_vocab_from``, one saved in ``out`` with the corpus's unknown characters appended."""
+    if not config.add_vocab_from:
+        return AutoTokenizer.from_pretrained(config.base_model, use_fast=True), []
+    corpus_texts = [t for p in config.add_vocab_from for t in read_texts(p, config.separator)]
+    AutoTokenizer.from_pretrained(config.base_model, use_fast=True).save_pretrained(out / "base-tokenizer")
+    added = extend_vocabulary(out / "base-tokenizer", out, corpus_texts)
+    print(f"vocabulary: {len(added)} characters added ({''.join(added[:20])}...)")
+    return AutoTokenizer.from_pretrained(str(out), use_fast=True), added
 
-    tokenizer_source = config.base_model
-    added: list[str] = []
-    if config.add_vocab_from:
-        corpus_texts = [t for p in config.add_vocab_from for t in read_texts(p, config.separator)]
-        base_tokenizer = AutoTokenizer.from_pretrained(config.base_model, use_fast=True)
-        base_tokenizer.save_pretrained(out / "base-tokenizer")
-        added = extend_vocabulary(out / "base-tokenizer", out, corpus_texts)
-        tokenizer_source = str(out)
-        print(f"vocabulary: {len(added)} characters added ({''.join(added[:20])}...)")
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, use_fast=True)
+
+def masked_lm(config: PretrainConfig, vocab_size: int | None) -> tuple[Any, bool]:
+    """The base checkpoint with a masked-LM head (embeddings grown to ``vocab_size``); True when the head is new."""
     model, loading = AutoModelForMaskedLM.from_pretrained(config.base_model, output_loading_info=True)
-    if added:
-        model.resize_token_embeddings(len(tokenizer))
+    if vocab_size is not None:
+        model.resize_token_embeddings(vocab_size)
     head_initialised = any(not k.startswith(model.base_model_prefix) for k in loading["missing_keys"])
     if head_initialised and not config.head_warmup_steps:
         print("warning: the base model has no masked-LM head; 'before' perplexity uses an untrained head (see --head-warmup-steps)")
+    return model, head_initialised
 
-    encoder = TextEncoder(tokenizer.backend_tokenizer)
-    train_chunks = chunk_texts(train_texts, encoder, config.max_length)
-    held_chunks = chunk_texts(held_texts, encoder, config.max_length)
-    special = set(tokenizer.all_special_ids)
-    mask_id, pad_id, vocab_size = int(tokenizer.mask_token_id), int(tokenizer.pad_token_id or 0), len(tokenizer)
-    fixed = np.random.default_rng(config.seed + 7)
-    held_masked = [mask_words(c, config.mask_probability, mask_id, vocab_size, special, fixed) for c in held_chunks]
-    print(f"{len(train_texts)} texts ({len(train_chunks)} windows) to adapt on, {len(held_texts)} held out ({len(held_chunks)} windows)")
-    rng = np.random.default_rng(config.seed)
-    record: dict[str, Any] = {
-        "config": asdict(config),
-        "texts": len(texts),
-        "train_windows": len(train_chunks),
-        "held_out_windows": len(held_chunks),
-        "added_vocabulary": len(added),
-        "head_initialised": head_initialised,
-        "perplexity_as_loaded": perplexity(model, held_masked, pad_id, config.batch_size),
-    }
 
-    def run(steps: int, params: list[torch.nn.Parameter], lr: float, desc: str) -> float:
-        model.train()
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-        scheduler = get_linear_schedule_with_warmup(optimizer, int(0.1 * steps), steps)
-        started, done, tokens = time.perf_counter(), 0, 0
-        bar = tqdm(total=steps, desc=desc, unit="batch", mininterval=5)
-        while done < steps:
-            for group in batches(train_chunks, config.batch_size, lambda c: len(c.input_ids), rng):
-                batch = pad_labelled([mask_words(c, config.mask_probability, mask_id, vocab_size, special, rng) for c in group], pad_id)
-                loss = model(**batch).loss
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                done += 1
-                tokens += int(batch["attention_mask"].sum())
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-                if done >= steps:
-                    break
-        bar.close()
-        seconds = time.perf_counter() - started
-        print(f"{desc}: {done} steps, {seconds:.0f} s, {tokens / seconds:.0f} tokens/s")
-        return seconds
-
-    if config.head_warmup_steps:
-        for p in model.base_model.parameters():
-            p.requires_grad_(False)
-        head = [p for p in model.parameters() if p.requires_grad]
-        record["head_warmup_seconds"] = run(config.head_warmup_steps, head, config.head_learning_rate, "masked-LM head warm-up")
-        for p in model.base_model.parameters():
+@contextmanager
+def frozen(module: torch.nn.Module) -> Iterator[None]:
+    """Train around ``module``: its parameters take no gradient inside the block."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in module.parameters():
             p.requires_grad_(True)
-    record["perplexity_before"] = perplexity(model, held_masked, pad_id, config.batch_size)
+
+
+@dataclass
+class Adaptation:
+    """The model and its windows: training batches are masked as they are made, from the run's generator."""
+
+    model: Any
+    tokenizer: Any
+    chunks: list[Chunk]
+    held_out: list[tuple[np.ndarray, np.ndarray]]  # masked once, with a fixed seed: the same test every time
+    mask: Callable[..., tuple[np.ndarray, np.ndarray]]
+    batch_size: int
+    rng: np.random.Generator
+    sizes: dict[str, Any]  # what pretrain.json reports about the data and the head
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id or 0)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.chunks) / self.batch_size)
+
+    def phase(self, name: str, steps: int, params: list[torch.nn.Parameter], learning_rate: float, until: int) -> Phase[list[int]]:
+        """``steps`` optimiser steps (whole passes, the last one cut) ending at the run's step ``until``."""
+        optimizer, scheduler = adamw([{"params": params, "weight_decay": 0.01}], learning_rate, steps, 0.1)
+        return Phase(name, math.ceil(steps / self.steps_per_epoch), optimizer, scheduler, params, self.plan, self.step, until)
+
+    def plan(self) -> list[list[int]]:
+        return sorted_batches([len(c.input_ids) for c in self.chunks], self.batch_size, self.rng)
+
+    def step(self, group: list[int]) -> tuple[torch.Tensor, int]:
+        batch = pad_labelled([self.mask(self.chunks[i], rng=self.rng) for i in group], self.pad_id)
+        return self.model(**batch).loss, int(batch["attention_mask"].sum())
+
+    def perplexity(self) -> float:
+        return perplexity(self.model, self.held_out, self.pad_id, self.batch_size)
+
+
+def prepare(config: PretrainConfig, out: Path, rng: np.random.Generator) -> Adaptation:
+    """Texts split into held-out and training windows, the (extended) tokenizer and the masked-LM model."""
+    texts = [t for p in config.text for t in read_texts(p, config.separator)]
+    held_texts, train_texts = held_out_split(texts, config.held_out_fraction, config.seed)
+    tokenizer, added = adapted_tokenizer(config, out)
+    model, head_initialised = masked_lm(config, len(tokenizer) if added else None)
+    encoder = TextEncoder(tokenizer.backend_tokenizer)
+    train_chunks, held_chunks = chunk_texts(train_texts, encoder, config.max_length), chunk_texts(held_texts, encoder, config.max_length)
+    if not train_chunks:
+        raise ValueError("no text left to adapt on beside the held-out share")
+    special = set(tokenizer.all_special_ids)
+    mask = partial(
+        mask_words,
+        probability=config.mask_probability,
+        mask_id=int(tokenizer.mask_token_id),
+        vocab_size=len(tokenizer),
+        special_ids=special,
+    )
+    fixed = np.random.default_rng(config.seed + 7)
+    held_out = [mask(c, rng=fixed) for c in held_chunks]
+    print(f"{len(train_texts)} texts ({len(train_chunks)} windows) to adapt on, {len(held_texts)} held out ({len(held_chunks)} windows)")
+    sizes = {"texts": len(texts), "train_windows": len(train_chunks), "held_out_windows": len(held_chunks), "added_vocabulary": len(added)}
+    return Adaptation(
+        model, tokenizer, train_chunks, held_out, mask, config.batch_size, rng, {**sizes, "head_initialised": head_initialised}
+    )
+
+
+def add_seconds(record: dict[str, Any], key: str) -> Callable[[EpochStats], None]:
+    """End of an epoch: add its time to ``record[key]`` (summed over a resumed run's parts) and say how it went."""
+
+    def on_epoch_end(stats: EpochStats) -> None:
+        record[key] = record.get(key, 0.0) + stats.seconds
+        speed = stats.tokens / stats.seconds
+        print(f"{stats.phase} epoch {stats.epoch}: loss {stats.loss:.4f}, step {stats.step}, {stats.seconds:.0f} s, {speed:.0f} tokens/s")
+
+    return on_epoch_end
+
+
+def pretrain(config: PretrainConfig, *, resume: bool = False, stop_after: int = 0) -> dict[str, Any]:
+    """Adapt the encoder and save it to ``output``; returns the perplexity record (also ``pretrain.json``).
+
+    ``resume`` continues the run in ``output`` after its last epoch; ``stop_after`` pauses it after that many epochs.
+    """
+    seed_everything(config.seed, config.threads)
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+    loop = TrainingLoop(out, asdict(config), resume=resume, stop_after=stop_after)
+    if loop.finished:
+        return dict(loop.extra["record"])
+    rng = np.random.default_rng(config.seed)
+    job = prepare(config, out, rng)
+    loop.track({"model": job.model}, rng)
+    if "record" not in loop.extra:
+        loop.extra["record"] = {"config": asdict(config), **job.sizes, "perplexity_as_loaded": job.perplexity()}
+    record = loop.extra["record"]
+    warmup = config.head_warmup_steps
+    if warmup:
+        with frozen(job.model.base_model):
+            head = [p for p in job.model.parameters() if p.requires_grad]
+            loop.run(job.phase("head warm-up", warmup, head, config.head_learning_rate, warmup), add_seconds(record, "head_warmup_seconds"))
+    if "perplexity_before" not in record:  # a run resumed in its adaptation has it from before
+        record["perplexity_before"] = job.perplexity()
     print(f"held-out masked-LM perplexity before adaptation: {record['perplexity_before']:.2f}")
-    steps = config.max_steps or config.epochs * math.ceil(len(train_chunks) / config.batch_size)
-    record["adapt_steps"] = steps
-    record["adapt_seconds"] = run(steps, list(model.parameters()), config.learning_rate, "domain adaptation")
-    record["perplexity_after"] = perplexity(model, held_masked, pad_id, config.batch_size)
+    steps = record["adapt_steps"] = config.max_steps or config.epochs * job.steps_per_epoch
+    adapt = job.phase("domain adaptation", steps, list(job.model.parameters()), config.learning_rate, warmup + steps)
+    loop.run(adapt, add_seconds(record, "adapt_seconds"))
+    if loop.paused:
+        return record
+    record["perplexity_after"] = job.perplexity()
     print(f"held-out masked-LM perplexity after adaptation: {record['perplexity_after']:.2f}")
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    job.model.save_pretrained(out)
+    job.tokenizer.save_pretrained(out)
     (out / "pretrain.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+    loop.finish()
     return record

@@ -13,7 +13,8 @@ pytest.importorskip("torch")
 from tiny_bert import make_base_model, make_corpus  # noqa: E402
 
 from service.corpora import Document  # noqa: E402
-from train.kfold import fold_splits, summarise  # noqa: E402
+from train.data import fold_splits, subsample  # noqa: E402
+from train.kfold import summarise  # noqa: E402
 
 TINY = ["--max-length", "24", "--stride", "6", "--batch-size", "4", "--learning-rate", "5e-3", "--dropout", "0"]
 
@@ -46,7 +47,7 @@ def test_summary_is_mean_and_sample_sd() -> None:
 
 
 def test_mixed_batches_keep_every_main_batch_and_the_ratio() -> None:
-    from train.finetune import mixed_batches
+    from train.batches import mixed_batches
 
     main = [[i] for i in range(10)]
     aux = [[100 + i] for i in range(3)]
@@ -111,8 +112,6 @@ def test_kfold_trains_k_models_and_reports_mean_and_sd(tmp_path: Path) -> None:
 
 
 def test_train_fraction_keeps_a_seeded_share(tmp_path: Path) -> None:
-    from train.finetune import subsample
-
     docs = _docs(40)
     quarter = subsample(docs, 0.25, seed=13)
     assert len(quarter) == 10 and quarter == subsample(docs, 0.25, seed=13)

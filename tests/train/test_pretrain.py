@@ -17,7 +17,8 @@ from tiny_bert import export_bundle, make_base_model  # noqa: E402
 
 from service.decoding.windows import TextEncoder  # noqa: E402
 from train.align import IGNORE  # noqa: E402
-from train.pretrain import Chunk, chunk_texts, mask_words, read_texts  # noqa: E402
+from train.data import read_texts  # noqa: E402
+from train.pretrain import Chunk, chunk_texts, mask_words  # noqa: E402
 from train.vocab import extend_vocabulary  # noqa: E402
 
 ENGLISH = ["the p53 kinase binds the myc gene in cells .", "myc gene in cells", "the kinase binds p53 ."] * 6

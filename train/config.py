@@ -1,0 +1,101 @@
+"""The settings of ``bioner train`` and ``bioner pretrain``: every field is a flag of the same name.
+
+Defaults follow the published SciBERT-on-JNLPBA recipe (window 128, batch 32, AdamW 5e-5, linear
+decay after 10% warmup, classifier dropout 0.3). The configs are written into each checkpoint
+(``serving.json``'s ``train_config``, ``pretrain.json``), which is why run-time switches such as
+``--resume`` and ``--folds`` are not fields: they do not change what a run learns.
+
+Torch-free, so that building the CLI parser does not import the training stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from service.corpora.columns import parse_tag_map
+from train.flags import flag
+
+BASE_MODEL = "hub name or local folder of a Hugging Face encoder"
+SEPARATOR = "how column-file tokens are joined into text ('' for Chinese)"
+
+
+@dataclass
+class TrainConfig:
+    """One fine-tuning run (``bioner train``)."""
+
+    train: list[str] = field(metadata=flag("brat folder, column file or .jsonl (several allowed)"))
+    output: str = field(metadata=flag("checkpoint folder: the best epoch, metrics.jsonl and the resume state"))
+    base_model: str = field(metadata=flag(BASE_MODEL))
+    dev: list[str] = field(default_factory=list, metadata=flag("dev files; default: carve --dev-fraction from train by document"))
+    dev_fraction: float = field(default=0.1, metadata=flag("share of --train documents carved as dev when no --dev is given"))
+    epochs: int = field(default=3, metadata=flag("fine-tuning epochs; the best by dev strict span F1 is kept"))
+    batch_size: int = field(default=32, metadata=flag("windows per optimiser step"))
+    learning_rate: float = field(default=5e-5, metadata=flag("peak AdamW learning rate of the encoder and classifier"))
+    weight_decay: float = field(default=0.01, metadata=flag("AdamW weight decay (never on biases and norms)"))
+    warmup_ratio: float = field(default=0.1, metadata=flag("share of steps with linear warm-up before linear decay"))
+    dropout: float = field(default=0.3, metadata=flag("classifier dropout"))
+    max_length: int = field(default=128, metadata=flag("window length in tokens, specials included"))
+    stride: int = field(default=32, metadata=flag("overlap between windows in tokens"))
+    label_policy: str = field(
+        default="first", metadata=flag("first: train each word's first subword; all: every subword", choices=("first", "all"))
+    )
+    loss: str = field(default="ce", metadata=flag("class weighting against the dominant O tag", choices=("ce", "welt", "ens")))
+    ens_beta: float = field(default=0.99, metadata=flag("beta of the effective-number weights (--loss ens)"))
+    head: str = field(
+        default="linear", metadata=flag("crf: linear-chain CRF over word emissions (with --loss ce)", choices=("linear", "crf"))
+    )
+    crf_learning_rate: float = field(default=1e-2, metadata=flag("learning rate of the CRF transition scores"))
+    seed: int = field(default=13, metadata=flag("seeds the dev split, subsets, batch order, dropout and initial weights"))
+    threads: int = field(default=0, metadata=flag("torch threads (0: library default)"))
+    max_steps: int = field(default=0, metadata=flag("stop after this many steps (smoke runs)"))
+    tag_map: dict[str, str] = field(
+        default_factory=dict, metadata=flag("cleaning rules for malformed tags: 'I-I-MISC=I-MISC,0=O'", parse=parse_tag_map)
+    )
+    separator: str = field(default=" ", metadata=flag(SEPARATOR))
+    train_fraction: float = field(default=1.0, metadata=flag("train on this seeded share of the training documents"))
+    aux_train: list[str] = field(
+        default_factory=list, metadata=flag("general-domain corpus for multi-task training (own head, not exported)")
+    )
+    aux_tag_map: dict[str, str] = field(
+        default_factory=dict, metadata=flag("tag cleaning rules for --aux-train, as --tag-map", parse=parse_tag_map)
+    )
+    aux_ratio: float = field(default=0.5, metadata=flag("share of multi-task batches drawn from --aux-train"))
+    aux_epochs: int = field(default=1, metadata=flag("multi-task epochs before fine-tuning on --train alone"))
+
+    def __post_init__(self) -> None:
+        if self.head not in ("linear", "crf"):
+            raise ValueError(f"head must be 'linear' or 'crf', not {self.head!r}")
+        if self.head == "crf" and self.loss != "ce":
+            raise ValueError("--head crf trains on the CRF's own sequence likelihood; class weights (--loss welt|ens) do not apply")
+        if self.head == "crf" and self.label_policy != "first":
+            raise ValueError("--head crf scores word sequences: it needs --label-policy first")
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise ValueError(f"train fraction must be in (0, 1], not {self.train_fraction}")
+        if self.aux_train and not 0.0 < self.aux_ratio < 1.0:
+            raise ValueError(f"aux ratio must be in (0, 1), not {self.aux_ratio}")
+        if self.aux_train and self.head == "crf":
+            raise ValueError("multi-task training (--aux-train) is implemented for the linear head only")
+
+
+@dataclass
+class PretrainConfig:
+    """One masked-LM adaptation run (``bioner pretrain``)."""
+
+    text: list[str] = field(metadata=flag(".txt (one text per line), .jsonl, brat folder or column file(s)"))
+    base_model: str = field(metadata=flag(BASE_MODEL))
+    output: str = field(metadata=flag("adapted encoder folder; pass it to `train --base-model`"))
+    epochs: int = field(default=1, metadata=flag("adaptation epochs (with --max-steps 0)"))
+    batch_size: int = field(default=32, metadata=flag("windows per optimiser step"))
+    learning_rate: float = field(default=5e-5, metadata=flag("peak AdamW learning rate of the adaptation"))
+    max_length: int = field(default=128, metadata=flag("window length in tokens, specials included"))
+    mask_probability: float = field(default=0.15, metadata=flag("share of words masked (whole-word masking)"))
+    held_out_fraction: float = field(default=0.05, metadata=flag("texts kept aside for perplexity before/after"))
+    head_warmup_steps: int = field(default=0, metadata=flag("train only the masked-LM head first (base models shipped without one)"))
+    head_learning_rate: float = field(default=1e-3, metadata=flag("peak learning rate of the head warm-up"))
+    add_vocab_from: list[str] = field(
+        default_factory=list, metadata=flag("corpora whose characters unknown to the tokenizer join the vocabulary")
+    )
+    separator: str = field(default=" ", metadata=flag(SEPARATOR))
+    seed: int = field(default=13, metadata=flag("seeds the held-out split, batch order, masking and dropout"))
+    threads: int = field(default=0, metadata=flag("torch threads (0: library default)"))
+    max_steps: int = field(default=0, metadata=flag("adaptation steps (0: full epochs)"))

@@ -1,0 +1,163 @@
+"""A fine-tuning task: the labelled windows, the model with its heads, and the loss of one batch.
+
+Built once per run from its settings and documents, before the first step. The construction order
+(encoder and classifier, CRF head, auxiliary head) is the order in which they draw initial weights
+from torch's generator; keep it, or the same seed stops giving the same model.
+
+With an auxiliary corpus (GERBERA-style multi-task learning) the shared encoder gets a second
+classifier, :class:`AuxHead`, for that corpus's labels; it is trained, never saved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+from service.corpora import Document
+from service.decoding.aggregate import Decoding, Strategy
+from service.decoding.labels import LabelScheme
+from service.decoding.windows import TextEncoder, WindowConfig
+from train.align import IGNORE, Feature, LabelPolicy, build_features, label_list
+from train.batches import collate, length_grouped_batches, mixed_batches
+from train.config import TrainConfig
+from train.crf import CrfTagger, invalid_moves
+from train.data import read_all
+from train.losses import class_weights, label_counts
+
+Item = tuple[str, list[int]]  # ("main" | "aux", window indices): one batch of a plan
+
+
+def token_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], weight: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy over trained subwords, class-weighted when ``weight`` is given."""
+    if weight is None:
+        return model(**batch).loss
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    flat = logits.view(-1, logits.shape[-1])
+    return torch.nn.functional.cross_entropy(flat, batch["labels"].view(-1), weight=weight, ignore_index=IGNORE)
+
+
+class AuxHead(torch.nn.Module):
+    """The auxiliary corpus's classifier over the shared encoder's last hidden states."""
+
+    def __init__(self, hidden_size: int, n_labels: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = torch.nn.Dropout(dropout)
+        self.classifier = torch.nn.Linear(hidden_size, n_labels)
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        encoder: Any = model.base_model  # the shared encoder under any token-classification head
+        hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        logits = self.classifier(self.dropout(hidden))
+        return torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), batch["labels"].view(-1), ignore_index=IGNORE)
+
+
+@dataclass
+class Task:
+    labels: list[str]
+    tokenizer: Any
+    encoder: TextEncoder
+    window: WindowConfig
+    policy: LabelPolicy
+    features: list[Feature]
+    model: Any
+    tagger: CrfTagger | None
+    loss_weight: torch.Tensor | None
+    header: dict[str, Any]  # metrics.jsonl's first line: loss, label counts, class weights, auxiliary corpus
+    aux_features: list[Feature] = field(default_factory=list)
+    aux_head: AuxHead | None = None
+
+    @property
+    def scheme(self) -> LabelScheme:
+        return LabelScheme.from_id2label(dict(enumerate(self.labels)))
+
+    @property
+    def strategy(self) -> Strategy:
+        return Strategy.FIRST if self.policy is LabelPolicy.FIRST else Strategy.AVERAGE
+
+    @property
+    def decoding(self) -> Decoding:
+        return Decoding.CRF if self.tagger is not None else Decoding.CONSTRAINED
+
+    @property
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """Everything trained, by name: what a resume state saves and restores."""
+        modules: dict[str, torch.nn.Module] = {"model": self.model}
+        if self.tagger is not None:
+            modules["crf"] = self.tagger.crf
+        if self.aux_head is not None:
+            modules["aux"] = self.aux_head
+        return modules
+
+    def main_plan(self, batch_size: int, rng: np.random.Generator) -> list[Item]:
+        return [("main", b) for b in length_grouped_batches(self.features, batch_size, rng)]
+
+    def mixed_plan(self, batch_size: int, ratio: float, rng: np.random.Generator) -> list[Item]:
+        main = length_grouped_batches(self.features, batch_size, rng)
+        return mixed_batches(main, length_grouped_batches(self.aux_features, batch_size, rng), ratio, rng)
+
+    def step(self, item: Item) -> tuple[torch.Tensor, int]:
+        """The loss of one batch and its number of tokens."""
+        corpus, indices = item
+        batch = collate(self.features if corpus == "main" else self.aux_features, indices, self.tokenizer.pad_token_id or 0)
+        if corpus == "aux":
+            loss = self.aux_head.loss(self.model, batch)  # type: ignore[union-attr]
+        elif self.tagger is not None:
+            loss = self.tagger.loss(batch)
+        else:
+            loss = token_loss(self.model, batch, self.loss_weight)
+        return loss, int(batch["attention_mask"].sum())
+
+
+def prepare(config: TrainConfig, train_docs: list[Document], dev_docs: list[Document]) -> Task:
+    """Windows and labels from the documents, class weights, then the model and its heads."""
+    labels = label_list(train_docs + dev_docs)
+    tokenizer = AutoTokenizer.from_pretrained(config.base_model, use_fast=True)
+    window, policy = WindowConfig(config.max_length, config.stride), LabelPolicy(config.label_policy)
+    encoder = TextEncoder(tokenizer.backend_tokenizer)
+    features, stats = build_features(train_docs, encoder, {label: i for i, label in enumerate(labels)}, window, policy)
+    print(
+        f"{len(train_docs)} train / {len(dev_docs)} dev documents, {len(features)} windows, "
+        f"{stats.misaligned_spans} entity boundaries inside a word"
+    )
+    header, loss_weight = weighting(config, labels, features)
+    model = AutoModelForTokenClassification.from_pretrained(
+        config.base_model,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        classifier_dropout=config.dropout,
+    )
+    task = Task(labels, tokenizer, encoder, window, policy, features, model, None, loss_weight, header)
+    if config.head == "crf":
+        task.tagger = CrfTagger(model, task.scheme)
+        if bad := invalid_moves([f.labels for f in features], task.scheme):
+            raise ValueError(f"{bad} gold label moves are invalid BIO; a CRF cannot learn them")
+    if config.aux_train:
+        add_auxiliary(task, config)
+    return task
+
+
+def weighting(config: TrainConfig, labels: list[str], features: list[Feature]) -> tuple[dict[str, Any], torch.Tensor | None]:
+    """The label counts and class weights record, and the weights as the loss takes them (None: plain CE)."""
+    counts = label_counts([f.labels for f in features], len(labels))
+    weights = class_weights(config.loss, labels, counts, config.ens_beta)
+    record: dict[str, Any] = {"loss": config.loss, "label_counts": dict(zip(labels, counts.tolist()))}
+    if weights is None:
+        return record, None
+    record["class_weights"] = dict(zip(labels, [round(float(w), 6) for w in weights]))
+    print("class weights: " + ", ".join(f"{k} {v:.4f}" for k, v in record["class_weights"].items()))
+    return record, torch.tensor(weights, dtype=torch.float32)
+
+
+def add_auxiliary(task: Task, config: TrainConfig) -> None:
+    """The auxiliary corpus's windows (its own labels) and head, for the multi-task phase."""
+    aux_docs = read_all(config.aux_train, config.aux_tag_map, " ")
+    aux_labels = label_list(aux_docs)
+    task.aux_features, _ = build_features(aux_docs, task.encoder, {k: i for i, k in enumerate(aux_labels)}, task.window, task.policy)
+    task.aux_head = AuxHead(task.model.config.hidden_size, len(aux_labels), config.dropout)
+    task.header["aux"] = {"documents": len(aux_docs), "windows": len(task.aux_features), "labels": aux_labels}
+    print(f"multi-task: {len(aux_docs)} auxiliary documents, {len(task.aux_features)} windows, labels {aux_labels}")
