@@ -1,4 +1,8 @@
-"""``bioner train | evaluate | export``: argument parsing only; the work lives in the modules."""
+"""``bioner train | pretrain | evaluate | export``: argument parsing only; the work lives in the modules.
+
+``train`` and ``pretrain`` flags are generated from their config dataclasses (:mod:`train.flags`).
+Nothing here imports torch: ``bioner serve`` builds these parsers too.
+"""
 
 from __future__ import annotations
 
@@ -6,60 +10,24 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
-from service.corpora.columns import parse_tag_map
+from train.config import PretrainConfig, TrainConfig
+from train.flags import add_flags, config_from_args
+
+RESUME = "continue the run in --output after its last completed epoch (same settings; a finished run is not retrained)"
 
 
 def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     t = sub.add_parser("train", help="fine-tune an encoder for NER")
-    t.add_argument("--train", nargs="+", required=True, help="brat folder, column file or .jsonl (several allowed)")
-    t.add_argument("--dev", nargs="*", default=[], help="dev files; default: carve --dev-fraction from train by document")
-    t.add_argument("--base-model", required=True, help="hub name or local folder of a Hugging Face encoder")
-    t.add_argument("--output", required=True)
-    t.add_argument("--dev-fraction", type=float, default=0.1)
-    t.add_argument("--epochs", type=int, default=3)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--learning-rate", type=float, default=5e-5)
-    t.add_argument("--weight-decay", type=float, default=0.01)
-    t.add_argument("--warmup-ratio", type=float, default=0.1)
-    t.add_argument("--dropout", type=float, default=0.3, help="classifier dropout")
-    t.add_argument("--max-length", type=int, default=128, help="window length in tokens, specials included")
-    t.add_argument("--stride", type=int, default=32, help="overlap between windows in tokens")
-    t.add_argument("--label-policy", choices=["first", "all"], default="first")
-    t.add_argument("--loss", choices=["ce", "welt", "ens"], default="ce", help="class weighting against the dominant O tag")
-    t.add_argument("--ens-beta", type=float, default=0.99, help="beta of the effective-number weights (--loss ens)")
-    t.add_argument("--head", choices=["linear", "crf"], default="linear", help="crf: linear-chain CRF over word emissions (with --loss ce)")
-    t.add_argument("--crf-learning-rate", type=float, default=1e-2, help="learning rate of the CRF transition scores")
-    t.add_argument("--seed", type=int, default=13)
-    t.add_argument("--threads", type=int, default=0, help="torch threads (0: library default)")
-    t.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (smoke runs)")
-    t.add_argument("--tag-map", default=None, help="cleaning rules for malformed tags: 'I-I-MISC=I-MISC,0=O'")
-    t.add_argument("--separator", default=" ", help="how column-file tokens are joined into text ('' for Chinese)")
-    t.add_argument("--train-fraction", type=float, default=1.0, help="train on this seeded share of the training documents")
+    add_flags(t, TrainConfig)
     t.add_argument("--folds", type=int, default=0, help="k-fold cross-validation over --train documents (K models, mean ± sd per type)")
-    t.add_argument("--aux-train", nargs="*", default=[], help="general-domain corpus for multi-task training (own head, not exported)")
-    t.add_argument("--aux-tag-map", default=None, help="tag cleaning rules for --aux-train, as --tag-map")
-    t.add_argument("--aux-ratio", type=float, default=0.5, help="share of multi-task batches drawn from --aux-train")
-    t.add_argument("--aux-epochs", type=int, default=1, help="multi-task epochs before fine-tuning on --train alone")
+    t.add_argument("--resume", action="store_true", help=RESUME)
     t.set_defaults(handler=_train)
 
     m = sub.add_parser("pretrain", help="domain-adaptive masked-LM pretraining of the base encoder on raw text")
-    m.add_argument("--text", nargs="+", required=True, help=".txt (one text per line), .jsonl, brat folder or column file(s)")
-    m.add_argument("--base-model", required=True, help="hub name or local folder of a Hugging Face encoder")
-    m.add_argument("--output", required=True, help="adapted encoder folder; pass it to `train --base-model`")
-    m.add_argument("--epochs", type=int, default=1)
-    m.add_argument("--batch-size", type=int, default=32)
-    m.add_argument("--learning-rate", type=float, default=5e-5)
-    m.add_argument("--max-length", type=int, default=128)
-    m.add_argument("--mask-probability", type=float, default=0.15, help="share of words masked (whole-word masking)")
-    m.add_argument("--held-out-fraction", type=float, default=0.05, help="texts kept aside for perplexity before/after")
-    m.add_argument("--head-warmup-steps", type=int, default=0, help="train only the masked-LM head first (base models shipped without one)")
-    m.add_argument("--head-learning-rate", type=float, default=1e-3)
-    m.add_argument("--add-vocab-from", nargs="*", default=[], help="corpora whose characters unknown to the tokenizer join the vocabulary")
-    m.add_argument("--separator", default=" ", help="how column-file tokens are joined into text ('' for Chinese)")
-    m.add_argument("--seed", type=int, default=13)
-    m.add_argument("--threads", type=int, default=0)
-    m.add_argument("--max-steps", type=int, default=0, help="adaptation steps (0: full epochs)")
+    add_flags(m, PretrainConfig)
+    m.add_argument("--resume", action="store_true", help=RESUME)
     m.set_defaults(handler=_pretrain)
 
     e = sub.add_parser("evaluate", help="strict span P/R/F1 per type of a checkpoint or ONNX bundle")
@@ -137,41 +105,49 @@ def _require_extra(command: str) -> bool:
 def _train(args: argparse.Namespace) -> int:
     if not _require_extra("train"):
         return 2
-    from train.finetune import TrainConfig, train
+    from train.finetune import train
+    from train.kfold import cross_validate
+    from train.resume import ResumeError
 
-    fields = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
-    fields["tag_map"] = parse_tag_map(args.tag_map)
-    fields["aux_tag_map"] = parse_tag_map(args.aux_tag_map)
     try:
-        config = TrainConfig(**fields)
+        config = config_from_args(TrainConfig, args)
         if args.folds and (args.folds < 2 or args.dev):
             raise ValueError("--folds K needs K >= 2 and cuts its dev folds from --train (no --dev)")
     except ValueError as exc:
         print(f"bioner train: {exc}", file=sys.stderr)
         return 2
-    if args.folds:
-        from train.kfold import cross_validate
-
-        cross_validate(config, args.folds)
-        return 0
-    best = train(config)
-    print(json.dumps({"best_epoch": best.get("epoch"), "dev_micro": best["dev"]["micro"]}, indent=2))  # type: ignore[index]
+    try:
+        if args.folds:
+            cross_validate(config, args.folds, resume=args.resume)
+            return 0
+        best = train(config, resume=args.resume)
+    except ResumeError as exc:
+        print(f"bioner train: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"best_epoch": best.get("epoch"), "dev_micro": best["dev"]["micro"]}, indent=2))
     return 0
 
 
 def _pretrain(args: argparse.Namespace) -> int:
     if not _require_extra("pretrain"):
         return 2
-    from train.pretrain import PretrainConfig, pretrain
+    from train.pretrain import pretrain
+    from train.resume import ResumeError
 
-    fields = {k: v for k, v in vars(args).items() if k in PretrainConfig.__dataclass_fields__}
-    record = pretrain(PretrainConfig(**fields))
+    try:
+        record = pretrain(config_from_args(PretrainConfig, args), resume=args.resume)
+    except ResumeError as exc:
+        print(f"bioner pretrain: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps({k: record[k] for k in ("perplexity_as_loaded", "perplexity_before", "perplexity_after")}, indent=2))
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    if not _require_extra("evaluate"):
+    from service.bundle_format import MODEL_FILE
+
+    is_bundle = (Path(args.model) / MODEL_FILE).exists()  # an ONNX bundle is scored on the serving stack alone
+    if not is_bundle and not _require_extra("evaluate"):
         return 2
     from train.evaluate_cli import run_evaluate
 
