@@ -136,7 +136,6 @@ def train(
     """
     seed_everything(config.seed, config.threads)
     out = Path(config.output)
-    out.mkdir(parents=True, exist_ok=True)
     loop = TrainingLoop(out, asdict(config), resume=resume, stop_after=stop_after)
     if loop.finished:
         print(f"{out} is a finished run: nothing to resume")

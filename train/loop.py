@@ -81,6 +81,7 @@ class TrainingLoop:
 
     def __init__(self, folder: Path, config: dict[str, Any], *, resume: bool = False, stop_after: int = 0) -> None:
         self.folder, self.config, self.stop_after = folder, config, stop_after
+        folder.mkdir(parents=True, exist_ok=True)
         self.log_path = folder / "metrics.jsonl"
         self.saved = load_state(folder, config) if resume else None
         if resume and self.saved is None:

@@ -225,7 +225,6 @@ def pretrain(config: PretrainConfig, *, resume: bool = False, stop_after: int = 
     """
     seed_everything(config.seed, config.threads)
     out = Path(config.output)
-    out.mkdir(parents=True, exist_ok=True)
     loop = TrainingLoop(out, asdict(config), resume=resume, stop_after=stop_after)
     if loop.finished:
         return dict(loop.extra["record"])
