@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from train.resume import load_state, save_state
+from train.resume import STATE_FILE, load_state, save_state
 from train.seeding import restore_rng_state, rng_state
 
 Batch = TypeVar("Batch")
@@ -86,13 +86,15 @@ class TrainingLoop:
         self.saved = load_state(folder, config) if resume else None
         if resume and self.saved is None:
             print(f"nothing to resume in {folder}: starting afresh")
+        elif not resume and (folder / STATE_FILE).exists():
+            print(f"{folder} holds an earlier run's resume state: starting afresh over it (--resume would continue it)")
         self.extra: dict[str, Any] = dict(self.saved["extra"]) if self.saved else {}
         self.finished = bool(self.saved and self.saved["finished"])
         self.paused = False
         self.epoch = self.step = 0
         self.done: list[str] = []
         self.modules: dict[str, torch.nn.Module] = {}
-        self.rng = np.random.default_rng()
+        self.rng = np.random.default_rng()  # the run's own generator comes with track()
 
     @property
     def resumed(self) -> bool:

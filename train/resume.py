@@ -37,7 +37,7 @@ def load_state(folder: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     path = folder / STATE_FILE
     if not path.exists():
         return None
-    state: dict[str, Any] = torch.load(path, weights_only=True)
+    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)  # load_state_dict moves tensors to the params
     saved = state["config"]
     changed = sorted(k for k in saved.keys() | config.keys() if k not in FREE_TO_CHANGE and saved.get(k) != config.get(k))
     if changed:
