@@ -61,11 +61,13 @@ def test_sigterm_drains_accepted_requests_then_exits_zero(server: tuple[subproce
     async def scenario() -> list[httpx.Response | BaseException]:
         task = asyncio.ensure_future(post_all_outcomes(url, big))
         async with httpx.AsyncClient(base_url=url) as probe:  # SIGTERM only once work is really queued
-            for _ in range(300):
+            for _ in range(1000):
                 metrics = (await probe.get("/metrics")).text
                 if float(re.search(r"^bioner_queue_depth_windows (\S+)", metrics, re.M).group(1)) > 0:  # type: ignore[union-attr]
                     break
                 await asyncio.sleep(0.01)
+            else:  # not a silent fall-through: a SIGTERM before anything queued tests nothing
+                pytest.fail("no window was ever seen queued")
         proc.send_signal(signal.SIGTERM)
         return await task
 
@@ -154,11 +156,13 @@ def test_sigterm_turns_unready_before_the_listener_closes(tiny_bundle: Path) -> 
     async def scenario() -> tuple[list[httpx.Response | BaseException], httpx.Response, httpx.Response, float]:
         task = asyncio.ensure_future(post_all_outcomes(url, [big, big]))
         async with httpx.AsyncClient(base_url=url, timeout=10) as probe:
-            for _ in range(500):
+            for _ in range(1000):
                 metrics = (await probe.get("/metrics")).text
                 if float(re.search(r"^bioner_queue_depth_windows (\S+)", metrics, re.M).group(1)) > 3000:  # type: ignore[union-attr]  # both queued
                     break
                 await asyncio.sleep(0.01)
+            else:  # not a silent fall-through: the drain must be tested with both requests accepted
+                pytest.fail("the two requests were never seen queued together")
             signalled = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             for _ in range(500):  # the signal is seen on the server's next tick; the listener stays open for the grace
