@@ -139,14 +139,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, m
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        current: Engine
-        if engine is not None:
-            current = engine
-        else:
-            built = build_engine(settings, metrics)
-            if settings.warmup:
-                built.warmup()
-            current = built
+        current: Engine = engine or build_engine(settings, metrics)
+        if settings.warmup:
+            current.warmup()
         current.start()
         app.state.engine = current
         app.state.ready = True

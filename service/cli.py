@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -119,11 +120,74 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+def _add_annotate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from service.documents.formats import WRITABLE
+    from service.documents.offsets import OffsetUnit
+
+    annotate = sub.add_parser(
+        "annotate",
+        help="annotate whole corpora: files in, one output file per input file",
+        description="Inputs: folders (recursively), globs or files of .txt, JSON Lines, BioC XML/JSON, PubTator and PubMed XML "
+        "(.xml.gz). A rerun skips inputs whose output exists; a killed run leaves no partial output.",
+    )
+    annotate.add_argument("inputs", nargs="+")
+    annotate.add_argument("--output", "-o", type=Path, required=True, help="output folder")
+    annotate.add_argument("--format", choices=[f.value for f in WRITABLE], default="jsonl", help="output format")
+    annotate.add_argument("--offsets", choices=[u.value for u in OffsetUnit], default="codepoint")
+    annotate.add_argument("--model-path", type=Path, default=None, help="default: the committed bundle")
+    annotate.add_argument("--workers", type=int, default=1, help="processes, each with its own copy of the model")
+    annotate.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per process (0: cores / workers)")
+    annotate.add_argument("--batch-size", type=int, default=16)
+    annotate.add_argument("--drop-existing", action="store_true", help="remove the input's own annotations and relations")
+    annotate.add_argument("--ray", action="store_true", help="run on Ray Data (the bulk extra): an actor pool, the model once per actor")
+    annotate.add_argument("--ray-address", default=None, help="a running cluster (default: start a local Ray)")
+    annotate.add_argument("--no-progress", action="store_true")
+    annotate.add_argument("--json", type=Path, default=None, help="write the run's totals and rates here")
+    annotate.set_defaults(handler=_annotate)
+
+
+def _annotate(args: argparse.Namespace) -> int:
+    from service.bulk.annotator import Options
+    from service.bulk.files import plan_jobs, remove_partials
+    from service.bulk.local import run_local
+    from service.documents.formats import Format
+    from service.documents.offsets import OffsetUnit
+    from service.settings import default_model_path
+
+    workers = max(1, args.workers)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // workers)
+    options = Options(
+        args.model_path or default_model_path(),
+        Format(args.format),
+        OffsetUnit(args.offsets),
+        not args.drop_existing,
+        threads,
+        args.batch_size,
+    )
+    jobs = plan_jobs(args.inputs, args.output, options.output_format)
+    if removed := remove_partials(args.output):
+        print(f"removed {removed} partial files a killed run left", file=sys.stderr)
+    if args.ray:
+        from service.bulk.on_ray import run_on_ray
+
+        totals = run_on_ray(jobs, options, workers, args.ray_address)
+    else:
+        totals = run_local(jobs, options, workers, progress=not args.no_progress)
+    summary = totals.as_dict()
+    print(json.dumps({k: v for k, v in summary.items() if k != "failed"}, indent=2, default=str))
+    for failure in totals.failed:
+        print(f"failed: {failure}", file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    return 1 if totals.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bioner", description="Biomedical NER service and training tools")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
     _add_check(sub)
+    _add_annotate(sub)
     try:
         from train.cli import add_train_commands
     except ImportError as exc:  # the train extra is optional

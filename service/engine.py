@@ -71,12 +71,14 @@ class Engine(Protocol):
 
     def chunks(self, texts: Sequence[str]) -> list[range]: ...
 
-    def check_evaluation(self, texts: Sequence[str]) -> None: ...
+    def check_many(self, texts: Sequence[str], what: str) -> None: ...
 
     @property
     def decodings(self) -> tuple[Decoding, ...]: ...
 
     # -- lifecycle: the app's lifespan, /health, /ready and the SIGTERM drain ------------------
+    def warmup(self) -> None: ...
+
     def start(self) -> None: ...
 
     def alive(self) -> Health: ...
@@ -199,13 +201,13 @@ class NerEngine:
         return self.pipeline.decodings
 
     # -- requests ----------------------------------------------------------------------------
-    def check_evaluation(self, texts: Sequence[str]) -> None:
-        """A gold set is scored in request-sized chunks, all of it within the queue's hard bound."""
-        bound = self._windows_bound(texts, "document")
+    def check_many(self, texts: Sequence[str], what: str) -> None:
+        """Many texts (a gold set, a BioC collection's passages) go through in request-sized
+        chunks, all of them within the queue's hard bound: refused up front, before any work."""
+        bound = self._windows_bound(texts, what)
         if bound > self.batcher.max_queue:
             raise RequestTooLargeError(
-                f"the documents may need up to {bound} windows; one evaluation may use {self.batcher.max_queue}: "
-                "score the set in parts and add the counts"
+                f"the {what}s may need up to {bound} windows; one call may use {self.batcher.max_queue}: send them in parts"
             )
 
     def _windows_bound(self, texts: Sequence[str], what: str) -> int:

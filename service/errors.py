@@ -54,6 +54,12 @@ class UnsupportedOptionError(InvalidRequestError, ValueError):
     422 on a request, and a ``ValueError`` where a setting or a CLI flag asked for it."""
 
 
+class MalformedDocumentError(ServiceError, ValueError):
+    """A BioC/PubTator/JSON Lines document that cannot be read: 400, with the line when known."""
+
+    code = "malformed_document"
+
+
 class BundleError(ServiceError):
     """The model folder is missing, corrupt or inconsistent; raised at startup."""
 

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 STATUS: dict[type[errors.ServiceError], int] = {
     errors.InvalidRequestError: 422,
+    errors.MalformedDocumentError: 400,
     errors.TextTooLongError: 413,
     errors.RequestTooLargeError: 413,
     errors.QueueFullError: 503,

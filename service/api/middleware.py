@@ -21,7 +21,7 @@ from service.api.responses import send_error
 from service.metrics import Metrics
 
 log = logging.getLogger("service.access")
-_KNOWN_ROUTES = {"/ner", "/evaluate", "/health", "/ready", "/model", "/metrics", "/docs", "/openapi.json", "/redoc"}
+_KNOWN_ROUTES = {"/ner", "/annotate", "/evaluate", "/health", "/ready", "/model", "/metrics", "/docs", "/openapi.json", "/redoc"}
 _KNOWN_METHODS = {"GET", "POST", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"}
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 

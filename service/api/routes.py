@@ -104,6 +104,24 @@ async def ner(body: NerRequest, request: Request) -> Response:
     return JSONBytesResponse(payload, headers=headers)
 
 
+async def recognize_many(
+    request: Request,
+    engine: Engine,
+    texts: list[str],
+    min_score: float = 0.0,
+    labels: list[str] | None = None,
+) -> list[list[Entity]]:
+    """Many texts, one request's worth at a time, through the same batcher as ``/ner`` (so a
+    large call shares the queue fairly instead of flooding it); checked with ``check_many`` first."""
+    found: list[list[Entity]] = []
+    metrics: Metrics = request.app.state.metrics
+    for chunk in engine.chunks(texts):
+        result = await until_disconnect(request, engine.recognize(texts[chunk.start : chunk.stop], None, min_score, labels))
+        _observe(metrics, result, len(chunk))
+        found.extend(result.entities)
+    return found
+
+
 async def evaluate(body: EvaluateRequest, request: Request) -> Response:
     """The running model's strict span precision, recall and F1 on your gold annotations, per type,
     micro and macro: the figures ``bioner evaluate`` computes on the same data and model."""
@@ -118,11 +136,8 @@ async def evaluate(body: EvaluateRequest, request: Request) -> Response:
     if body.dev_fraction and docs:
         _, docs = split_dev(docs, body.dev_fraction, body.seed)
     texts = [d.text for d in docs]
-    engine.check_evaluation(texts)
-    predicted: list[list[Entity]] = []
-    for chunk in engine.chunks(texts):  # each chunk is one request's worth, through the same batcher
-        result = await until_disconnect(request, engine.recognize(texts[chunk.start : chunk.stop]))
-        predicted.extend(result.entities)
+    engine.check_many(texts, "document")
+    predicted = await recognize_many(request, engine, texts)
     report, _, _ = await asyncio.to_thread(score_documents, docs, predicted, body.types)
     info = engine.info
     settings = {k: getattr(info, k) for k in ("max_length", "stride", "aggregation_strategy", "decoding", "provider")}
@@ -186,6 +201,16 @@ def make_router(body_model: type[NerRequest]) -> APIRouter:
         response_model=EvaluateResponse,
         responses=_ERRORS,
         summary="Score the running model on your gold annotations",
+    )
+    from service.api.documents import OPENAPI, annotate  # it builds on recognize_many, defined here
+
+    router.add_api_route(
+        "/annotate",
+        annotate,
+        methods=["POST"],
+        responses=_ERRORS,
+        openapi_extra=OPENAPI,
+        summary="Annotate documents: BioC XML/JSON, PubTator or JSON Lines in, the same format out",
     )
     router.add_api_route(
         "/health",

@@ -114,7 +114,9 @@ class EvaluateRequest(BaseModel):
         },
     )
 
-    format: Literal["brat", "jsonl", "columns"] = Field(description="brat: `documents`; jsonl or columns: the file's `content`.")
+    format: Literal["brat", "jsonl", "columns", "bioc_xml", "bioc_json", "pubtator"] = Field(
+        description="brat: `documents`; the others: the file's `content` (BioC and PubTator gold is scored per passage)."
+    )
     documents: list[BratDocumentIn] = Field(None, min_length=1, description="brat documents.")  # type: ignore[arg-type]
     content: str = Field(None, description="A JSON Lines or CoNLL column file's content.")  # type: ignore[assignment]
     separator: str = Field(" ", max_length=8, description="How column tokens are joined into text ('' for Chinese).")

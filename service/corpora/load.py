@@ -9,17 +9,22 @@ from pathlib import Path
 from service.corpora.brat import parse_brat, read_brat
 from service.corpora.columns import parse_columns, read_columns
 from service.corpora.document import Document
+from service.corpora.documents import to_gold
 from service.corpora.jsonl import parse_jsonl, read_jsonl
+from service.documents.formats import Format, read_documents, sniff
 
 
 def read_corpus(path: str | Path, tag_map: dict[str, str] | None = None, separator: str = " ") -> list[Document]:
-    """A folder of ``.txt``/``.ann`` is brat; ``.jsonl``/``.json`` is JSON Lines; else columns."""
+    """A folder of ``.txt``/``.ann`` is brat; BioC XML/JSON and PubTator files (by content) are
+    documents, one gold text per passage; ``.jsonl``/``.json`` is JSON Lines; else columns."""
     path = Path(path)
     if path.is_dir():
         if any(path.glob("*.ann")):
             return read_brat(path)
         files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
         return [d for f in files for d in read_corpus(f, tag_map, separator)]
+    if path.suffix in _DOCUMENT_SUFFIXES and (fmt := _document_format(path)) is not None:
+        return to_gold(read_documents(path.read_bytes(), fmt, what=str(path)))
     if path.suffix in (".jsonl", ".json"):
         return read_jsonl(path, separator)
     before: Counter[str] = Counter()
@@ -29,6 +34,17 @@ def read_corpus(path: str | Path, tag_map: dict[str, str] | None = None, separat
         print(f"tag counts in {path} before cleaning: {dict(before.most_common())}")
         print(f"tag counts in {path} after cleaning:  {dict(after.most_common())}")
     return docs
+
+
+_DOCUMENT_SUFFIXES = (".xml", ".json", ".txt", ".pubtator", ".gz")
+
+
+def _document_format(path: Path) -> Format | None:
+    """BioC XML/JSON, PubTator or PubMed XML by content; None for other files (JSON Lines, columns)."""
+    with path.open("rb") as fh:
+        head = fh.read(4096)
+    fmt = sniff(head, path.name)
+    return fmt if fmt in (Format.BIOC_XML, Format.BIOC_JSON, Format.PUBTATOR, Format.PUBMED) else None
 
 
 def parse_corpus(
@@ -46,6 +62,8 @@ def parse_corpus(
         return parse_jsonl(content, "request", separator)
     if kind == "columns":
         return parse_columns(content, "request", tag_map, separator)
+    if kind in ("bioc_xml", "bioc_json", "pubtator"):
+        return to_gold(read_documents(content.encode("utf-8"), Format(kind), what="request"))
     raise ValueError(f"unknown format {kind!r}")
 
 

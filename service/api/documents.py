@@ -1,0 +1,96 @@
+"""``POST /annotate``: a BioC XML/JSON collection, PubTator or JSON Lines document file in, the
+same documents out with the model's entities added as annotations.
+
+The format comes from ``Content-Type`` (or ``?format=``); the answer is in the same format unless
+``?output=`` asks for another. Passages go through the engine exactly like ``/ner`` texts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import Query, Request
+from starlette.responses import Response
+
+from service.api.routes import recognize_many
+from service.documents.annotate import add_entities
+from service.documents.formats import MEDIA_TYPE, WRITABLE, Format, read_documents, write_documents
+from service.documents.offsets import OffsetUnit
+from service.engine import Engine
+from service.errors import InvalidRequestError, ShuttingDownError
+
+_BY_MEDIA_TYPE = {
+    "application/xml": Format.BIOC_XML,
+    "text/xml": Format.BIOC_XML,
+    "application/json": Format.BIOC_JSON,
+    "text/plain": Format.PUBTATOR,
+    "text/x-pubtator": Format.PUBTATOR,
+    "application/x-ndjson": Format.JSONL,
+    "application/jsonl": Format.JSONL,
+}
+_WRITABLE = [f.value for f in WRITABLE]
+
+
+def _input_format(request: Request, explicit: str | None) -> Format:
+    if explicit:
+        if explicit not in _WRITABLE:
+            raise InvalidRequestError(f"format must be one of {_WRITABLE}, got {explicit!r}")
+        return Format(explicit)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in _BY_MEDIA_TYPE:
+        raise InvalidRequestError(f"unsupported Content-Type {media!r}: send one of {sorted(_BY_MEDIA_TYPE)} or set ?format=")
+    return _BY_MEDIA_TYPE[media]
+
+
+async def annotate(
+    request: Request,
+    format: Annotated[str | None, Query(description=f"Input format, one of {_WRITABLE}; default: from Content-Type.")] = None,
+    output: Annotated[str | None, Query(description="Output format; default: the input's.")] = None,
+    offsets: Annotated[OffsetUnit, Query(description="Offset unit of input and output: code points, UTF-16 code units or UTF-8 bytes.")] = (
+        OffsetUnit.CODEPOINT
+    ),
+    keep_existing: Annotated[bool, Query(description="Keep the input's annotations (and relations).")] = True,
+    min_score: Annotated[float, Query(ge=0.0, le=1.0, description="Drop entities scoring below this.")] = 0.0,
+    labels: Annotated[list[str] | None, Query(description="Keep only these entity types.")] = None,
+) -> Response:
+    """Your documents back with entities added: each a BioC annotation whose infons carry the type,
+    the score and the model (name, version, sha256). Offsets slice the passage text exactly."""
+    engine: Engine = request.app.state.engine
+    if getattr(request.app.state, "draining", False):
+        raise ShuttingDownError("the service is shutting down")
+    source = _input_format(request, format)
+    target = Format(output) if output in _WRITABLE else source
+    if output is not None and output not in _WRITABLE:
+        raise InvalidRequestError(f"output must be one of {_WRITABLE}, got {output!r}")
+    body = await request.body()
+    collection = await asyncio.to_thread(read_documents, body, source, offsets, "request body")
+    texts = [p.text for p in collection.passages()]
+    engine.check_many(texts, "passage")
+    found = await recognize_many(request, engine, texts, min_score, labels)
+    info = engine.info
+    provenance = {"model": info.name, "model_version": info.version, "model_sha256": info.sha256}
+    add_entities(collection, found, provenance, keep_existing)
+    payload = await asyncio.to_thread(write_documents, collection, target, offsets)
+    headers = {"x-documents": str(len(collection.documents)), "x-passages": str(len(texts)), "x-entities": str(sum(map(len, found)))}
+    return Response(payload, media_type=MEDIA_TYPE[target], headers=headers)
+
+
+_EXAMPLE_PUBTATOR = "1|t|Lithium induced nephrogenic diabetes insipidus.\\n1|a|IL-2 gene expression requires NF-kappa B.\\n"
+OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/xml": {"schema": {"type": "string"}, "example": "<collection>...</collection>"},
+            "application/json": {"schema": {"type": "object"}, "example": {"documents": []}},
+            "text/plain": {"schema": {"type": "string"}, "example": _EXAMPLE_PUBTATOR},
+            "application/x-ndjson": {"schema": {"type": "string"}},
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "The documents with entities added, in the output format.",
+            "content": {media: {"schema": {"type": "string"}} for media in sorted(set(MEDIA_TYPE.values()))},
+        }
+    },
+}

@@ -1,0 +1,130 @@
+"""Documents in and out: lossless round trips on the real BioCreative V CDR release, offsets in
+three units on hand-made Unicode documents, and every bad input a clear DocumentError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.documents import Annotation, Collection, Document, Location, Passage, Relation
+from service.documents.formats import WRITABLE, Format, read_documents, sniff, write_documents
+from service.documents.model import DocumentError
+from service.documents.offsets import OffsetUnit, from_units, length, to_units
+
+CDR = ("CDR_DevelopmentSet.BioC.xml", "CDR_DevelopmentSet.PubTator.txt")
+
+
+def _slice(text: str, start: int, end: int, unit: OffsetUnit) -> str:
+    """``text`` cut at offsets counted in ``unit``: what a Java, JavaScript or byte-level reader does."""
+    if unit is OffsetUnit.UTF8:
+        return text.encode("utf-8")[start:end].decode("utf-8")
+    if unit is OffsetUnit.UTF16:
+        return text.encode("utf-16-le")[2 * start : 2 * end].decode("utf-16-le")
+    return text[start:end]
+
+
+@pytest.mark.parametrize("name", CDR)
+@pytest.mark.parametrize("unit", list(OffsetUnit))
+def test_real_cdr_files_round_trip_losslessly(shared_data: Path, name: str, unit: OffsetUnit) -> None:
+    data = (shared_data / "bc5cdr-original" / name).read_bytes()
+    fmt = sniff(data, name)
+    assert fmt is (Format.BIOC_XML if name.endswith(".xml") else Format.PUBTATOR)
+    collection = read_documents(data, fmt, unit, name)
+    assert len(collection.documents) == 500
+    annotations = [(p, a) for p in collection.passages() for a in p.annotations]
+    assert len(annotations) > 9000 and sum(len(d.relations) for d in collection.documents) > 500
+    single = [(p, a) for p, a in annotations if len(a.locations) == 1]
+    assert all(p.text[a.start : a.end] == a.text for p, a in single)  # the gold slices its passage
+    again = read_documents(write_documents(collection, fmt, unit), fmt, unit, "written")
+    assert again == collection  # documents, passages, infons, annotations, relations
+    for other in (Format.BIOC_XML, Format.BIOC_JSON, Format.JSONL):  # and through the other formats
+        moved = read_documents(write_documents(collection, other, unit), other, unit)
+        assert [[(a.id, a.infons, a.locations, a.text) for a in p.annotations] for p in moved.passages()] == [
+            [(a.id, a.infons, a.locations, a.text) for a in p.annotations] for p in collection.passages()
+        ]
+
+
+def _unicode_collection() -> Collection:
+    title = "Naïve 😀 p53 in 蛋白质"
+    abstract = "e\u0301-cadherin and 𝛼-actinin bind IL-2."
+    t = Passage(0, title, {"type": "title"})
+    t.annotations = [
+        Annotation("0", {"type": "protein"}, [Location(8, 11)], "p53"),
+        Annotation("1", {"type": "protein"}, [Location(15, 18)], "蛋白质"),
+    ]
+    a = Passage(len(title) + 1, abstract, {"type": "abstract"})
+    a.annotations = [
+        Annotation("2", {"type": "protein", "identifier": "X1"}, [Location(0, 11)], "e\u0301-cadherin"),
+        Annotation("3", {"type": "protein"}, [Location(16, 25)], "𝛼-actinin"),
+        Annotation("4", {"type": "protein"}, [Location(31, 35)], "IL-2"),
+    ]
+    return Collection([Document("9", [t, a], relations=[Relation("R0", {"relation": "binds", "arg1": "X1", "arg2": "X2"})])])
+
+
+@pytest.mark.parametrize("unit", list(OffsetUnit))
+@pytest.mark.parametrize("fmt", WRITABLE)
+def test_unicode_offsets_in_every_unit(unit: OffsetUnit, fmt: Format) -> None:
+    collection = _unicode_collection()
+    for p in collection.passages():
+        assert all(p.text[a.start : a.end] == a.text for a in p.annotations)
+    written = write_documents(collection, fmt, unit)
+    again = read_documents(written, fmt, unit)
+    if fmt is not Format.PUBTATOR:  # PubTator recomputes the abstract's offset in the unit; all else is kept
+        assert again.passages() == collection.passages()
+    assert [[(a.locations, a.text) for a in p.annotations] for p in again.passages()] == [
+        [(a.locations, a.text) for a in p.annotations] for p in collection.passages()
+    ]
+    if fmt is Format.PUBTATOR:  # offsets count over title + " " + abstract, in the unit
+        whole = " ".join(p.text for p in collection.passages())
+        rows = [line.split("\t") for line in written.decode().splitlines() if line.count("\t") >= 4]
+        assert len(rows) == 5 and all(_slice(whole, int(r[1]), int(r[2]), unit) == r[3] for r in rows)
+
+
+def test_units_differ_where_they_should() -> None:
+    text = "a😀é"  # 3 code points, 4 UTF-16 units, 1 + 4 + 2 UTF-8 bytes
+    assert [length(text, u) for u in OffsetUnit] == [3, 4, 7]
+    assert to_units(text, 2, OffsetUnit.UTF16) == 3 and from_units(text, 5, OffsetUnit.UTF8) == 2
+    with pytest.raises(ValueError, match="inside character"):
+        from_units(text, 2, OffsetUnit.UTF16)  # between the two halves of the surrogate pair
+
+
+@pytest.mark.parametrize(
+    ("data", "fmt", "message"),
+    [
+        (b"<collection><document><id>1</id><passage>\n<offset>0</offset></document>", Format.BIOC_XML, "line 2"),
+        (
+            b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+            b'<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]><collection><source>&c;</source></collection>',
+            Format.BIOC_XML,
+            "EntitiesForbidden",
+        ),
+        (b'<!DOCTYPE c [<!ENTITY x SYSTEM "file:///etc/passwd">]><collection><key>&x;</key></collection>', Format.BIOC_XML, "refused"),
+        (b"<document/>", Format.BIOC_XML, "not <collection>"),
+        (
+            b"<collection><document><id>1</id><passage><offset>10</offset><text>p53</text>"
+            b"<annotation id='a'><location offset='2' length='3'/><text>p53</text></annotation></passage></document></collection>",
+            Format.BIOC_XML,
+            "annotation a: location 2\\+3 is not inside its passage",
+        ),
+        (b"1|t|p53 binds\n1\t0\t3\tp53\n", Format.PUBTATOR, "line 2: neither"),
+        (b"1\t0\t3\tp53\tprotein\n", Format.PUBTATOR, "line 1: an annotation line before"),
+        (b"1|t|p53\n1\t0\t30\tp53\tprotein\n", Format.PUBTATOR, "line 2: offsets 0-30"),
+        (b'{"documents": [{"id": "1", "passages": [{"text": "x"}]}]}', Format.BIOC_JSON, "KeyError"),
+        (b"[1, 2]", Format.BIOC_JSON, "'documents' list"),
+        (b'{"text": "p53", "entities": [{"start": 0, "end": 9, "label": "p"}]}\n', Format.JSONL, "line 1"),
+        (b"\xff\xfe", Format.PUBTATOR, "UTF-8"),
+    ],
+)
+def test_bad_input_is_a_clear_document_error(data: bytes, fmt: Format, message: str) -> None:
+    with pytest.raises(DocumentError, match=message):
+        read_documents(data, fmt, OffsetUnit.CODEPOINT, "input")
+
+
+def test_gold_from_documents_trains_and_evaluates(shared_data: Path) -> None:
+    from service.corpora.load import read_corpus
+
+    docs = read_corpus(shared_data / "bc5cdr-original" / "CDR_DevelopmentSet.PubTator.txt")
+    assert len(docs) == 1000  # one text per passage: 500 titles, 500 abstracts
+    assert {s.label for d in docs for s in d.spans} == {"Chemical", "Disease"}
+    assert all(d.text[s.start : s.end].strip() for d in docs for s in d.spans)
