@@ -135,7 +135,9 @@ def _add_annotate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     annotate.add_argument("--format", choices=[f.value for f in WRITABLE], default="jsonl", help="output format")
     annotate.add_argument("--offsets", choices=[u.value for u in OffsetUnit], default="codepoint")
     annotate.add_argument("--model-path", type=Path, default=None, help="default: the committed bundle")
-    annotate.add_argument("--workers", type=int, default=1, help="processes, each with its own copy of the model")
+    annotate.add_argument(
+        "--workers", type=int, default=0, help="processes (Ray: actors), each with its own model; 0: one per core (measured fastest)"
+    )
     annotate.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per process (0: cores / workers)")
     annotate.add_argument("--batch-size", type=int, default=16)
     annotate.add_argument("--drop-existing", action="store_true", help="remove the input's own annotations and relations")
@@ -154,7 +156,7 @@ def _annotate(args: argparse.Namespace) -> int:
     from service.documents.offsets import OffsetUnit
     from service.settings import default_model_path
 
-    workers = max(1, args.workers)
+    workers = args.workers or os.cpu_count() or 1
     threads = args.threads or max(1, (os.cpu_count() or 1) // workers)
     options = Options(
         args.model_path or default_model_path(),
