@@ -161,7 +161,7 @@ def _outputs(folder: Path) -> dict[str, bytes]:
 
 def test_cli_is_deterministic_resumable_and_process_count_blind(tiny_bundle: Path, tmp_path: Path) -> None:
     inputs = _corpus(tmp_path / "in", None, files=4, per_file=3)
-    first = _annotate(tiny_bundle, inputs, tmp_path / "a", "--format", "bioc_xml")
+    first = _annotate(tiny_bundle, inputs, tmp_path / "a", "--format", "bioc_xml", "--workers", "1")
     assert first.returncode == 0, first.stderr
     outputs = _outputs(tmp_path / "a")
     assert sorted(outputs) == ["notes/a.xml", "part00.xml", "part01.xml", "part02.xml", "part03.xml"]
