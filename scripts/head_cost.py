@@ -21,8 +21,9 @@ from service.corpora import read_corpus
 from service.decoding.labels import LabelScheme
 from service.decoding.windows import TextEncoder, WindowConfig
 from train.align import LabelPolicy, build_features, label_list
+from train.batches import collate, length_grouped_batches
 from train.crf import CrfTagger
-from train.finetune import collate, length_grouped_batches, token_loss
+from train.task import token_loss
 
 
 def main() -> None:

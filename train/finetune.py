@@ -28,16 +28,15 @@ from service.corpora import Document
 from service.decoding.crf import Transitions
 from service.decoding.pipeline import Pipeline
 from train.backends import torch_runner
-from train.batches import aux_batch_count, collate, length_grouped_batches
+from train.batches import aux_batch_count
 from train.config import TrainConfig
 from train.data import load_documents
 from train.evaluate import evaluate_documents
 from train.loop import EpochStats, Phase, TrainingLoop, adamw, decay_groups
 from train.seeding import seed_everything
-from train.task import Item, Task, prepare, token_loss
+from train.task import Item, Task, prepare
 
-# Importable from here for scripts/head_cost.py, which times the two heads on the training batches.
-__all__ = ["TrainConfig", "collate", "length_grouped_batches", "token_loss", "train"]
+__all__ = ["TrainConfig", "train"]
 
 
 def phases(config: TrainConfig, task: Task, rng: np.random.Generator) -> list[Phase[Item]]:
