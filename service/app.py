@@ -12,9 +12,10 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service import __version__
-from service.api.auth import ApiKeyMiddleware
+from service.api.auth import ApiKeyMiddleware, install_security_schemes
 from service.api.errors import install_error_handlers
 from service.api.middleware import ChunkedBodyLimit, RequestContextMiddleware
+from service.api.pages import install_pages
 from service.api.responses import JSONBytesResponse
 from service.api.routes import make_router
 from service.api.schemas import request_model
@@ -163,6 +164,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, m
         lifespan=lifespan,
         default_response_class=JSONBytesResponse,
         description="Biomedical named-entity recognition: entities with exact character offsets, labels and scores.",
+        docs_url=None,  # /docs and /redoc come from install_pages, with the assets this package ships
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -171,6 +174,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, m
     app.state.draining = False
     install_error_handlers(app)
     app.include_router(make_router(request_model(settings.max_texts_per_request, settings.max_text_chars, settings.request_timeout_s)))
+    install_pages(app, app.title)
     # Body limit: the largest request the window budget can admit is about one maximal text plus a
     # window's worth per other text; x12: an astral character escaped as a surrogate pair
     # (Python's json.dumps does that by default). Plus slack for the JSON around it.
@@ -181,6 +185,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, m
     if digests:
         log.info("API keys: %d loaded", len(digests))
         app.add_middleware(ApiKeyMiddleware, digests=digests, metrics=metrics, metrics_public=settings.metrics_public)
+        install_security_schemes(app)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(
