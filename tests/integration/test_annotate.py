@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import DEFAULT_MODEL, ROOT
+from in_process import app_client
 
-from service.app import create_app
 from service.documents.formats import Format, read_documents
 from service.documents.offsets import OffsetUnit
 from service.settings import Settings
@@ -35,10 +35,8 @@ BIOC_XML = (
 
 @pytest.fixture
 async def client(tiny_bundle: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(model_path=tiny_bundle, max_text_chars=1000, max_texts_per_request=2))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-            yield c
+    async with app_client(Settings(model_path=tiny_bundle, max_text_chars=1000, max_texts_per_request=2)) as (c, _):
+        yield c
 
 
 def _ours(collection_bytes: bytes, fmt: Format, unit: OffsetUnit = OffsetUnit.CODEPOINT) -> list[tuple[str, int, int, str, str]]:
@@ -138,21 +136,14 @@ def _corpus(folder: Path, shared: Path | None, files: int, per_file: int) -> Pat
     return folder
 
 
-def _annotate(model: Path, inputs: Path, output: Path, *flags: str) -> subprocess.CompletedProcess[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "service",
-        "annotate",
-        str(inputs),
-        "-o",
-        str(output),
-        "--model-path",
-        str(model),
-        "--no-progress",
-        *flags,
+def _command(model: Path, inputs: Path, output: Path, *flags: str) -> list[str]:
+    return [sys.executable, "-m", "service", "annotate", str(inputs), "-o", str(output), "--model-path", str(model), "--no-progress"] + [
+        *flags
     ]
-    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def _annotate(model: Path, inputs: Path, output: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(_command(model, inputs, output, *flags), capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
 def _outputs(folder: Path) -> dict[str, bytes]:
@@ -179,18 +170,7 @@ def test_cli_is_deterministic_resumable_and_process_count_blind(tiny_bundle: Pat
 def test_a_killed_run_leaves_no_partial_output_and_resumes(shared_data: Path, tmp_path: Path) -> None:
     inputs = _corpus(tmp_path / "in", shared_data, files=12, per_file=4)
     out = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "service",
-        "annotate",
-        str(inputs),
-        "-o",
-        str(out),
-        "--model-path",
-        str(DEFAULT_MODEL),
-        "--no-progress",
-    ]
+    command = _command(DEFAULT_MODEL, inputs, out)
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list(out.glob("part0*.jsonl")):  # the first file is done

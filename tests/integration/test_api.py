@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from in_process import app_client
 from tiny_bundle import SPECIALS, TOKENS
 
-from service.app import create_app
 from service.settings import Settings
 
 TEXT = "The p53 kinase binds the myc gene in cells."
@@ -19,11 +19,8 @@ P53_ID = (SPECIALS + list(TOKENS)).index("p53")
 
 
 async def _client(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, object]]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client, app
+    async with app_client(settings) as pair:
+        yield pair
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from conftest import DEFAULT_MODEL
+from in_process import app_client
 
 from service.app import create_app
 from service.settings import Settings
@@ -22,10 +23,8 @@ SENTENCE = (
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings())  # all defaults: the committed bundle
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-            yield c
+    async with app_client(Settings()) as (c, _):  # all defaults: the committed bundle
+        yield c
 
 
 async def found(client: httpx.AsyncClient, text: str, **options: object) -> set[tuple[str, str]]:

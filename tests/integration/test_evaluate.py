@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import DEFAULT_MODEL
+from in_process import app_client
 
 from service.app import create_app
 from service.settings import Settings
@@ -26,10 +27,8 @@ JSONL = "\n".join(json.dumps({"text": t, "entities": [{"start": 4, "end": 7, "la
 
 @pytest.fixture
 async def client(tiny_bundle: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(model_path=tiny_bundle, max_text_chars=1000, max_texts_per_request=2))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-            yield c
+    async with app_client(Settings(model_path=tiny_bundle, max_text_chars=1000, max_texts_per_request=2)) as (c, _):
+        yield c
 
 
 def cli_report(model: Path, data: Path, *flags: str) -> dict[str, object]:

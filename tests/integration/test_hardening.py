@@ -10,17 +10,15 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from in_process import app_client
 
-from service.app import create_app
 from service.batching import BatchStats
 from service.settings import Settings
 
 
 async def _client(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, object]]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            yield client, app
+    async with app_client(settings) as pair:
+        yield pair
 
 
 @pytest.fixture
