@@ -128,3 +128,34 @@ def test_gold_from_documents_trains_and_evaluates(shared_data: Path) -> None:
     assert len(docs) == 1000  # one text per passage: 500 titles, 500 abstracts
     assert {s.label for d in docs for s in d.spans} == {"Chemical", "Disease"}
     assert all(d.text[s.start : s.end].strip() for d in docs for s in d.spans)
+
+
+PUBMED = b"""<?xml version="1.0" encoding="utf-8"?>
+<!DOCTYPE PubmedArticleSet PUBLIC "-//NLM//DTD PubMedArticle, 1st January 2025//EN" "https://dtd.nlm.nih.gov/ncbi/pubmed/out/pubmed_250101.dtd">
+<PubmedArticleSet>
+<PubmedArticle><MedlineCitation Status="MEDLINE" Owner="NLM"><PMID Version="1">101</PMID><Article>
+<ArticleTitle>Lithium <i>induced</i> nephrogenic diabetes insipidus.</ArticleTitle>
+<Abstract><AbstractText Label="BACKGROUND">IL-2   binds.</AbstractText>
+<AbstractText Label="RESULTS">p53 x<sup>2</sup>.</AbstractText></Abstract>
+</Article></MedlineCitation></PubmedArticle>
+<PubmedArticle><MedlineCitation><PMID Version="1">102</PMID>
+<Article><ArticleTitle>No abstract here.</ArticleTitle></Article></MedlineCitation></PubmedArticle>
+<DeleteCitation><PMID Version="1">55</PMID></DeleteCitation>
+</PubmedArticleSet>
+"""
+
+
+def test_pubmed_xml_gz_as_nlm_distributes_it() -> None:
+    import gzip
+
+    from service.documents.pubmed import read_pubmed_xml
+
+    data = gzip.compress(PUBMED)
+    assert sniff(data, "pubmed25n0001.xml.gz") is Format.PUBMED and sniff(PUBMED) is Format.PUBMED
+    collection, deleted = read_pubmed_xml(data)
+    assert deleted == ["55"] and [d.id for d in collection.documents] == ["101", "102"]
+    title, background, results = collection.documents[0].passages
+    assert title.text == "Lithium induced nephrogenic diabetes insipidus." and title.offset == 0
+    assert (background.text, background.infons["section"], background.offset) == ("IL-2 binds.", "BACKGROUND", len(title.text) + 1)
+    assert results.text == "p53 x2." and results.offset == background.offset + len(background.text) + 1
+    assert [p.text for p in collection.documents[1].passages] == ["No abstract here."]
