@@ -9,11 +9,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from in_process import app_client
 from pydantic import SecretStr
 
 from service.api.auth import ApiKeyMiddleware
 from service.api.pages import STATIC_DIR
-from service.app import create_app
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -25,10 +25,8 @@ FETCHED_URL = re.compile(r"""(?:\b(?:src|href|action)\s*=\s*["']?|url\(\s*["']?|
 
 @pytest.fixture
 async def keyed(tiny_bundle: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(model_path=tiny_bundle, max_text_chars=1000, api_keys=SecretStr(KEY)))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            yield client
+    async with app_client(Settings(model_path=tiny_bundle, max_text_chars=1000, api_keys=SecretStr(KEY))) as (client, _):
+        yield client
 
 
 async def test_pages_and_their_assets_are_open_data_is_not(keyed: httpx.AsyncClient) -> None:
@@ -61,10 +59,8 @@ async def test_schema_states_the_key_only_when_keys_are_set(keyed: httpx.AsyncCl
     assert schema["paths"]["/health"]["get"]["security"] == [] and "security" not in schema["paths"]["/ner"]["post"]
     assert schema["components"]["schemas"]["NerRequest"]["properties"]["labels"]["items"]["enum"]  # the limits wrapper still runs
 
-    app = create_app(Settings(model_path=tiny_bundle, max_text_chars=1000))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            open_schema = (await client.get("/openapi.json")).json()
+    async with app_client(Settings(model_path=tiny_bundle, max_text_chars=1000)) as (client, _):
+        open_schema = (await client.get("/openapi.json")).json()
     assert "securitySchemes" not in open_schema["components"] and "security" not in open_schema
 
 
