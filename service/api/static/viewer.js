@@ -376,9 +376,10 @@
     ];
     tip.replaceChildren(...lines);
     tip.hidden = false;
-    const box = mark.getBoundingClientRect();
+    const box = mark.getBoundingClientRect(); // below the entity, or above it near the bottom of the window
+    const top = box.bottom + tip.offsetHeight + 6 <= window.innerHeight ? box.bottom + 6 : box.top - tip.offsetHeight - 6;
     tip.style.left = `${Math.max(4, Math.min(box.left, window.innerWidth - tip.offsetWidth - 8)) + window.scrollX}px`;
-    tip.style.top = `${box.bottom + 6 + window.scrollY}px`;
+    tip.style.top = `${top + window.scrollY}px`;
   }
 
   // ------------------------------------------------------------------ table and downloads
