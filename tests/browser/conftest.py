@@ -14,8 +14,10 @@ from browser_support import API_KEY, CHROMIUM, DEFAULT_MODEL, SAVED, Watch
 from live_server import start_server, stop_server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Module-scoped: while Playwright's sync API is alive it marks its event loop as running in
+    this thread, so the suite's asyncio tests can only run once it has stopped."""
     if not CHROMIUM:
         pytest.skip("no chromium on PATH (apt-get install chromium, or set BIONER_CHROMIUM)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install -e '.[browser]')")

@@ -66,6 +66,7 @@ def test_viewer_highlights_the_readme_example(open_page: Any, server: str) -> No
     text, expected = readme_example()
     page, _ = open_page(server)
     expect(page.locator("#model-line")).to_contain_text("bioner-minilm-jnlpba")
+    assert page.locator("#model").is_disabled() and page.locator("#head-field").is_hidden()  # one model, one head
     find_entities(page, text)
 
     (passage,) = page.evaluate(MARKS_JS)
@@ -150,6 +151,47 @@ def test_document_files_go_through_annotate(open_page: Any, server: str) -> None
     assert [p["text"] for p in passages] == ["IL-2 gene expression requires NF-kappa B.", "CD28 signals in human T cells."]
     assert all(p["marks"] for p in passages)
     assert all(p["text"][m["start"] : m["end"]] == m["text"] for p in passages for m in p["marks"])
+
+
+def test_model_and_head_selectors_follow_the_api(open_page: Any, server: str) -> None:
+    """Several models and heads, as GET /models and the /ner schema would describe them (answered
+    by the page's own routes here): the choice is sent as the fields the schema names."""
+    spec = httpx.get(f"{server}/openapi.json").json()
+    spec["paths"].setdefault("/models", {"get": {"responses": {}}})
+    fields = spec["components"]["schemas"]["NerRequest"]["properties"]
+    fields.setdefault("model", {"type": "string"})
+    fields.setdefault("heads", {"type": "array", "items": {"type": "string"}})
+    default = {**httpx.get(f"{server}/model").json(), "default": True}
+    heads = [{"name": "bc5cdr", "labels": ["Chemical", "Disease"]}, {"name": "s800", "labels": ["Species"]}]
+    multi = {"name": "multi-head", "version": "2.0.0", "sha256": "0" * 64, "labels": ["Chemical", "Disease", "Species"], "heads": heads}
+    multi.update({"max_length": 128, "stride": 32, "default": False})
+    sent: list[dict[str, Any]] = []
+    lithium = {"start": 0, "end": 7, "text": "Lithium", "label": "Chemical", "score": 0.91, "alternatives": [], "source": "bc5cdr"}
+
+    def answer(route: Any) -> None:
+        path = route.request.url.rsplit("/", 1)[-1]
+        if path == "openapi.json":
+            route.fulfill(json=spec)
+        elif path == "models":
+            route.fulfill(json=[default, multi])
+        elif path == "ner":
+            sent.append(json.loads(route.request.post_data))
+            route.fulfill(json={"entities": [[lithium]], "model": {k: multi[k] for k in ("name", "version", "sha256")}})
+        else:
+            route.fallback()
+
+    page, _ = open_page(server)
+    page.route("**/*", answer)
+    page.reload()
+    expect(page.locator("#model option")).to_have_count(2)
+    assert page.locator("#head-field").is_hidden()  # the default model has one head
+    page.select_option("#model", label="multi-head 2.0.0")
+    expect(page.locator("#model-line")).to_contain_text("multi-head 2.0.0 · 3 entity types")
+    page.select_option("#head", "bc5cdr")
+    find_entities(page, "Lithium induced nephrogenic diabetes insipidus.")
+    assert sent[-1]["model"] == "multi-head" and sent[-1]["heads"] == ["bc5cdr"] and sent[-1]["alternatives"] == 3
+    page.hover("mark.entity")
+    assert "Chemical 0.910" in page.locator("#tip").inner_text() and "head bc5cdr" in page.locator("#tip").inner_text()
 
 
 def test_viewer_works_after_entering_a_key(open_page: Any, keyed_server: str) -> None:

@@ -21,6 +21,7 @@
     spec: { paths: {} }, // the OpenAPI document: which routes and request fields this service has
     models: [],
     model: null,
+    limits: DEFAULT_LIMITS, // the service's (GET /model), the same for every model
     colours: new Map(),
     docs: [], // [{id, passages: [{text, type, entities: [{u0, u1, start, end, text, label, score, alternatives}]}]}]
     abort: null,
@@ -92,14 +93,20 @@
   }
 
   // ------------------------------------------------------------------ models and heads
+  // GET /model: the default model and the service's limits; GET /models, where the service has
+  // it, lists every model (with its heads) for the selector.
   async function loadModels() {
     try {
-      const data = state.spec.paths["/models"] ? await (await call("models")).json() : [await (await call("model")).json()];
-      state.models = Array.isArray(data) ? data : data.models || [];
+      const info = await (await call("model")).json();
+      state.limits = { ...DEFAULT_LIMITS, ...(info.limits || {}) };
+      const listed = state.spec.paths["/models"] ? await (await call("models")).json() : [info];
+      state.models = (Array.isArray(listed) ? listed : listed.models || []).map((m) => (m.name === info.name ? { ...info, ...m } : m));
       const select = $("model");
       select.replaceChildren(...state.models.map((m, i) => el("option", { value: String(i), textContent: `${m.name} ${m.version || ""}` })));
       select.disabled = state.models.length < 2;
-      chooseModel(0);
+      const chosen = Math.max(0, state.models.findIndex((m) => m.name === info.name));
+      select.value = String(chosen);
+      chooseModel(chosen);
       if (!$("status").classList.contains("busy")) setStatus("");
     } catch (err) {
       report(err);
@@ -111,14 +118,15 @@
     if (!model) return;
     state.model = model;
     state.colours = new Map();
-    (model.labels || []).forEach((label) => colour(label));
-    const heads = (model.heads || []).map((h) => (typeof h === "string" ? h : h.name));
-    $("head").replaceChildren(...heads.map((h) => el("option", { value: h, textContent: h })));
+    const heads = (model.heads || []).map((h) => (typeof h === "string" ? { name: h, labels: [] } : h));
+    const labels = [...new Set([...(model.labels || []), ...heads.flatMap((h) => h.labels || [])])];
+    labels.forEach((label) => colour(label));
+    const options = heads.map((h) => el("option", { value: h.name, textContent: h.name }));
+    $("head").replaceChildren(el("option", { value: "", textContent: "all heads" }), ...options);
     $("head-field").hidden = heads.length < 2;
-    const limits = { ...DEFAULT_LIMITS, ...(model.limits || {}) };
-    const piece = Math.min(limits.max_text_chars, PIECE_CHARS).toLocaleString("en");
+    const piece = Math.min(state.limits.max_text_chars, PIECE_CHARS).toLocaleString("en");
     $("model-line").textContent =
-      `${model.name} ${model.version || ""} · ${(model.labels || []).length} entity types · long texts go in pieces of up to ${piece} characters`;
+      `${model.name} ${model.version || ""} · ${labels.length} entity types · long texts go in pieces of up to ${piece} characters`;
   }
 
   function colour(label) {
@@ -135,7 +143,8 @@
     if (minScore > 0) options.min_score = Math.min(minScore, 1);
     if (fields.alternatives) options.alternatives = Math.min(ALTERNATIVES, fields.alternatives.maximum || ALTERNATIVES);
     if (fields.model && state.models.length > 1) options.model = state.model.name;
-    if (fields.head && !$("head-field").hidden) options.head = $("head").value;
+    const head = $("head-field").hidden ? "" : $("head").value;
+    if (head && fields.heads) options.heads = [head];
     return options;
   }
 
@@ -185,7 +194,7 @@
   }
 
   function requests(pieces, model) {
-    const limits = { ...DEFAULT_LIMITS, ...(model.limits || {}) };
+    const limits = state.limits;
     const budget = Math.min(limits.max_request_windows, REQUEST_WINDOWS);
     const out = [];
     let current = [];
@@ -213,8 +222,7 @@
 
   // ------------------------------------------------------------------ running
   async function recognizeText(text) {
-    const limits = { ...DEFAULT_LIMITS, ...(state.model.limits || {}) };
-    const batches = requests(split(text, Math.min(limits.max_text_chars, PIECE_CHARS)), state.model);
+    const batches = requests(split(text, Math.min(state.limits.max_text_chars, PIECE_CHARS)), state.model);
     const entities = [];
     for (let i = 0; i < batches.length; i += 1) {
       const batch = batches[i];
@@ -236,7 +244,7 @@
         for (const e of answer.entities[j]) {
           const u0 = piece.start + maps.units(e.start);
           const u1 = piece.start + maps.units(e.end);
-          entities.push({ u0, u1, text: e.text, label: e.label, score: e.score, alternatives: e.alternatives || [] });
+          entities.push({ u0, u1, text: e.text, label: e.label, score: e.score, alternatives: e.alternatives || [], source: e.source });
         }
       });
     }
@@ -259,6 +267,10 @@
     const query = new URLSearchParams({ format, output: "bioc_json", offsets: "utf16", keep_existing: "false" });
     const minScore = Number($("min-score").value);
     if (minScore > 0) query.set("min_score", String(Math.min(minScore, 1)));
+    const operation = state.spec.paths["/annotate"].post || {};
+    const params = new Set((operation.parameters || []).map((p) => p.name)); // only what /annotate takes
+    if (params.has("model") && state.models.length > 1) query.set("model", state.model.name);
+    if (params.has("alternatives")) query.set("alternatives", String(ALTERNATIVES));
     const init = { method: "POST", headers: { "Content-Type": MEDIA[format] }, body: file };
     const collection = await withRetry(async () => (await call(`annotate?${query}`, init)).json());
     return (collection.documents || []).map((doc) => ({
@@ -272,7 +284,12 @@
               const u0 = a.locations[0].offset - p.offset;
               const u1 = u0 + a.locations[0].length;
               const infons = a.infons || {};
-              return { u0, u1, text: p.text.slice(u0, u1), label: infons.type || "entity", score: Number(infons.score), alternatives: [] };
+              const alternatives = (infons.alternatives || "") // "label:score;label:score"
+                .split(";")
+                .filter(Boolean)
+                .map((pair) => ({ label: pair.slice(0, pair.lastIndexOf(":")), score: Number(pair.slice(pair.lastIndexOf(":") + 1)) }));
+              const label = infons.type || "entity";
+              return { u0, u1, text: p.text.slice(u0, u1), label, score: Number(infons.score), alternatives, source: infons.source };
             });
           return passage(p.text, entities, p.infons && p.infons.type);
         }),
@@ -372,6 +389,7 @@
     const lines = [
       el("div", { className: "tip-head" }, el("strong", { textContent: e.label }), ` ${percent(e.score)}`),
       ...e.alternatives.map((a) => el("div", { className: "tip-alt", textContent: `${a.label} ${percent(a.score)}` })),
+      ...(e.source && !$("head-field").hidden ? [el("div", { className: "tip-where", textContent: `head ${e.source}` })] : []),
       el("div", { className: "tip-where", textContent: `characters ${e.start}–${e.end}` }),
     ];
     tip.replaceChildren(...lines);
@@ -388,7 +406,8 @@
     for (const doc of state.docs) {
       doc.passages.forEach((p, index) => {
         for (const e of p.entities) {
-          out.push({ document: doc.id, passage: index, start: e.start, end: e.end, text: e.text, label: e.label, score: e.score, alternatives: e.alternatives });
+          const row = { document: doc.id, passage: index, start: e.start, end: e.end, text: e.text, label: e.label, score: e.score };
+          out.push(e.source === undefined ? { ...row, alternatives: e.alternatives } : { ...row, alternatives: e.alternatives, source: e.source });
         }
       });
     }
