@@ -6,6 +6,7 @@ The CLI maps its flags one-to-one onto these fields; validators reject nonsense 
 from __future__ import annotations
 
 import hashlib
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Literal
@@ -16,6 +17,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from service.decoding.aggregate import Decoding, Strategy
 
 _BUNDLE = Path("models") / "bioner-minilm-jnlpba"
+# A model name travels in JSON bodies, query strings and metric labels: keep it plain.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def default_model_path() -> Path:
@@ -42,6 +45,17 @@ class Settings(BaseSettings):
 
     model_path: Path = Field(
         default_factory=default_model_path, description="Model bundle folder (model.onnx, config.json, tokenizer.json)."
+    )
+    models: str | None = Field(
+        None,
+        description="Several bundles as 'name=path,name=path' (instead of model_path): requests choose one with 'model'; "
+        "each has its own queue and limits.",
+    )
+    models_dir: Path | None = Field(
+        None, description="Serve every sub-folder of this folder that holds a model.onnx, named after the sub-folder."
+    )
+    default_model: str | None = Field(
+        None, description="The model of requests that name none, and of /model; default: the first of models (models_dir: by name)."
     )
     host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 in containers.")
     port: int = Field(8000, ge=1, le=65535)
@@ -144,6 +158,40 @@ class Settings(BaseSettings):
             raise ValueError("API keys are configured (api_keys or api_keys_file) but none was found: refusing to start without keys")
         return digests
 
+    def named_models(self) -> dict[str, Path]:
+        """The bundles of ``models`` or ``models_dir`` by name, in serving order (the first is the
+        default unless ``default_model`` says otherwise); empty when neither is set, and
+        ``model_path`` serves one model named after its bundle."""
+        if self.models is not None and self.models_dir is not None:
+            raise ValueError("set models or models_dir, not both")
+        if self.models is not None:
+            pairs = [_name_and_path(item) for item in self.models.split(",") if item.strip()]
+            if not pairs:
+                raise ValueError("models is set but names no model: give name=path,name=path")
+        elif self.models_dir is not None:
+            if not self.models_dir.is_dir():
+                raise ValueError(f"models_dir {self.models_dir} is not a folder")
+            pairs = [(p.name, p) for p in sorted(self.models_dir.iterdir()) if (p / "model.onnx").is_file()]
+            if not pairs:
+                raise ValueError(f"models_dir {self.models_dir} holds no bundle (no sub-folder with a model.onnx)")
+        else:
+            return {}
+        named: dict[str, Path] = {}
+        for name, path in pairs:
+            if not _MODEL_NAME.fullmatch(name):
+                raise ValueError(f"model name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+            if name in named:
+                raise ValueError(f"model name {name!r} is given twice")
+            named[name] = path
+        if self.default_model is not None and self.default_model not in named:
+            raise ValueError(f"default_model {self.default_model!r} is not among the models: {', '.join(named)}")
+        return named
+
+    @model_validator(mode="after")
+    def _check_models(self) -> Settings:
+        self.named_models()
+        return self
+
     @model_validator(mode="after")
     def _check_window(self) -> Settings:
         if self.drain_grace_s >= self.drain_timeout_s:
@@ -154,3 +202,10 @@ class Settings(BaseSettings):
                 "such a request could never be queued"
             )
         return self
+
+
+def _name_and_path(item: str) -> tuple[str, Path]:
+    name, equals, path = (part.strip() for part in item.partition("="))
+    if not equals or not name or not path:
+        raise ValueError(f"models: {item.strip()!r} is not name=path")
+    return name, Path(path)
