@@ -18,7 +18,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import load_corpus, start_service  # noqa: E402
-from harness import add_common_args, metric, open_fds, rss_mb, stop_service, verdict  # noqa: E402
+from harness import add_common_args, metric, open_fds, rss_mb, series, stop_service, verdict  # noqa: E402
 
 
 async def hang_up(port: int, body: bytes, linger_s: float) -> None:
@@ -49,7 +49,7 @@ def settle(url: str, limit_s: float = 120) -> float:
     started = time.monotonic()
     while time.monotonic() - started < limit_s:
         try:
-            if metric(httpx.get(f"{url}/metrics", timeout=30).text, r"^bioner_queue_depth_windows (\S+)") == 0:
+            if metric(httpx.get(f"{url}/metrics", timeout=30).text, series("bioner_queue_depth_windows")) == 0:
                 break
         except httpx.TimeoutException:
             pass  # still busy with the backlog
@@ -87,10 +87,10 @@ def main() -> None:
             "settled_after_s": round(waited, 1),
             "before": before,
             "after": after,
-            "queue_depth_after": metric(metrics, r"^bioner_queue_depth_windows (\S+)"),
-            "windows_dropped_cancelled": metric(metrics, r'^bioner_windows_dropped_total\{reason="cancelled"\} (\S+)'),
-            "requests_seen_as_disconnected": metric(metrics, r'^bioner_requests_refused_total\{reason="client_closed_request"\} (\S+)'),
-            "windows_run": metric(metrics, r"^bioner_windows_total (\S+)"),
+            "queue_depth_after": metric(metrics, series("bioner_queue_depth_windows")),
+            "windows_dropped_cancelled": metric(metrics, series("bioner_windows_dropped_total", reason="cancelled")),
+            "requests_seen_as_disconnected": metric(metrics, series("bioner_requests_refused_total", reason="client_closed_request")),
+            "windows_run": metric(metrics, series("bioner_windows_total")),
             "serves_after": answer.status_code == 200,
         }
         verdict(

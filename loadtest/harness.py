@@ -35,14 +35,20 @@ def open_fds(pid: int) -> int:
 
 
 def metric(text: str, pattern: str) -> float:
-    """First capture of ``pattern`` in a /metrics scrape, 0 when absent."""
-    found = re.search(pattern, text, re.M)
-    return float(found.group(1)) if found else 0.0
+    """Sum of the captures of ``pattern`` in a /metrics scrape (one series per model when
+    ``pattern`` allows any labels), 0 when absent."""
+    return sum(float(found) for found in re.findall(pattern, text, re.M))
+
+
+def series(name: str, **labels: str) -> str:
+    """A pattern for ``name``'s series with these labels and any others (``model`` among them)."""
+    wanted = "".join(rf'(?=[^}}]*\b{k}="{re.escape(v)}")' for k, v in labels.items())
+    return rf"^{name}(?:\{{{wanted}[^}}]*\}})? (\S+)"
 
 
 def histogram(text: str, name: str) -> tuple[float, float]:
-    """``(sum, count)`` of a Prometheus histogram in a /metrics scrape."""
-    return metric(text, rf"^{name}_sum (\S+)"), metric(text, rf"^{name}_count (\S+)")
+    """``(sum, count)`` of a Prometheus histogram in a /metrics scrape, over every model."""
+    return metric(text, series(f"{name}_sum")), metric(text, series(f"{name}_count"))
 
 
 def verdict(report: dict[str, Any], ok: bool) -> None:

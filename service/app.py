@@ -1,4 +1,4 @@
-"""``create_app(settings)``: the lifespan loads the bundle, warms up, starts and drains the batcher."""
+"""``create_app(settings)``: the lifespan loads the bundles, warms up, starts and drains their batchers."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -22,7 +23,9 @@ from service.api.schemas import request_model
 from service.bundle_format import pipeline_for
 from service.decoding.pipeline import Pipeline
 from service.engine import Engine, NerEngine
+from service.errors import BundleError
 from service.metrics import Metrics
+from service.registry import ModelRegistry
 from service.runtime.bundle import Bundle, load_bundle
 from service.runtime.golden import GoldenError, compare, read_golden
 from service.runtime.session import OnnxSession
@@ -31,9 +34,29 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def build_engine(settings: Settings, metrics: Metrics) -> NerEngine:
-    """Load and check everything that can fail before the server binds its port."""
-    bundle = load_bundle(settings.model_path)
+def build_registry(settings: Settings, metrics: Metrics) -> ModelRegistry:
+    """Every configured model, loaded and checked before the server binds its port; a bad one
+    refuses startup with one line that names it."""
+    named = settings.named_models()
+    if not named:
+        engine = build_engine(settings, metrics)
+        return ModelRegistry({engine.info.name: engine}, settings.default_model)
+    engines: dict[str, NerEngine] = {}
+    for name, path in named.items():
+        try:
+            engines[name] = build_engine(settings, metrics, path, name)
+        except BundleError as exc:
+            raise BundleError(f"model {name!r}: {exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"model {name!r}: {exc}") from None
+    return ModelRegistry(engines, settings.default_model)
+
+
+def build_engine(settings: Settings, metrics: Metrics, path: Path | None = None, name: str | None = None) -> NerEngine:
+    """Load and check everything that can fail before the server binds its port: the bundle at
+    ``path`` (default: ``model_path``), served as ``name`` (default: the bundle's own name)."""
+    bundle = load_bundle(path or settings.model_path)
+    name = name or bundle.name
     session = OnnxSession(
         bundle.onnx_path,
         len(bundle.scheme),
@@ -69,7 +92,7 @@ def build_engine(settings: Settings, metrics: Metrics) -> NerEngine:
         stall_s=settings.stall_s,
         initial_tokens_per_s=settings.initial_tokens_per_s,
         admission_headroom=settings.admission_headroom,
-        hooks=metrics.batcher_hooks(),
+        hooks=metrics.batcher_hooks(name),
     )
     limits = {
         "max_texts_per_request": settings.max_texts_per_request,
@@ -78,10 +101,10 @@ def build_engine(settings: Settings, metrics: Metrics) -> NerEngine:
         "max_queue_windows": settings.max_queue_windows,
         "request_timeout_s": settings.request_timeout_s,
     }
-    engine.info = replace(engine.info, limits=limits)
+    engine.info = replace(engine.info, name=name, limits=limits)
     if settings.self_check:
         self_check(engine, metrics)
-    metrics.model_info.info(
+    metrics.model_info.labels(name).info(
         {
             "name": bundle.name,
             "version": bundle.version,
@@ -115,18 +138,24 @@ def self_check(engine: NerEngine, metrics: Metrics) -> None:
     except GoldenError as exc:
         log.warning("self-check skipped: %s", exc)
         engine.info = replace(engine.info, self_check={"passed": False, "error": str(exc)})
-        metrics.self_check.set(0)
+        metrics.self_check.labels(engine.info.name).set(0)
         return
     if golden is None:
         return
     report = compare(golden, engine.recognize_sync)
     engine.info = replace(engine.info, self_check=report.as_dict())
-    metrics.self_check.set(1 if report.passed else 0)
+    metrics.self_check.labels(engine.info.name).set(1 if report.passed else 0)
     if report.passed:
-        log.info("self-check: %d golden texts answered as expected (max score difference %.1e)", report.texts, report.max_score_diff)
+        log.info(
+            "self-check: %s answered %d golden texts as expected (max score difference %.1e)",
+            engine.info.name,
+            report.texts,
+            report.max_score_diff,
+        )
     else:
         log.warning(
-            "self-check FAILED on %s: %d of %d golden texts differ from the bundle's expected answers: %s",
+            "self-check FAILED for %s on %s: %d of %d golden texts differ from the bundle's expected answers: %s",
+            engine.info.name,
             report.cpu.get("model"),
             report.texts_differing,
             report.texts,
@@ -134,29 +163,37 @@ def self_check(engine: NerEngine, metrics: Metrics) -> None:
         )
 
 
-def create_app(settings: Settings | None = None, engine: Engine | None = None, metrics: Metrics | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    engine: Engine | None = None,
+    metrics: Metrics | None = None,
+    registry: ModelRegistry | None = None,
+) -> FastAPI:
+    """The app; its lifespan builds the models from ``settings`` unless ``registry`` (or one
+    ``engine``) is given already built."""
     settings = settings or Settings()
     metrics = metrics or Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        current: Engine = engine or build_engine(settings, metrics)
+        models = registry or (ModelRegistry({engine.info.name: engine}) if engine is not None else build_registry(settings, metrics))
         if settings.warmup:
-            current.warmup()
-        current.start()
-        app.state.engine = current
+            models.warmup()
+        models.start()
+        app.state.registry = models
+        app.state.engine = models.get()  # the default model: what /model and older callers see
         app.state.ready = True
         metrics.ready.set(1)
-        log.info(
-            "ready: model %s (%s) sha256 %s on %s", current.info.name, current.info.version, current.info.sha256[:12], current.info.provider
-        )
+        for name, current in models.items():
+            info = current.info
+            log.info("ready: model %s (%s) sha256 %s on %s%s", name, info.version, info.sha256[:12], info.provider, _default(models, name))
         try:
             yield
         finally:
             app.state.ready = False
             metrics.ready.set(0)
-            log.info("draining %d queued windows", current.queued_windows)
-            await current.drain(settings.drain_timeout_s)
+            log.info("draining %d queued windows", models.queued_windows)
+            await models.drain(settings.drain_timeout_s)
 
     app = FastAPI(
         title="bioner",
@@ -199,9 +236,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, m
     return app
 
 
+def _default(models: ModelRegistry, name: str) -> str:
+    return ", the default" if len(models.names) > 1 and name == models.default else ""
+
+
 def install_openapi_limits(app: FastAPI, settings: Settings) -> None:
-    """Put the loaded model's labels into the request schema (the limits are in the request model
-    itself), so that every request the schema allows is one the service accepts."""
+    """Put the loaded models' names and labels into the request schema (the limits are in the
+    request model itself), so that every request the schema allows is one the service accepts.
+    With several models the labels and decodings are those of any model: one a chosen model
+    lacks is still a 422."""
     plain_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -210,13 +253,20 @@ def install_openapi_limits(app: FastAPI, settings: Settings) -> None:
         schema = plain_openapi()
         app.openapi_schema = None  # the plain generator caches; limits are added below
         fields = schema["components"]["schemas"]["NerRequest"]["properties"]
-        engine = getattr(app.state, "engine", None)
-        if engine is not None:
-            fields["labels"]["items"]["enum"] = list(engine.info.labels)
+        models: ModelRegistry | None = getattr(app.state, "registry", None)
+        if models is not None:
+            labels = models.labels()
+            fields["labels"]["items"]["enum"] = labels
             evaluate = schema["components"]["schemas"]["EvaluateRequest"]["properties"]
-            evaluate["types"]["items"]["enum"] = list(engine.info.labels)
-            # Only the decodings this model offers ('crf' needs a CRF model).
-            schema["components"]["schemas"]["Decoding"]["enum"] = [d.value for d in engine.decodings]
+            evaluate["types"]["items"]["enum"] = labels
+            # Only the decodings some model offers ('crf' needs a CRF model).
+            decodings = dict.fromkeys(d.value for _, engine in models.items() for d in engine.decodings)
+            schema["components"]["schemas"]["Decoding"]["enum"] = list(decodings)
+            names = list(models.names)
+            fields["model"]["enum"] = evaluate["model"]["enum"] = names
+            for parameter in schema["paths"]["/annotate"]["post"]["parameters"]:
+                if parameter["name"] == "model":
+                    parameter["schema"] = {"type": "string", "enum": names, "title": "Model"}
             app.openapi_schema = schema  # complete: cache it
         return schema
 

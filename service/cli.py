@@ -27,20 +27,28 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from pydantic import ValidationError
 
-    from service.app import build_engine, create_app
+    from service.app import build_registry, create_app
     from service.errors import BundleError
     from service.logs import configure_logging
     from service.metrics import Metrics
     from service.shutdown import DrainingServer
 
     overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
-    settings = Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:  # one line, as for a bad bundle: "setting: why"
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
+        )
+        print(f"bioner: cannot start: {problems}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level, settings.log_format)
     metrics = Metrics()
     try:
-        engine = build_engine(settings, metrics)
-        app = create_app(settings, engine=engine, metrics=metrics)
+        models = build_registry(settings, metrics)
+        app = create_app(settings, metrics=metrics, registry=models)
     except (BundleError, ValueError) as exc:
         print(f"bioner: cannot start: {exc}", file=sys.stderr)
         return 2
@@ -62,7 +70,7 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,
     )
     DrainingServer(config, app, settings.drain_grace_s, settings.drain_timeout_s).run()
-    if engine.drain_expired:  # an inference thread may still hang: do not wait to join it
+    if models.drain_expired:  # an inference thread may still hang: do not wait to join it
         logging.shutdown()
         os._exit(0)
     return 0

@@ -60,6 +60,12 @@ class MalformedDocumentError(ServiceError, ValueError):
     code = "malformed_document"
 
 
+class UnknownModelError(ServiceError):
+    """A request named a model this service does not serve: 404, the message lists those it does."""
+
+    code = "unknown_model"
+
+
 class BundleError(ServiceError):
     """The model folder is missing, corrupt or inconsistent; raised at startup."""
 

@@ -3,6 +3,9 @@
 Buckets are chosen for this workload: requests take milliseconds to seconds; a batch holds up
 to a few dozen windows of up to 512 tokens; entity scores live in [0, 1] and drift shows in
 the lower buckets first.
+
+Everything about inference carries a ``model`` label (the served name), since each model has its
+own queue and batcher; HTTP-level series (requests, refusals by reason, readiness) do not.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.
 _ROWS = (1, 2, 4, 8, 12, 16, 24, 32, 64)
 _TOKENS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 _SCORES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+_MODEL = ["model"]
 
 
 class Metrics:
@@ -24,51 +28,65 @@ class Metrics:
         self.requests = Counter("bioner_requests_total", "HTTP requests by route and status", ["route", "method", "status"], registry=r)
         self.request_seconds = Histogram("bioner_request_duration_seconds", "HTTP request latency", ["route"], buckets=_LATENCY, registry=r)
         self.queue_seconds = Histogram(
-            "bioner_queue_duration_seconds", "Time a request's windows waited in the queue", buckets=_LATENCY, registry=r
+            "bioner_queue_duration_seconds", "Time a request's windows waited in the queue", _MODEL, buckets=_LATENCY, registry=r
         )
-        self.inference_seconds = Histogram("bioner_inference_duration_seconds", "Time of one inference batch", buckets=_LATENCY, registry=r)
-        self.batch_rows = Histogram("bioner_batch_size_windows", "Windows per inference batch", buckets=_ROWS, registry=r)
-        self.batch_tokens = Histogram("bioner_batch_size_tokens", "Padded tokens per inference batch", buckets=_TOKENS, registry=r)
-        self.queue_depth = Gauge("bioner_queue_depth_windows", "Windows waiting for inference", registry=r)
+        self.inference_seconds = Histogram(
+            "bioner_inference_duration_seconds", "Time of one inference batch", _MODEL, buckets=_LATENCY, registry=r
+        )
+        self.batch_rows = Histogram("bioner_batch_size_windows", "Windows per inference batch", _MODEL, buckets=_ROWS, registry=r)
+        self.batch_tokens = Histogram("bioner_batch_size_tokens", "Padded tokens per inference batch", _MODEL, buckets=_TOKENS, registry=r)
+        self.queue_depth = Gauge("bioner_queue_depth_windows", "Windows waiting for inference", _MODEL, registry=r)
         self.wait_estimate = Gauge(
-            "bioner_queue_wait_estimate_seconds", "Time the queued and running windows need at the measured drain rate", registry=r
+            "bioner_queue_wait_estimate_seconds", "Time the queued and running windows need at the measured drain rate", _MODEL, registry=r
         )
         self.drain_rate = Gauge(
-            "bioner_drain_rate_tokens_per_second", "Window tokens per second of inference, smoothed over recent batches", registry=r
+            "bioner_drain_rate_tokens_per_second", "Window tokens per second of inference, smoothed over recent batches", _MODEL, registry=r
         )
-        self.texts = Counter("bioner_texts_total", "Texts processed", registry=r)
-        self.tokens = Counter("bioner_tokens_total", "Subword tokens processed (without special tokens)", registry=r)
-        self.windows = Counter("bioner_windows_total", "Windows sent to the model", registry=r)
-        self.padding_tokens = Counter("bioner_padding_tokens_total", "Padded positions computed for nothing", registry=r)
-        self.entities = Counter("bioner_entities_total", "Entities returned, by type", ["label"], registry=r)
+        self.texts = Counter("bioner_texts_total", "Texts processed", _MODEL, registry=r)
+        self.tokens = Counter("bioner_tokens_total", "Subword tokens processed (without special tokens)", _MODEL, registry=r)
+        self.windows = Counter("bioner_windows_total", "Windows sent to the model", _MODEL, registry=r)
+        self.padding_tokens = Counter("bioner_padding_tokens_total", "Padded positions computed for nothing", _MODEL, registry=r)
+        self.entities = Counter("bioner_entities_total", "Entities returned, by model and type", ["model", "label"], registry=r)
         self.entity_score = Histogram(
-            "bioner_entity_score", "Entity confidence by type (watch for drift)", ["label"], buckets=_SCORES, registry=r
+            "bioner_entity_score", "Entity confidence by model and type (watch for drift)", ["model", "label"], buckets=_SCORES, registry=r
         )
         self.refused = Counter("bioner_requests_refused_total", "Requests answered with an error, by reason", ["reason"], registry=r)
         self.dropped = Counter(
-            "bioner_windows_dropped_total", "Windows refused or dropped by the batcher, by reason", ["reason"], registry=r
+            "bioner_windows_dropped_total", "Windows refused or dropped by a model's batcher, by reason", ["model", "reason"], registry=r
         )
-        self.model_info = Info("bioner_model", "The loaded model", registry=r)
+        self.model_info = Info("bioner_model", "A loaded model", _MODEL, registry=r)
         self.ready = Gauge("bioner_ready", "1 when the model is loaded and warmed up", registry=r)
         self.self_check = Gauge(
-            "bioner_self_check_passed", "1 when the bundle's golden texts were answered as expected at startup, 0 if not", registry=r
+            "bioner_self_check_passed",
+            "1 when the bundle's golden texts were answered as expected at startup, 0 if not",
+            _MODEL,
+            registry=r,
         )
 
-    def batcher_hooks(self) -> BatcherHooks:
+    def batcher_hooks(self, model: str) -> BatcherHooks:
+        """Callbacks for ``model``'s batcher; its series exist (at zero) from the start, so a
+        dashboard shows an idle model rather than none."""
+        rows, tokens, seconds = self.batch_rows.labels(model), self.batch_tokens.labels(model), self.inference_seconds.labels(model)
+        windows, padding = self.windows.labels(model), self.padding_tokens.labels(model)
+        depth, wait, rate = self.queue_depth.labels(model), self.wait_estimate.labels(model), self.drain_rate.labels(model)
+        self.texts.labels(model)
+        self.tokens.labels(model)
+        self.queue_seconds.labels(model)
+
         def on_batch(stats: BatchStats) -> None:
-            self.batch_rows.observe(stats.rows)
-            self.batch_tokens.observe(stats.padded_tokens)
-            self.inference_seconds.observe(stats.seconds)
-            self.windows.inc(stats.rows)
-            self.padding_tokens.inc(stats.padded_tokens - stats.real_tokens)
+            rows.observe(stats.rows)
+            tokens.observe(stats.padded_tokens)
+            seconds.observe(stats.seconds)
+            windows.inc(stats.rows)
+            padding.inc(stats.padded_tokens - stats.real_tokens)
 
         def on_estimate(wait_s: float, tokens_per_s: float) -> None:
-            self.wait_estimate.set(wait_s)
-            self.drain_rate.set(tokens_per_s)
+            wait.set(wait_s)
+            rate.set(tokens_per_s)
 
         return BatcherHooks(
             on_batch=on_batch,
-            on_drop=lambda reason, n: self.dropped.labels(reason).inc(n),
-            on_queue_depth=self.queue_depth.set,
+            on_drop=lambda reason, n: self.dropped.labels(model, reason).inc(n),
+            on_queue_depth=depth.set,
             on_estimate=on_estimate,
         )

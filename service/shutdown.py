@@ -47,17 +47,17 @@ class DrainingServer(uvicorn.Server):
 
     async def _drain_then_close(self) -> None:
         state = self._app.state
-        engine = getattr(state, "engine", None)
+        models = getattr(state, "registry", None)  # every model drains
         metrics = getattr(state, "metrics", None)
         if metrics is not None:
             metrics.ready.set(0)
         log.info(
             "SIGTERM: /ready now 503, %d windows queued; closing the listener in %.1f s",
-            engine.queued_windows if engine else 0,
+            models.queued_windows if models else 0,
             self._grace_s,
         )
         await asyncio.sleep(self._grace_s)
         self.should_exit = True
-        if engine is not None:
+        if models is not None:
             started = self._signalled_at or time.monotonic()
-            await engine.drain(max(self._timeout_s - (time.monotonic() - started), 0.1))
+            await models.drain(max(self._timeout_s - (time.monotonic() - started), 0.1))

@@ -13,12 +13,11 @@ from typing import Annotated, Any
 from fastapi import Query, Request
 from starlette.responses import Response
 
-from service.api.routes import recognize_many
+from service.api.routes import engine_for, recognize_many
 from service.documents.annotate import add_entities
 from service.documents.formats import MEDIA_TYPE, WRITABLE, Format, read_documents, write_documents
 from service.documents.offsets import OffsetUnit
-from service.engine import Engine
-from service.errors import InvalidRequestError, ShuttingDownError
+from service.errors import InvalidRequestError
 
 _BY_MEDIA_TYPE = {
     "application/xml": Format.BIOC_XML,
@@ -53,12 +52,13 @@ async def annotate(
     keep_existing: Annotated[bool, Query(description="Keep the input's annotations (and relations).")] = True,
     min_score: Annotated[float, Query(ge=0.0, le=1.0, description="Drop entities scoring below this.")] = 0.0,
     labels: Annotated[list[str] | None, Query(description="Keep only these entity types.")] = None,
+    model: Annotated[
+        str | None, Query(max_length=64, description="Which loaded model annotates (GET /models); default: the default model.")
+    ] = None,
 ) -> Response:
     """Your documents back with entities added: each a BioC annotation whose infons carry the type,
     the score and the model (name, version, sha256). Offsets slice the passage text exactly."""
-    engine: Engine = request.app.state.engine
-    if getattr(request.app.state, "draining", False):
-        raise ShuttingDownError("the service is shutting down")
+    engine = engine_for(request, model)
     source = _input_format(request, format)
     target = Format(output) if output in _WRITABLE else source
     if output is not None and output not in _WRITABLE:

@@ -23,6 +23,7 @@ STATUS: dict[type[errors.ServiceError], int] = {
     errors.MalformedDocumentError: 400,
     errors.TextTooLongError: 413,
     errors.RequestTooLargeError: 413,
+    errors.UnknownModelError: 404,
     errors.QueueFullError: 503,
     errors.DeadlineUnmeetableError: 503,
     errors.ShuttingDownError: 503,

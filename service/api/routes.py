@@ -17,6 +17,7 @@ from service.api.schemas import (
     EvaluateRequest,
     EvaluateResponse,
     HealthOut,
+    ModelEntryOut,
     ModelInfoOut,
     NerBatchResponse,
     NerRequest,
@@ -29,9 +30,10 @@ from service.decoding.aggregate import Entity
 from service.engine import Engine, Recognition
 from service.errors import ClientGoneError, InvalidRequestError, ShuttingDownError
 from service.metrics import Metrics
+from service.registry import ModelRegistry, heads
 
 T = TypeVar("T")
-_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in (400, 401, 413, 422, 500, 503, 504)}
+_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422, 500, 503, 504)}
 
 
 def _entity(e: Entity, alternatives: bool = False) -> dict[str, object]:
@@ -64,21 +66,28 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
         gone.cancel()
 
 
-def _observe(metrics: Metrics, result: Recognition, n_texts: int) -> None:
-    metrics.texts.inc(n_texts)
-    metrics.tokens.inc(result.tokens)
-    metrics.queue_seconds.observe(result.queued_s)
+def _observe(metrics: Metrics, model: str, result: Recognition, n_texts: int) -> None:
+    metrics.texts.labels(model).inc(n_texts)
+    metrics.tokens.labels(model).inc(result.tokens)
+    metrics.queue_seconds.labels(model).observe(result.queued_s)
     for entities in result.entities:
         for e in entities:
-            metrics.entities.labels(e.label).inc()
-            metrics.entity_score.labels(e.label).observe(e.score)
+            metrics.entities.labels(model, e.label).inc()
+            metrics.entity_score.labels(model, e.label).observe(e.score)
+
+
+def engine_for(request: Request, model: str | None) -> Engine:
+    """The engine of the model a request names (the default model's when it names none):
+    404 ``unknown_model`` for a name not loaded, 503 once the service is draining."""
+    if getattr(request.app.state, "draining", False):
+        raise ShuttingDownError("the service is shutting down")
+    models: ModelRegistry = request.app.state.registry
+    return models.get(model)
 
 
 async def ner(body: NerRequest, request: Request) -> Response:
     """Entities with exact character offsets into each sent text, labels and scores."""
-    engine: Engine = request.app.state.engine
-    if getattr(request.app.state, "draining", False):
-        raise ShuttingDownError("the service is shutting down")
+    engine = engine_for(request, body.model)
     texts = [body.text] if body.text is not None else list(body.texts or [])
     work = engine.recognize(
         texts,
@@ -90,7 +99,7 @@ async def ner(body: NerRequest, request: Request) -> Response:
         alternatives=body.alternatives,
     )
     result = await until_disconnect(request, work)
-    _observe(request.app.state.metrics, result, len(texts))
+    _observe(request.app.state.metrics, engine.info.name, result, len(texts))
     info = engine.info
     model = {"name": info.name, "version": info.version, "sha256": info.sha256}
     lists = [[_entity(e, body.alternatives > 0) for e in ents] for ents in result.entities]
@@ -117,7 +126,7 @@ async def recognize_many(
     metrics: Metrics = request.app.state.metrics
     for chunk in engine.chunks(texts):
         result = await until_disconnect(request, engine.recognize(texts[chunk.start : chunk.stop], None, min_score, labels))
-        _observe(metrics, result, len(chunk))
+        _observe(metrics, engine.info.name, result, len(chunk))
         found.extend(result.entities)
     return found
 
@@ -125,9 +134,7 @@ async def recognize_many(
 async def evaluate(body: EvaluateRequest, request: Request) -> Response:
     """The running model's strict span precision, recall and F1 on your gold annotations, per type,
     micro and macro: the figures ``bioner evaluate`` computes on the same data and model."""
-    engine: Engine = request.app.state.engine
-    if getattr(request.app.state, "draining", False):
-        raise ShuttingDownError("the service is shutting down")
+    engine = engine_for(request, body.model)
     brat = [(d.id, d.text, d.ann) for d in body.documents or []]
     try:  # parsing and scoring a few MB of gold leave the event loop
         docs = await asyncio.to_thread(parse_corpus, body.format, body.content or "", brat, body.tag_map, body.separator)
@@ -146,8 +153,8 @@ async def evaluate(body: EvaluateRequest, request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    engine = getattr(request.app.state, "engine", None)
-    alive = engine.alive() if engine is not None else None
+    models: ModelRegistry | None = getattr(request.app.state, "registry", None)
+    alive = models.alive() if models is not None else None
     if alive is not None and not alive.ok:  # a stopped or hung worker: only a restart cures it
         return JSONBytesResponse({"status": "unhealthy", "reason": alive.reason}, status_code=503)
     return JSONBytesResponse({"status": "ok"})
@@ -155,20 +162,35 @@ async def health(request: Request) -> Response:
 
 async def ready(request: Request) -> Response:
     state = request.app.state
-    engine = getattr(state, "engine", None)
-    if engine is None or not getattr(state, "ready", False):
+    models: ModelRegistry | None = getattr(state, "registry", None)
+    if models is None or not getattr(state, "ready", False):
         return JSONBytesResponse({"status": "not_ready", "reason": "starting"}, status_code=503)
     if getattr(state, "draining", False):
         return JSONBytesResponse({"status": "not_ready", "reason": "draining"}, status_code=503)
-    health = engine.ready()
+    health = models.ready()  # every model: one that cannot serve takes the replica out of rotation
     if not health.ok:
         return JSONBytesResponse({"status": "not_ready", "reason": health.reason}, status_code=503)
-    return JSONBytesResponse({"status": "ready", "model": engine.info.name})
+    return JSONBytesResponse({"status": "ready", "model": models.default})
 
 
 async def model(request: Request) -> Response:
     info = request.app.state.engine.info
     return JSONBytesResponse({**info.__dict__, "labels": list(info.labels)})
+
+
+async def list_models(request: Request) -> Response:
+    """Every loaded model: the name requests send as ``model``, version, digest, heads, labels,
+    window and provider; ``default`` marks the one requests without ``model`` get."""
+    models: ModelRegistry = request.app.state.registry
+    listed = []
+    for name, engine in models.items():
+        info = engine.info
+        entry: dict[str, object] = {"name": name, "default": name == models.default, "version": info.version, "sha256": info.sha256}
+        entry["heads"] = heads(name, info)
+        entry["labels"] = list(info.labels)
+        entry.update({k: getattr(info, k) for k in ("max_length", "stride", "provider", "decoding", "aggregation_strategy")})
+        listed.append(entry)
+    return JSONBytesResponse(listed)
 
 
 async def metrics(request: Request) -> Response:
@@ -234,7 +256,15 @@ def make_router(body_model: type[NerRequest]) -> APIRouter:
         methods=["GET"],
         response_model=ModelInfoOut,
         responses={401: {"model": ErrorResponse}},
-        summary="The loaded model, its limits and its self-check",
+        summary="The default model, its limits and its self-check",
+    )
+    router.add_api_route(
+        "/models",
+        list_models,
+        methods=["GET"],
+        response_model=list[ModelEntryOut],
+        responses={401: {"model": ErrorResponse}},
+        summary="Every loaded model, with the name a request sends as `model`",
     )
     router.add_api_route("/metrics", metrics, methods=["GET"], summary="Prometheus metrics", include_in_schema=False)
     return router

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_mod
 from service.decoding.aggregate import Decoding, Strategy
 
 _EXAMPLE_TEXT = "IL-2 gene expression requires NF-kappa B activation in human T lymphocytes."
+_MODEL_CHOICE = "Which loaded model answers (GET /models lists them; 404 unknown_model for another name). Default: the default model."
 
 
 class NerRequest(BaseModel):
@@ -18,7 +19,11 @@ class NerRequest(BaseModel):
         extra="forbid",
         strict=True,  # no coercion: "min_score": false is an error, not 0.0
         json_schema_extra={
-            "examples": [{"text": _EXAMPLE_TEXT}, {"texts": [_EXAMPLE_TEXT, "No entities here."], "min_score": 0.5}],
+            "examples": [
+                {"text": _EXAMPLE_TEXT},
+                {"texts": [_EXAMPLE_TEXT, "No entities here."], "min_score": 0.5},
+                {"text": _EXAMPLE_TEXT, "model": "bioner-minilm-jnlpba"},
+            ],
             "oneOf": [{"required": ["text"]}, {"required": ["texts"]}],
         },
     )
@@ -26,6 +31,9 @@ class NerRequest(BaseModel):
     # Optional but never null on the wire: the schema says exactly what is accepted.
     text: str = Field(None, description="One text; offsets index this exact string (Python str indices).")  # type: ignore[assignment]
     texts: list[str] = Field(None, min_length=1, description="Several texts, answered in order.")  # type: ignore[arg-type]
+    model: str = Field(  # type: ignore[assignment]
+        None, max_length=64, description=_MODEL_CHOICE, examples=["bioner-minilm-jnlpba"]
+    )
     # strict=False: a JSON string is how an enum arrives; strict mode would want the Python member.
     aggregation_strategy: Strategy = Field(None, strict=False, description="Subword-to-word aggregation; default: the model's.")  # type: ignore[assignment]
     decoding: Decoding = Field(  # type: ignore[assignment]
@@ -126,6 +134,9 @@ class EvaluateRequest(BaseModel):
         0.0, ge=0.0, lt=1.0, description="Score only the dev split carved as `bioner evaluate --dev-fraction` does (0: all)."
     )
     seed: int = Field(13, strict=False, description="Seed of that split (`bioner evaluate --seed`).")
+    model: str = Field(  # type: ignore[assignment]
+        None, max_length=64, description=_MODEL_CHOICE, examples=["bioner-minilm-jnlpba"]
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> EvaluateRequest:
@@ -209,6 +220,47 @@ class ModelInfoOut(BaseModel):
     self_check: dict[str, Any] | None = Field(
         None, description="The startup check against the bundle's golden answers (passed, texts differing, CPU); null without one."
     )
+
+
+class HeadOut(BaseModel):
+    name: str
+    labels: list[str]
+
+
+class ModelEntryOut(BaseModel):
+    """One loaded model, as ``GET /models`` lists it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "bioner-minilm-jnlpba",
+                    "default": True,
+                    "version": "1.2.0",
+                    "sha256": "8e146d663adf8c1d9cd20fe48a8cd8f7947ae0205af417357f51615d5ad556de",
+                    "heads": [{"name": "bioner-minilm-jnlpba", "labels": ["DNA", "RNA", "cell_line", "cell_type", "protein"]}],
+                    "labels": ["DNA", "RNA", "cell_line", "cell_type", "protein"],
+                    "max_length": 128,
+                    "stride": 32,
+                    "provider": "CPUExecutionProvider",
+                    "decoding": "constrained",
+                    "aggregation_strategy": "first",
+                }
+            ]
+        }
+    )
+
+    name: str = Field(description="What requests send as `model`.")
+    default: bool = Field(description="True for the model of requests that name none (and of GET /model).")
+    version: str
+    sha256: str = Field(description="SHA-256 of the bundle's model.onnx.")
+    heads: list[HeadOut] = Field(description="What the model recognises, head by head (one head per model for now).")
+    labels: list[str]
+    max_length: int = Field(description="Window length in tokens.")
+    stride: int = Field(description="Overlap between windows in tokens.")
+    provider: str
+    decoding: str
+    aggregation_strategy: str
 
 
 class HealthOut(BaseModel):

@@ -112,7 +112,7 @@ async def test_metrics_move(client: httpx.AsyncClient) -> None:
     text = (await client.get("/metrics")).text
     assert 'bioner_requests_total{method="POST",route="/ner",status="200"} 20.0' in text
     assert 'bioner_requests_refused_total{reason="text_too_long"} 1.0' in text
-    assert 'bioner_entities_total{label="protein"} 20.0' in text
+    assert 'bioner_entities_total{label="protein",model="tiny-test"} 20.0' in text
     assert "bioner_batch_size_windows_count" in text and "bioner_inference_duration_seconds_bucket" in text
     assert "bioner_model_info{" in text and "bioner_queue_depth_windows" in text
 
@@ -162,4 +162,4 @@ async def test_failed_batch_fails_only_its_request(tiny_bundle: Path) -> None:
         assert good.status_code == 200 and good.json()["entities"][0]["text"] == "myc"
         assert (await client.get("/ready")).status_code == 200
         metrics = (await client.get("/metrics")).text
-        assert 'bioner_windows_dropped_total{reason="inference_error"} 1.0' in metrics
+        assert 'bioner_windows_dropped_total{model="tiny-test",reason="inference_error"} 1.0' in metrics

@@ -48,8 +48,8 @@ def test_concurrent_requests_form_batches_and_get_their_own_answers(server: tupl
     for text, response in zip(TEXTS, responses):
         assert response.json()["entities"] == alone[text]
     metrics = httpx.get(f"{url}/metrics").text
-    count = float(re.search(r"^bioner_batch_size_windows_count (\S+)", metrics, re.M).group(1))  # type: ignore[union-attr]
-    total = float(re.search(r"^bioner_batch_size_windows_sum (\S+)", metrics, re.M).group(1))  # type: ignore[union-attr]
+    count = float(re.search(r"^bioner_batch_size_windows_count\{model=\"tiny-test\"\} (\S+)", metrics, re.M).group(1))  # type: ignore[union-attr]
+    total = float(re.search(r"^bioner_batch_size_windows_sum\{model=\"tiny-test\"\} (\S+)", metrics, re.M).group(1))  # type: ignore[union-attr]
     assert total == len(TEXTS) + len(alone) and total / count > 1.5  # batches really formed
 
 
@@ -63,7 +63,7 @@ def test_sigterm_drains_accepted_requests_then_exits_zero(server: tuple[subproce
         async with httpx.AsyncClient(base_url=url) as probe:  # SIGTERM only once work is really queued
             for _ in range(1000):
                 metrics = (await probe.get("/metrics")).text
-                if float(re.search(r"^bioner_queue_depth_windows (\S+)", metrics, re.M).group(1)) > 0:  # type: ignore[union-attr]
+                if float(re.search(r"^bioner_queue_depth_windows\{model=\"tiny-test\"\} (\S+)", metrics, re.M).group(1)) > 0:  # type: ignore[union-attr]
                     break
                 await asyncio.sleep(0.01)
             else:  # not a silent fall-through: a SIGTERM before anything queued tests nothing
@@ -112,7 +112,7 @@ def test_client_that_gives_up_has_its_queued_windows_dropped(tiny_bundle: Path) 
     proc, url = start_server(tiny_bundle, "--max-batch-size", "1", "--max-queue-windows", "100000", "--max-text-chars", "100000")
 
     def queue_depth(metrics: str) -> float:
-        return float(re.search(r"^bioner_queue_depth_windows (\S+)", metrics, re.M).group(1))  # type: ignore[union-attr]
+        return float(re.search(r"^bioner_queue_depth_windows\{model=\"tiny-test\"\} (\S+)", metrics, re.M).group(1))  # type: ignore[union-attr]
 
     async def hang_up_once_queued() -> None:
         """Send a long text; hang up only once its windows are seen in the queue (no race with tokenising)."""
@@ -133,7 +133,7 @@ def test_client_that_gives_up_has_its_queued_windows_dropped(tiny_bundle: Path) 
         dropped = 0.0
         while time.monotonic() < deadline:
             metrics = httpx.get(f"{url}/metrics").text
-            found = re.search(r'^bioner_windows_dropped_total\{reason="cancelled"\} (\S+)', metrics, re.M)
+            found = re.search(r'^bioner_windows_dropped_total\{model="tiny-test",reason="cancelled"\} (\S+)', metrics, re.M)
             dropped = float(found.group(1)) if found else 0.0
             if dropped > 0 and queue_depth(metrics) == 0:
                 break
@@ -158,7 +158,7 @@ def test_sigterm_turns_unready_before_the_listener_closes(tiny_bundle: Path) -> 
         async with httpx.AsyncClient(base_url=url, timeout=10) as probe:
             for _ in range(1000):
                 metrics = (await probe.get("/metrics")).text
-                if float(re.search(r"^bioner_queue_depth_windows (\S+)", metrics, re.M).group(1)) > 3000:  # type: ignore[union-attr]  # both queued
+                if float(re.search(r"^bioner_queue_depth_windows\{model=\"tiny-test\"\} (\S+)", metrics, re.M).group(1)) > 3000:  # type: ignore[union-attr]  # both queued
                     break
                 await asyncio.sleep(0.01)
             else:  # not a silent fall-through: the drain must be tested with both requests accepted

@@ -15,11 +15,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def exported_names() -> set[str]:
     metrics = Metrics()
+    metrics.batcher_hooks("m")  # a model's series exist once its batcher does
     metrics.requests.labels("/ner", "POST", "200").inc()
-    metrics.entities.labels("protein").inc()
-    metrics.entity_score.labels("protein").observe(0.9)
+    metrics.entities.labels("m", "protein").inc()
+    metrics.entity_score.labels("m", "protein").observe(0.9)
     metrics.refused.labels("overloaded").inc()
-    metrics.dropped.labels("cancelled").inc()
+    metrics.dropped.labels("m", "cancelled").inc()
+    metrics.model_info.labels("m").info({"name": "m"})
+    metrics.self_check.labels("m").set(1)
     metrics.request_seconds.labels("/ner").observe(0.1)
     text = generate_latest(metrics.registry).decode()
     return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}

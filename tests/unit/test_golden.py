@@ -70,12 +70,12 @@ async def test_startup_self_check_is_reported(golden_bundle: Path, caplog: pytes
     info, metrics = await _model_info(golden_bundle)
     check = info["self_check"]
     assert isinstance(check, dict) and check["passed"] is True and check["texts"] == len(TEXTS)
-    assert "bioner_self_check_passed 1.0" in metrics
+    assert 'bioner_self_check_passed{model="tiny-test"} 1.0' in metrics
     _relabel_first(golden_bundle)
     info, metrics = await _model_info(golden_bundle)
     check = info["self_check"]
     assert isinstance(check, dict) and check["passed"] is False and check["texts_differing"] == 1
-    assert "bioner_self_check_passed 0.0" in metrics
+    assert 'bioner_self_check_passed{model="tiny-test"} 0.0' in metrics
     assert "self-check FAILED" in caplog.text
 
 
@@ -95,6 +95,6 @@ async def test_broken_golden_file_is_a_warning_not_a_crash(golden_bundle: Path, 
     info, metrics = await _model_info(golden_bundle)
     check = info["self_check"]
     assert isinstance(check, dict) and check["passed"] is False and "not a golden-answer file" in str(check["error"])
-    assert "bioner_self_check_passed 0.0" in metrics
+    assert 'bioner_self_check_passed{model="tiny-test"} 0.0' in metrics
     assert main(["check", "--model-path", str(golden_bundle)]) == 2
     assert "not a golden-answer file" in capsys.readouterr().err

@@ -80,3 +80,5 @@ def test_autoscaler_metrics_exist() -> None:
     assert metric["pods"]["metric"]["name"] in exported
     rules = yaml.safe_load(manifests()["prometheus-adapter.yaml"]["data"]["config.yaml"])["rules"]
     assert {r["name"]["as"] for r in rules} <= exported
+    # one value per pod, however many models (each its own `model` series) the pod serves
+    assert all(r["metricsQuery"].startswith(("max by (<<.GroupBy>>)", "sum by (<<.GroupBy>>)")) for r in rules)
