@@ -66,7 +66,7 @@ def build_engine(settings: Settings, metrics: Metrics, path: Path | None = None,
         settings.graph_optimization,
         settings.thread_spinning,
     )
-    pipeline = make_pipeline(bundle, settings)
+    pipeline = make_pipeline(bundle, settings, name)
     window = pipeline.window
     largest = pipeline.window_bound(settings.max_text_chars)
     request_windows = settings.max_request_windows or largest
@@ -116,8 +116,8 @@ def build_engine(settings: Settings, metrics: Metrics, path: Path | None = None,
     return engine
 
 
-def make_pipeline(bundle: Bundle, settings: Settings) -> Pipeline:
-    """The bundle's serving configuration with the settings' overrides on top."""
+def make_pipeline(bundle: Bundle, settings: Settings, name: str | None = None) -> Pipeline:
+    """The bundle's serving configuration with the settings' overrides on top, served as ``name``."""
     return pipeline_for(
         bundle.serving,
         bundle.encoder,
@@ -127,6 +127,7 @@ def make_pipeline(bundle: Bundle, settings: Settings) -> Pipeline:
         stride=settings.stride,
         strategy=settings.aggregation_strategy,
         decoding=settings.decoding,
+        name=name,
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from service.decoding.aggregate import Decoding, Strategy
 from service.decoding.crf import CRF_KEY, Transitions
 from service.decoding.labels import LabelScheme
-from service.decoding.pipeline import Pipeline
+from service.decoding.pipeline import Head, Pipeline
 from service.decoding.windows import DEFAULT_WINDOW, TextEncoder, WindowConfig
 from service.errors import BundleError
 
@@ -38,7 +38,45 @@ BUNDLE_FILES = (
 )
 
 # Keys this module types; everything else in serving.json travels untouched in ``extra``.
-_TYPED = {"name", "version", "max_length", "stride", "aggregation_strategy", "decoding", CRF_KEY, "calibration"}
+_TYPED = {"name", "version", "max_length", "stride", "aggregation_strategy", "decoding", CRF_KEY, "calibration", "heads"}
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """One head of a multi-head bundle: its name (the corpus it learned), its labels (its columns
+    of ``logits``, in order, heads side by side as in ``config.json``'s id2label), and its own CRF
+    scores and calibration temperature."""
+
+    name: str
+    labels: tuple[str, ...]
+    transitions: Transitions | None = None
+    temperature: float = 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "labels": list(self.labels)}
+        if self.transitions is not None:
+            out[CRF_KEY] = self.transitions.to_json()
+        if self.temperature != 1.0:
+            out["calibration"] = {"temperature": self.temperature}
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> HeadSpec:
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not isinstance(data.get("labels"), list):
+            raise BundleError(f"{where}: each head needs a 'name' and a 'labels' list")
+        name = data["name"]
+        transitions = Transitions.from_json(data[CRF_KEY]) if CRF_KEY in data else None
+        temperature = _temperature(data.get("calibration"), f"{where}, head {name}")
+        return cls(name, tuple(str(label) for label in data["labels"]), transitions, temperature)
+
+
+def _temperature(calibration: Any, where: str) -> float:
+    calibration = calibration or {}
+    raw_t = calibration.get("temperature", 1.0) if isinstance(calibration, dict) else None
+    temperature = float(raw_t) if isinstance(raw_t, int | float) and not isinstance(raw_t, bool) else float("nan")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise BundleError(f"{where}: calibration temperature must be a positive number, got {temperature}")
+    return temperature
 
 
 @dataclass(frozen=True)
@@ -53,6 +91,7 @@ class ServingConfig:
     name: str | None = None
     version: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # training record, quantisation, checksums
+    heads: tuple[HeadSpec, ...] = ()  # empty: one head, config.json's labels, named after the bundle
 
     @property
     def default_decoding(self) -> Decoding:
@@ -78,6 +117,8 @@ class ServingConfig:
             out[CRF_KEY] = self.transitions.to_json()
         if self.temperature != 1.0:
             out["calibration"] = {"temperature": self.temperature}
+        if self.heads:
+            out["heads"] = [h.to_json() for h in self.heads]
         return {**out, **self.extra}
 
     @classmethod
@@ -90,11 +131,15 @@ class ServingConfig:
             decoding = Decoding(data["decoding"]) if "decoding" in data else None
         except (ValueError, TypeError) as exc:
             raise BundleError(f"{where}: {exc}") from exc
-        calibration = data.get("calibration") or {}
-        raw_t = calibration.get("temperature", 1.0) if isinstance(calibration, dict) else None
-        temperature = float(raw_t) if isinstance(raw_t, int | float) and not isinstance(raw_t, bool) else float("nan")
-        if not (math.isfinite(temperature) and temperature > 0):
-            raise BundleError(f"{where}: calibration temperature must be a positive number, got {temperature}")
+        temperature = _temperature(data.get("calibration"), where)
+        try:
+            heads = tuple(HeadSpec.from_json(h, where) for h in data.get("heads") or ())
+        except (ValueError, TypeError) as exc:
+            raise BundleError(f"{where}: {exc}") from exc
+        if len({h.name for h in heads}) != len(heads):
+            raise BundleError(f"{where}: head names must be distinct: {[h.name for h in heads]}")
+        if heads and (transitions is not None or "calibration" in data):
+            raise BundleError(f"{where}: a multi-head bundle keeps 'crf' and 'calibration' in each head")
         if transitions is not None and strategy is not Strategy.FIRST:
             raise BundleError(f"{where}: a CRF bundle is trained on first-subword emissions; aggregation_strategy must be 'first'")
         name, version = data.get("name"), data.get("version")
@@ -107,6 +152,7 @@ class ServingConfig:
             name=None if name is None else str(name),
             version=None if version is None else str(version),
             extra={k: v for k, v in data.items() if k not in _TYPED},
+            heads=heads,
         )
 
 
@@ -145,16 +191,30 @@ def pipeline_for(
     stride: int | None = None,
     strategy: Strategy | None = None,
     decoding: Decoding | None = None,
+    name: str | None = None,
 ) -> Pipeline:
-    """The decoding pipeline a bundle (or checkpoint) was released with, with overrides on top."""
+    """The decoding pipeline a bundle (or checkpoint) was released with, with overrides on top.
+
+    ``scheme`` is ``config.json``'s labels: one head's, or every head's side by side. A one-head
+    bundle's head is called ``name`` (the name it is served under; default: the bundle's)."""
     window = WindowConfig(max_length or serving.window.max_length, serving.window.stride if stride is None else stride)
-    return Pipeline(
-        encoder,
-        scheme,
-        window,
-        strategy or serving.strategy,
-        decoding or serving.default_decoding,
-        serving.transitions,
-        serving.temperature,
-        pad_id,
-    )
+    strategy, decoding = strategy or serving.strategy, decoding or serving.default_decoding
+    if not serving.heads:
+        head_name = name or serving.name or ""
+        return Pipeline(encoder, scheme, window, strategy, decoding, serving.transitions, serving.temperature, pad_id, head_name)
+    return Pipeline(encoder, heads_of(serving.heads, scheme), window, strategy, decoding, pad_id=pad_id)
+
+
+def heads_of(specs: tuple[HeadSpec, ...], scheme: LabelScheme) -> list[Head]:
+    """Each head's columns, consecutive, checked against ``config.json``'s id2label."""
+    joined = [label for spec in specs for label in spec.labels]
+    if joined != list(scheme.labels):
+        raise ValueError(f"the heads' labels {joined} are not config.json's id2label {list(scheme.labels)}")
+    heads, start = [], 0
+    for spec in specs:
+        head_scheme = LabelScheme.from_id2label(dict(enumerate(spec.labels)))
+        if spec.transitions is not None and len(spec.transitions) != len(head_scheme):
+            raise ValueError(f"head {spec.name}: CRF scores cover {len(spec.transitions)} labels, the head has {len(head_scheme)}")
+        heads.append(Head(spec.name, head_scheme, slice(start, start + len(spec.labels)), spec.transitions, spec.temperature))
+        start += len(spec.labels)
+    return heads

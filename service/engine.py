@@ -15,7 +15,7 @@ from typing import Protocol, TypeVar
 
 from service.batching import BatcherHooks, Health, MicroBatcher, WindowResult
 from service.decoding.aggregate import Decoding, Entity, Strategy
-from service.decoding.pipeline import Pipeline, Plan, pad_windows, run_rows
+from service.decoding.pipeline import Overlap, Pipeline, Plan, pad_windows, run_rows
 from service.errors import DeadlineExceededError, RequestTooLargeError, TextTooLongError
 from service.runtime.bundle import Bundle
 from service.runtime.session import OnnxSession
@@ -51,6 +51,7 @@ class ModelInfo:
     self_check: dict[str, object] | None = None  # the golden-answer check run at startup, if the bundle has one
     limits: dict[str, float] | None = None  # what one request may hold, for clients that chunk
     temperature: float = 1.0  # score calibration: 1.0 means raw probabilities
+    heads: tuple[dict[str, object], ...] = ()  # name and labels of each head, one encoder pass for all
 
 
 class Engine(Protocol):
@@ -67,6 +68,8 @@ class Engine(Protocol):
         timeout_s: float | None = None,
         decoding: Decoding | None = None,
         alternatives: int = 0,
+        heads: Sequence[str] | None = None,
+        overlap: Overlap = Overlap.KEEP_ALL,
     ) -> Recognition: ...
 
     def chunks(self, texts: Sequence[str]) -> list[range]: ...
@@ -121,13 +124,14 @@ class NerEngine:
             bundle.name,
             bundle.version,
             bundle.sha256,
-            bundle.scheme.entity_types,
+            pipeline.labels,
             pipeline.window.max_length,
             pipeline.window.stride,
             defaults.strategy.value,
             defaults.decoding.value,
             session.provider,
             temperature=pipeline.temperature,
+            heads=tuple({"name": h.name, "labels": list(h.scheme.entity_types)} for h in pipeline.heads),
         )
 
     @staticmethod
@@ -231,8 +235,10 @@ class NerEngine:
         timeout_s: float | None = None,
         decoding: Decoding | None = None,
         alternatives: int = 0,
+        heads: Sequence[str] | None = None,
+        overlap: Overlap = Overlap.KEEP_ALL,
     ) -> Recognition:
-        options = self.pipeline.options(strategy, decoding, min_score, labels, alternatives)
+        options = self.pipeline.options(strategy, decoding, min_score, labels, alternatives, heads, overlap)
         bound = self._windows_bound(texts, "text")
         if bound > self.max_request_windows:
             raise RequestTooLargeError(

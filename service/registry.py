@@ -19,9 +19,9 @@ from service.errors import UnknownModelError
 
 
 def heads(name: str, info: ModelInfo) -> list[dict[str, object]]:
-    """What a model recognises, head by head: one head per model for now, named after the model.
-    The one place ``/models`` learns its heads from, so that multi-head bundles extend only this."""
-    return [{"name": name, "labels": list(info.labels)}]
+    """What a model recognises, head by head (a one-head model's head is named after the model):
+    the one place ``/models`` learns its heads from."""
+    return [dict(h) for h in info.heads] or [{"name": name, "labels": list(info.labels)}]
 
 
 class ModelRegistry:

@@ -122,3 +122,27 @@ def write_bundle(
     meta.update(serving or {})
     (folder / "serving.json").write_text(json.dumps(meta), encoding="utf-8")
     return folder
+
+
+# A second head over the same tokens ("species", another corpus's labels): "cells" is a species on
+# its own, "gene" opens one (so "myc gene" of the first head overlaps "gene" of this one).
+SPECIES_LABELS = ["O", "B-Species", "I-Species"]
+SPECIES_TOKENS: dict[str, tuple[int, float]] = {"cells": (1, 5.0), "gene": (1, 6.0)}
+
+
+def two_head_table() -> np.ndarray:
+    first = logit_table()
+    second = np.zeros((first.shape[0], len(SPECIES_LABELS)), dtype=np.float32)
+    second[:, 0] = 2.0
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + list(TOKENS))}
+    for token, (label, strength) in SPECIES_TOKENS.items():
+        second[vocab[token]] = 0.0
+        second[vocab[token], label] = strength
+    return np.concatenate([first, second], axis=1)
+
+
+def write_two_head_bundle(folder: Path, **serving: object) -> Path:
+    """One graph, one pass: the logits of head ``jnlpba`` (5 labels) and head ``species`` (3) side by side."""
+    labels = LABELS + SPECIES_LABELS
+    heads = [{"name": "jnlpba", "labels": LABELS}, {"name": "species", "labels": SPECIES_LABELS}]
+    return write_bundle(folder, labels=labels, graph=build_graph(len(labels), two_head_table()), serving={"heads": heads, **serving})

@@ -14,14 +14,14 @@ class Alternative:
 
 @dataclass(frozen=True)
 class Entity:
-    """``text == source[start:end]`` for the exact string sent (Python ``str`` indices)."""
+    """``text == sent[start:end]`` for the exact string sent (Python ``str`` indices)."""
 
     start: int
     end: int
     text: str
     label: str
     score: float
-    head: str | None = None  # which model head found it, on multi-head services
+    source: str | None = None  # the head (training corpus) that found it; the model name on one-head models
     alternatives: tuple[Alternative, ...] = ()
 
     @classmethod
@@ -32,7 +32,7 @@ class Entity:
             text=str(data["text"]),
             label=str(data["label"]),
             score=float(data["score"]),
-            head=data.get("head"),
+            source=data.get("source"),
             alternatives=tuple(Alternative(str(a["label"]), float(a["score"])) for a in data.get("alternatives", ())),
         )
 

@@ -37,7 +37,14 @@ _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for
 
 
 def _entity(e: Entity, alternatives: bool = False) -> dict[str, object]:
-    out: dict[str, object] = {"start": e.start, "end": e.end, "text": e.text, "label": e.label, "score": round(e.score, 4)}
+    out: dict[str, object] = {
+        "start": e.start,
+        "end": e.end,
+        "text": e.text,
+        "label": e.label,
+        "score": round(e.score, 4),
+        "source": e.source,
+    }
     if alternatives:
         out["alternatives"] = [{"label": label, "score": round(score, 4)} for label, score in e.alternatives]
     return out
@@ -97,6 +104,8 @@ async def ner(body: NerRequest, request: Request) -> Response:
         timeout_s=body.timeout,
         decoding=body.decoding,
         alternatives=body.alternatives,
+        heads=body.heads,
+        overlap=body.overlap,
     )
     result = await until_disconnect(request, work)
     _observe(request.app.state.metrics, engine.info.name, result, len(texts))
@@ -175,7 +184,7 @@ async def ready(request: Request) -> Response:
 
 async def model(request: Request) -> Response:
     info = request.app.state.engine.info
-    return JSONBytesResponse({**info.__dict__, "labels": list(info.labels)})
+    return JSONBytesResponse({**info.__dict__, "labels": list(info.labels), "heads": list(info.heads)})
 
 
 async def list_models(request: Request) -> Response:

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
 
 from service.decoding.aggregate import Decoding, Strategy
+from service.decoding.pipeline import Overlap
 
 _EXAMPLE_TEXT = "IL-2 gene expression requires NF-kappa B activation in human T lymphocytes."
 _MODEL_CHOICE = "Which loaded model answers (GET /models lists them; 404 unknown_model for another name). Default: the default model."
@@ -54,6 +55,16 @@ class NerRequest(BaseModel):
         description="Give each entity up to this many other types with their (calibrated) probabilities, best first.",
     )
     labels: list[str] = Field(None, description="Keep only these entity types.")  # type: ignore[arg-type]
+    heads: list[str] = Field(
+        None,  # type: ignore[arg-type]
+        description="Multi-head models: decode only these heads (see GET /model's heads). Default: all, from one encoder pass.",
+    )
+    overlap: Overlap = Field(
+        Overlap.KEEP_ALL,
+        strict=False,
+        description="Spans from different heads may overlap (a cell line containing a species name): keep_all returns them all; "
+        "longest keeps the longest of overlapping spans; highest_score the best-scoring one.",
+    )
     timeout: float = Field(  # type: ignore[assignment]
         None,
         ge=1.0,  # a floor: one request's tiny deadline would otherwise shrink admission for everyone
@@ -157,6 +168,7 @@ class EntityOut(BaseModel):
     label: str
     score: float = Field(description="Mean over the entity's words of the chosen label's probability.")
     alternatives: list[AlternativeOut] | None = Field(None, description="Present when the request asked for alternatives.")
+    source: str = Field(description="The head that found it: the corpus it learned from (the model's name for a one-head model).")
 
 
 class ModelRef(BaseModel):
@@ -166,8 +178,8 @@ class ModelRef(BaseModel):
 
 
 _EXAMPLE_ENTITIES: Any = [
-    {"start": 0, "end": 9, "text": "IL-2 gene", "label": "DNA", "score": 0.93},
-    {"start": 30, "end": 41, "text": "NF-kappa B", "label": "protein", "score": 0.97},
+    {"start": 0, "end": 9, "text": "IL-2 gene", "label": "DNA", "score": 0.93, "source": "bioner-minilm-jnlpba"},
+    {"start": 30, "end": 41, "text": "NF-kappa B", "label": "protein", "score": 0.97, "source": "bioner-minilm-jnlpba"},
 ]
 
 
@@ -214,6 +226,10 @@ class ModelInfoOut(BaseModel):
     decoding: str
     provider: str
     temperature: float = Field(1.0, description="Score calibration temperature fitted at export (1: raw probabilities).")
+    heads: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="The model's heads (name and labels), all decoded from one encoder pass; one for a single-corpus model.",
+    )
     limits: dict[str, float] | None = Field(
         None, description="What one request may hold: max_texts_per_request, max_text_chars, max_request_windows, request_timeout_s."
     )

@@ -43,6 +43,7 @@ class Entity:
     score: float
     text: str
     alternatives: tuple[tuple[str, float], ...] = ()  # other types with their probability, best first
+    source: str = ""  # the head (corpus) that found it, in a multi-head bundle
 
 
 @dataclass(frozen=True)

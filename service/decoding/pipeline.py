@@ -6,14 +6,20 @@ therefore one computation, not two implementations kept equal by a test.
 
 A :class:`Pipeline` is built once from a bundle's serving configuration (or a checkpoint's), and
 the rules that depend on the model (CRF decoding needs transition scores, the window must hold
-content, requested labels must exist) are checked here and nowhere else.
+content, requested labels and heads must exist) are checked here and nowhere else.
+
+A bundle may have several heads (one per training corpus) over one encoder: the graph's logits
+are the heads' columns side by side, so one pass of the encoder feeds every head, and ``finish``
+decodes each head from its own columns. Their entities come back in one list, each with its
+``source``; spans of different heads may overlap, and ``Overlap`` says what to do about it.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import Enum
 
 import numpy as np
 
@@ -28,6 +34,26 @@ from service.errors import UnsupportedOptionError
 RunBatch = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
+class Overlap(str, Enum):
+    """What to do with overlapping spans from different heads."""
+
+    KEEP_ALL = "keep_all"  # every head's entities, overlaps included
+    LONGEST = "longest"  # of overlapping spans keep the longest (then the higher score)
+    HIGHEST_SCORE = "highest_score"  # of overlapping spans keep the highest score (then the longer)
+
+
+@dataclass(frozen=True)
+class Head:
+    """One token-classification head: its labels, its columns of the graph's logits, and its
+    own CRF transition scores and calibration temperature."""
+
+    name: str
+    scheme: LabelScheme
+    columns: slice
+    transitions: Transitions | None = None
+    temperature: float = 1.0
+
+
 @dataclass(frozen=True)
 class Options:
     """Per-request decoding choices; only :meth:`Pipeline.options` makes them, checked."""
@@ -37,6 +63,8 @@ class Options:
     min_score: float = 0.0
     labels: frozenset[str] | None = None
     alternatives: int = 0
+    heads: frozenset[str] | None = None
+    overlap: Overlap = Overlap.KEEP_ALL
 
 
 @dataclass(frozen=True)
@@ -58,6 +86,23 @@ class Plan:
     @property
     def tokens(self) -> int:
         return sum(len(t.encoded) for t in self.texts)
+
+
+def resolve_overlaps(entities: Sequence[Entity], overlap: Overlap) -> list[Entity]:
+    """Sorted by offset; with ``LONGEST`` or ``HIGHEST_SCORE``, a span that overlaps a preferred
+    one is dropped (greedy, in preference order)."""
+    ordered = sorted(entities, key=lambda e: (e.start, e.end, e.source, e.label))
+    if overlap is Overlap.KEEP_ALL or len(ordered) < 2:
+        return ordered
+    if overlap is Overlap.LONGEST:
+        preference = sorted(ordered, key=lambda e: (-(e.end - e.start), -e.score, e.start))
+    else:
+        preference = sorted(ordered, key=lambda e: (-e.score, -(e.end - e.start), e.start))
+    kept: list[Entity] = []
+    for entity in preference:
+        if all(entity.end <= k.start or k.end <= entity.start for k in kept):
+            kept.append(entity)
+    return sorted(kept, key=lambda e: (e.start, e.end, e.source, e.label))
 
 
 def pad_windows(rows: Sequence[np.ndarray], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -82,28 +127,59 @@ class Pipeline:
     def __init__(
         self,
         encoder: TextEncoder,
-        scheme: LabelScheme,
+        scheme: LabelScheme | Sequence[Head],
         window: WindowConfig = DEFAULT_WINDOW,
         strategy: Strategy = Strategy.FIRST,
         decoding: Decoding = Decoding.CONSTRAINED,
         transitions: Transitions | None = None,
         temperature: float = 1.0,
         pad_id: int = 0,
+        name: str = "",
     ) -> None:
+        """``scheme``: one head's labels (a single-head bundle, named ``name``), or the heads."""
         window.validate(encoder.n_special)
+        if isinstance(scheme, LabelScheme):
+            heads: tuple[Head, ...] = (Head(name, scheme, slice(0, len(scheme)), transitions, temperature),)
+        else:
+            heads = tuple(scheme)
+            if not heads or len({h.name for h in heads}) != len(heads):
+                raise ValueError(f"heads must be at least one, with distinct names: {[h.name for h in heads]}")
         self.encoder = encoder
-        self.scheme = scheme
+        self.heads = heads
         self.window = window
-        self.transitions = transitions
-        self.temperature = temperature
         self.pad_id = pad_id
-        self.decodings: tuple[Decoding, ...] = tuple(d for d in Decoding if d is not Decoding.CRF or transitions is not None)
+        self.n_columns = max(h.columns.stop for h in heads)
+        # Entity types in head order, each once (two heads may share a type, e.g. Disease).
+        self.labels: tuple[str, ...] = tuple(dict.fromkeys(t for h in heads for t in h.scheme.entity_types))
+        crf_everywhere = all(h.transitions is not None for h in heads)
+        self.decodings: tuple[Decoding, ...] = tuple(d for d in Decoding if d is not Decoding.CRF or crf_everywhere)
         self.defaults = self._checked(Options(strategy, decoding))
 
-    def with_temperature(self, temperature: float) -> Pipeline:
-        """The same pipeline scoring with another calibration temperature (fitting it at export)."""
+    @property
+    def scheme(self) -> LabelScheme:
+        """A single-head pipeline's labels (training, calibration and evaluation work on one head)."""
+        if len(self.heads) != 1:
+            raise ValueError(f"this pipeline has {len(self.heads)} heads; pick one with .head(name)")
+        return self.heads[0].scheme
+
+    @property
+    def temperature(self) -> float:
+        return self.heads[0].temperature if len(self.heads) == 1 else 1.0
+
+    def head(self, name: str) -> Pipeline:
+        """The same pipeline restricted to one head, its columns first: to evaluate or calibrate it."""
+        chosen = next((h for h in self.heads if h.name == name), None)
+        if chosen is None:
+            raise UnsupportedOptionError(f"unknown head {name!r}; this model has {[h.name for h in self.heads]}")
         twin = copy.copy(self)
-        twin.temperature = temperature
+        twin.heads = (chosen,)
+        twin.labels = chosen.scheme.entity_types
+        return twin
+
+    def with_temperature(self, temperature: float) -> Pipeline:
+        """The same single-head pipeline scoring with another calibration temperature (fitting it at export)."""
+        twin = copy.copy(self)
+        twin.heads = tuple(replace(h, temperature=temperature) for h in self.heads)
         return twin
 
     def options(
@@ -113,6 +189,8 @@ class Pipeline:
         min_score: float = 0.0,
         labels: Sequence[str] | None = None,
         alternatives: int = 0,
+        heads: Sequence[str] | None = None,
+        overlap: Overlap = Overlap.KEEP_ALL,
     ) -> Options:
         """This model's defaults with a request's choices on top."""
         chosen = Options(
@@ -121,6 +199,8 @@ class Pipeline:
             min_score,
             frozenset(labels) if labels else None,
             alternatives,
+            frozenset(heads) if heads else None,
+            overlap,
         )
         return self._checked(chosen)
 
@@ -128,9 +208,12 @@ class Pipeline:
         """Refuses what this model cannot do: the only place these rules are checked."""
         if options.decoding not in self.decodings:
             raise UnsupportedOptionError(f"decoding '{options.decoding.value}' needs a model trained with a CRF head; this one has none")
-        unknown = sorted((options.labels or frozenset()) - set(self.scheme.entity_types))
+        unknown = sorted((options.labels or frozenset()) - set(self.labels))
         if unknown:
-            raise UnsupportedOptionError(f"unknown labels {unknown}; this model knows {list(self.scheme.entity_types)}")
+            raise UnsupportedOptionError(f"unknown labels {unknown}; this model knows {list(self.labels)}")
+        names = [h.name for h in self.heads]
+        if missing := sorted((options.heads or frozenset()) - set(names)):
+            raise UnsupportedOptionError(f"unknown heads {missing}; this model has {names}")
         return options
 
     def window_bound(self, n_chars: int) -> int:
@@ -147,7 +230,7 @@ class Pipeline:
         return Plan(plans, rows)
 
     def token_logits(self, plan: Plan, window_logits: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Per text, stitched content logits ``(n_tokens, labels)`` from each row's logits."""
+        """Per text, stitched content logits ``(n_tokens, columns)`` from each row's logits."""
         if len(window_logits) != len(plan.rows):
             raise ValueError(f"{len(window_logits)} window results for {len(plan.rows)} windows")
         n_prefix = len(self.encoder.prefix_ids)
@@ -157,34 +240,40 @@ class Pipeline:
             content = [window_logits[cursor + k][n_prefix : n_prefix + span.end - span.start] for k, span in enumerate(text.spans)]
             cursor += len(text.spans)
             if not text.spans:
-                out.append(np.zeros((0, len(self.scheme)), dtype=np.float32))
+                out.append(np.zeros((0, self.n_columns), dtype=np.float32))
             else:
                 out.append(stitch(len(text.encoded), text.spans, content).astype(np.float32))
         return out
 
     def finish(self, plan: Plan, window_logits: Sequence[np.ndarray], options: Options | None = None) -> list[list[Entity]]:
-        """Entities per text, filtered by the options' labels and minimum score."""
+        """Entities per text from every (chosen) head, sorted by offset, overlaps resolved as asked,
+        filtered by the options' labels and minimum score."""
         options = options or self.defaults
+        heads = [h for h in self.heads if options.heads is None or h.name in options.heads]
         out: list[list[Entity]] = []
         for text, logits in zip(plan.texts, self.token_logits(plan, window_logits)):
-            if not len(text.encoded):
-                out.append([])
-                continue
-            found = entities_from_scores(
-                text.text,
-                text.encoded.offsets,
-                text.encoded.word_ids,
-                softmax(logits),
-                self.scheme,
-                options.strategy,
-                options.decoding,
-                self.transitions,
-                calibrated_probs(logits, self.temperature),
-                options.alternatives,
-            )
+            found: list[Entity] = []
+            for head in heads if len(text.encoded) else ():
+                found.extend(self._decode_head(text, logits[:, head.columns], head, options))
             keep = options.labels
-            out.append([e for e in found if e.score >= options.min_score and (keep is None or e.label in keep)])
+            found = [e for e in found if e.score >= options.min_score and (keep is None or e.label in keep)]
+            out.append(resolve_overlaps(found, options.overlap))
         return out
+
+    def _decode_head(self, text: TextPlan, logits: np.ndarray, head: Head, options: Options) -> list[Entity]:
+        found = entities_from_scores(
+            text.text,
+            text.encoded.offsets,
+            text.encoded.word_ids,
+            softmax(logits),
+            head.scheme,
+            options.strategy,
+            options.decoding,
+            head.transitions,
+            calibrated_probs(logits, head.temperature),
+            options.alternatives,
+        )
+        return [replace(e, source=head.name) for e in found] if head.name else found
 
     def run(self, run_batch: RunBatch, plan: Plan, batch_size: int = 16) -> list[np.ndarray]:
         """Every row of ``plan`` through ``run_batch`` in length-sorted batches; logits in row order."""

@@ -37,6 +37,7 @@ def test_recognize_gives_typed_entities_with_exact_offsets(server: str) -> None:
     assert [(e.text, e.label) for e in result.entities] == [("p53 kinase", "protein"), ("myc gene", "DNA")]
     assert all(TEXTS[0][e.start : e.end] == e.text for e in result.entities)
     assert result.model.name == "tiny-test" and len(result.request_id) == 32
+    assert {e.source for e in result.entities} == {"tiny-test"}  # one head, named after the model
 
 
 def test_recognize_many_chunks_1000_texts_to_the_server_limits(server: str) -> None:

@@ -105,8 +105,8 @@ async def test_readme_example_is_what_the_service_answers(client: httpx.AsyncCli
     answered = response.json()
     assert response.status_code == 200, answered
     assert shown["entities"], "the README's example shows entities"
-    assert [(e["start"], e["end"], e["text"], e["label"]) for e in answered["entities"]] == [
-        (e["start"], e["end"], e["text"], e["label"]) for e in shown["entities"]
+    assert [(e["start"], e["end"], e["text"], e["label"], e["source"]) for e in answered["entities"]] == [
+        (e["start"], e["end"], e["text"], e["label"], e["source"]) for e in shown["entities"]
     ]
     assert all(abs(a["score"] - b["score"]) <= 1e-3 for a, b in zip(answered["entities"], shown["entities"]))
     assert answered["model"] == shown["model"]
