@@ -1,6 +1,6 @@
 """MicroBatcher: an asyncio queue of token windows in front of one inference worker thread.
 
-Contract (tested in ``tests/unit/test_batching.py``):
+Contract (tested in ``tests/service/test_batching.py``):
 - every submitted future resolves exactly once (result, exception, or cancelled by its owner);
 - a failing batch fails only its own futures, and the worker keeps serving;
 - if the worker itself dies (a bug outside the per-batch guard, a failing hook), every pending

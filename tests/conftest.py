@@ -10,11 +10,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
+from paths import SHARED_DATA  # noqa: E402
 from tiny_bundle import write_bundle  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("BIONER_SHARED_DATA", ROOT.parent / "shared" / "data"))
-DEFAULT_MODEL = ROOT / "models" / "bioner-minilm-jnlpba"
 
 
 @pytest.fixture(scope="session")

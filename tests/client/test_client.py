@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 from bioner_client import AsyncClient, BadRequest, Client, PayloadTooLarge, RetryPolicy, Unauthorized
-from conftest import DEFAULT_MODEL
 from live_server import start_server, stop_server
+from paths import DEFAULT_MODEL
 
 TEXTS = ["The p53 kinase binds the myc gene in cells.", "myc gene and p53", "nothing here", "", "蛋白 in cells"]
 

@@ -6,7 +6,7 @@ import re
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-LOCKS = Path(__file__).resolve().parents[2] / "requirements"
+LOCKS = Path(__file__).resolve().parents[1] / "requirements"
 PIN = re.compile(r"^([A-Za-z0-9_.-]+)==([^\s;#]+)", re.M)
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import DEFAULT_MODEL, ROOT
 from in_process import app_client
+from paths import DEFAULT_MODEL, ROOT
 
 from service.documents.formats import Format, read_documents
 from service.documents.offsets import OffsetUnit

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import pytest_asyncio
-from conftest import DEFAULT_MODEL
 from in_process import app_client
+from paths import DEFAULT_MODEL
 
 from service.app import create_app
 from service.settings import Settings

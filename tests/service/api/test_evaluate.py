@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import DEFAULT_MODEL
 from in_process import app_client
+from paths import DEFAULT_MODEL
 
 from service.app import create_app
 from service.settings import Settings

@@ -1,0 +1,10 @@
+"""Where things are, for tests to import (``conftest`` is not importable by name: there are two)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("BIONER_SHARED_DATA", ROOT.parent / "shared" / "data"))
+DEFAULT_MODEL = ROOT / "models" / "bioner-minilm-jnlpba"
