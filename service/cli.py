@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
             print(f"bioner {args.command}: install the train extra (pip install '.[train]'): {missing}", file=sys.stderr)
             return 2
 
-        for name in ("train", "pretrain", "evaluate", "export"):
+        for name in ("train", "pretrain", "train-joint", "evaluate", "export", "export-joint"):
             sub.add_parser(name, help=f"{name} (needs the train extra)").set_defaults(handler=_no_train)
     else:
         add_train_commands(sub)

@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from train.config import PretrainConfig, TrainConfig
+from train.config import JointConfig, PretrainConfig, TrainConfig
 from train.flags import add_flags, config_from_args
 
 RESUME = "continue the run in --output after its last completed epoch (same settings; a finished run is not retrained)"
@@ -29,6 +29,19 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     add_flags(m, PretrainConfig)
     m.add_argument("--resume", action="store_true", help=RESUME)
     m.set_defaults(handler=_pretrain)
+
+    j = sub.add_parser("train-joint", help="one encoder, one head per corpus, trained together (multi-head bundle)")
+    add_flags(j, JointConfig)
+    j.add_argument("--resume", action="store_true", help=RESUME)
+    j.set_defaults(handler=_train_joint)
+
+    xj = sub.add_parser("export-joint", help="a train-joint checkpoint as one ONNX graph with every head's logits")
+    xj.add_argument("--checkpoint", required=True)
+    xj.add_argument("--output", required=True)
+    xj.add_argument("--name", default=None)
+    xj.add_argument("--version", default="0.1.0")
+    xj.add_argument("--tolerance", type=float, default=1e-3, help="max |logit difference| PyTorch vs ONNX fp32")
+    xj.set_defaults(handler=_export_joint)
 
     e = sub.add_parser("evaluate", help="strict span P/R/F1 per type of a checkpoint or ONNX bundle")
     e.add_argument("--model", required=True, help="PyTorch checkpoint folder or ONNX bundle folder")
@@ -141,6 +154,24 @@ def _pretrain(args: argparse.Namespace) -> int:
         return 2
     print(json.dumps({k: record[k] for k in ("perplexity_as_loaded", "perplexity_before", "perplexity_after")}, indent=2))
     return 0
+
+
+def _train_joint(args: argparse.Namespace) -> int:
+    if not _require_extra("train-joint"):
+        return 2
+    from train.joint import train_joint
+
+    best = train_joint(config_from_args(JointConfig, args), resume=args.resume)
+    print(json.dumps({"epoch": best.get("epoch"), "mean_f1": best.get("mean_f1")}, indent=2))
+    return 0
+
+
+def _export_joint(args: argparse.Namespace) -> int:
+    if not _require_extra("export-joint"):
+        return 2
+    from train.export_joint import run_export_joint
+
+    return run_export_joint(args)
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -99,3 +99,38 @@ class PretrainConfig:
     seed: int = field(default=13, metadata=flag("seeds the held-out split, batch order, masking and dropout"))
     threads: int = field(default=0, metadata=flag("torch threads (0: library default)"))
     max_steps: int = field(default=0, metadata=flag("adaptation steps (0: full epochs)"))
+
+
+@dataclass
+class JointConfig:
+    """One multi-head run (``bioner train-joint``): a shared encoder, one token-classification head per corpus."""
+
+    corpora: list[str] = field(
+        metadata=flag("NAME=PATH per corpus: each its own head and labels (brat, columns, JSON Lines, BioC, PubTator)")
+    )
+    output: str = field(metadata=flag("checkpoint folder: encoder/, heads.pt, serving.json with the heads, metrics.jsonl"))
+    base_model: str = field(metadata=flag(BASE_MODEL))
+    dev_fraction: float = field(default=0.1, metadata=flag("share of each corpus's documents carved as its dev set"))
+    epochs: int = field(default=3, metadata=flag("epochs; one epoch draws as many batches as all corpora hold together"))
+    batch_size: int = field(default=32, metadata=flag("windows per optimiser step (all from one corpus)"))
+    learning_rate: float = field(default=5e-5, metadata=flag("peak AdamW learning rate"))
+    weight_decay: float = field(default=0.01, metadata=flag("AdamW weight decay (never on biases and norms)"))
+    warmup_ratio: float = field(default=0.1, metadata=flag("share of steps with linear warm-up before linear decay"))
+    dropout: float = field(default=0.3, metadata=flag("head dropout"))
+    max_length: int = field(default=128, metadata=flag("window length in tokens, specials included"))
+    stride: int = field(default=32, metadata=flag("overlap between windows in tokens"))
+    sampling_alpha: float = field(
+        default=0.5,
+        metadata=flag("a batch comes from corpus i with probability proportional to (its windows)^alpha: 1 proportional, 0 uniform"),
+    )
+    separator: str = field(default=" ", metadata=flag(SEPARATOR))
+    seed: int = field(default=13, metadata=flag("seeds the dev splits, batch order, corpus draws, dropout and initial weights"))
+    threads: int = field(default=0, metadata=flag("torch threads (0: library default)"))
+    max_steps: int = field(default=0, metadata=flag("stop after this many steps (smoke runs)"))
+
+    def __post_init__(self) -> None:
+        names = [c.split("=", 1)[0] for c in self.corpora]
+        if not self.corpora or any("=" not in c for c in self.corpora) or len(set(names)) != len(names):
+            raise ValueError(f"--corpora takes distinct NAME=PATH pairs, got {self.corpora}")
+        if not 0.0 <= self.sampling_alpha <= 1.0:
+            raise ValueError(f"sampling alpha must be in [0, 1], not {self.sampling_alpha}")

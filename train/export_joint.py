@@ -1,0 +1,90 @@
+"""``bioner export-joint``: a multi-head checkpoint as one ONNX graph, every head's logits side by side.
+
+The graph is traced from :class:`train.joint.MultiHeadTagger` (optimum exports transformers'
+single-head classes only), checked against PyTorch on real windows, and written as a bundle whose
+``serving.json`` maps the logits' columns to heads; golden answers are written as for any bundle.
+int8 for multi-head graphs is not offered yet: the bundle is fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from service.bundle_format import BUNDLE_FILES, CONFIG_FILE, MODEL_FILE, SERVING_FILE, TOKENIZER_FILE, pipeline_for, write_serving
+from service.decoding.labels import LabelScheme
+from service.decoding.windows import TextEncoder
+from service.runtime.bundle import file_sha256
+from train.backends import onnx_runner, torch_runner
+from train.export import ParityError, max_logit_difference, sample_rows, write_golden_answers
+from train.golden_texts import GOLDEN_TEXTS
+from train.joint import ENCODER_DIR, MultiHeadTagger, load_checkpoint
+
+
+class _Graph(torch.nn.Module):
+    def __init__(self, model: MultiHeadTagger) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.model(input_ids, attention_mask).logits
+        return logits
+
+
+def export_graph(model: MultiHeadTagger, path: Path) -> None:
+    ids = torch.ones((2, 16), dtype=torch.long)
+    torch.onnx.export(
+        _Graph(model),
+        (ids, torch.ones_like(ids)),
+        str(path),
+        input_names=["input_ids", "attention_mask"],
+        output_names=["logits"],
+        dynamic_axes={
+            "input_ids": {0: "batch", 1: "sequence"},
+            "attention_mask": {0: "batch", 1: "sequence"},
+            "logits": {0: "batch", 1: "sequence"},
+        },
+        opset_version=17,
+        dynamo=False,
+    )
+
+
+def run_export_joint(args: argparse.Namespace) -> int:
+    checkpoint, output = Path(args.checkpoint), Path(args.output)
+    model, serving = load_checkpoint(checkpoint)
+    output.mkdir(parents=True, exist_ok=True)
+    source = checkpoint / ENCODER_DIR
+    for name in BUNDLE_FILES:
+        if name not in (CONFIG_FILE, SERVING_FILE) and (source / name).exists():
+            shutil.copy(source / name, output / name)
+    labels = [label for head in serving.heads for label in head.labels]
+    config = json.loads((source / CONFIG_FILE).read_text(encoding="utf-8"))
+    config["id2label"] = {str(i): label for i, label in enumerate(labels)}
+    config["label2id"] = {f"{h.name}:{label}": i for i, (h, label) in enumerate((h, x) for h in serving.heads for x in h.labels)}
+    (output / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
+    export_graph(model, output / MODEL_FILE)
+
+    released = replace(serving, name=args.name or output.name, version=args.version)
+    pipeline = pipeline_for(released, TextEncoder.from_file(output / TOKENIZER_FILE), LabelScheme.from_id2label(dict(enumerate(labels))))
+    rows = sample_rows(pipeline, list(GOLDEN_TEXTS), 64)
+    runners = {"pytorch": torch_runner(model), "onnx_fp32": onnx_runner(output / MODEL_FILE)}
+    difference = max_logit_difference(runners["pytorch"], runners["onnx_fp32"], rows)
+    print(f"parity: max |logit(PyTorch) - logit(ONNX fp32)| = {difference:.2e} over {len(rows)} windows, {len(serving.heads)} heads")
+    if not np.isfinite(difference) or difference > args.tolerance:
+        raise ParityError(f"ONNX fp32 differs from PyTorch by {difference:.3e} > {args.tolerance}")
+    write_golden_answers(output, runners, pipeline, "fp32")
+    extra = {
+        **serving.extra,
+        "quantization": "none",
+        "onnx_sha256": file_sha256(output / MODEL_FILE),
+        "parity_max_abs_logit_diff": difference,
+    }
+    write_serving(output, replace(released, extra=extra))
+    print(f"bundle written to {output}: heads {[h.name for h in serving.heads]}, {(output / MODEL_FILE).stat().st_size / 1e6:.1f} MB")
+    return 0
