@@ -41,6 +41,8 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     xj.add_argument("--name", default=None)
     xj.add_argument("--version", default="0.1.0")
     xj.add_argument("--tolerance", type=float, default=1e-3, help="max |logit difference| PyTorch vs ONNX fp32")
+    xj.add_argument("--quantize", choices=["none", "static"], default="none", help="static: int8 with s7 weights, as bioner export")
+    xj.add_argument("--calibration-windows", type=int, default=256, help="training windows used to calibrate static int8")
     xj.set_defaults(handler=_export_joint)
 
     e = sub.add_parser("evaluate", help="strict span P/R/F1 per type of a checkpoint or ONNX bundle")

@@ -44,14 +44,20 @@ def joint_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert [r["epoch"] for r in records[1:]] == [1, 2, 3] and all(set(r["dev"]) == {"jnlpba", "species"} for r in records[1:])
     best = json.loads((root / "ckpt" / "best.json").read_text())
     assert best["mean_f1"] == max(r["mean_f1"] for r in records[1:]) > 0.5
-    assert main(["export-joint", "--checkpoint", str(root / "ckpt"), "--output", str(root / "bundle"), "--name", "joint"]) == 0
+    export = ["export-joint", "--checkpoint", str(root / "ckpt"), "--output", str(root / "bundle"), "--name", "joint"]
+    assert main([*export, "--quantize", "static", "--calibration-windows", "16"]) == 0
     return root / "bundle"
 
 
 def test_bundle_describes_its_heads(joint_bundle: Path) -> None:
     serving = json.loads((joint_bundle / "serving.json").read_text())
     assert [h["name"] for h in serving["heads"]] == ["jnlpba", "species"]
-    assert serving["parity_max_abs_logit_diff"] < 1e-3 and (joint_bundle / "golden.json").exists()
+    report = serving["export"]
+    assert report["parity_max_abs_logit_diff"] < 1e-3 and (joint_bundle / "golden.json").exists()
+    assert serving["quantization"] == "static" and not (joint_bundle / "model.fp32.onnx").exists()
+    assert set(report["dev_f1"]) == {"jnlpba", "species"}  # per head: PyTorch, ONNX fp32 and int8, on its dev split
+    assert all(set(scores) == {"pytorch", "onnx_fp32", "onnx_int8"} for scores in report["dev_f1"].values())
+    assert report["dev_f1"]["jnlpba"]["onnx_fp32"] == pytest.approx(report["dev_f1"]["jnlpba"]["pytorch"], abs=1e-6)
     config = json.loads((joint_bundle / "config.json").read_text())
     assert list(config["id2label"].values()) == [*serving["heads"][0]["labels"], *serving["heads"][1]["labels"]]
 
