@@ -158,10 +158,11 @@ def _add_annotate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def _annotate(args: argparse.Namespace) -> int:
     from service.bulk.annotator import Options
-    from service.bulk.files import plan_jobs, remove_partials
+    from service.bulk.files import claim_output, plan_jobs, remove_partials
     from service.bulk.local import run_local
     from service.documents.formats import Format
     from service.documents.offsets import OffsetUnit
+    from service.runtime.bundle import file_sha256
     from service.settings import default_model_path
 
     workers = args.workers or os.cpu_count() or 1
@@ -175,6 +176,17 @@ def _annotate(args: argparse.Namespace) -> int:
         args.batch_size,
     )
     jobs = plan_jobs(args.inputs, args.output, options.output_format)
+    made_with = {
+        "model_sha256": file_sha256(options.model_path / "model.onnx"),
+        "format": options.output_format.value,
+        "offsets": options.offsets.value,
+        "keep_existing": options.keep_existing,
+    }
+    try:
+        claim_output(args.output, made_with)
+    except ValueError as exc:
+        print(f"bioner annotate: {exc}", file=sys.stderr)
+        return 2
     if removed := remove_partials(args.output):
         print(f"removed {removed} partial files a killed run left", file=sys.stderr)
     if args.ray:

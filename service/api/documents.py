@@ -14,6 +14,7 @@ from fastapi import Query, Request
 from starlette.responses import Response
 
 from service.api.routes import engine_for, recognize_many
+from service.decoding.pipeline import Overlap
 from service.documents.annotate import add_entities
 from service.documents.formats import MEDIA_TYPE, WRITABLE, Format, read_documents, write_documents
 from service.documents.offsets import OffsetUnit
@@ -52,6 +53,10 @@ async def annotate(
     keep_existing: Annotated[bool, Query(description="Keep the input's annotations (and relations).")] = True,
     min_score: Annotated[float, Query(ge=0.0, le=1.0, description="Drop entities scoring below this.")] = 0.0,
     labels: Annotated[list[str] | None, Query(description="Keep only these entity types.")] = None,
+    heads: Annotated[list[str] | None, Query(description="Multi-head models: annotate with these heads only.")] = None,
+    overlap: Annotated[Overlap, Query(description="Overlapping spans of different heads: keep_all, longest, highest_score.")] = (
+        Overlap.KEEP_ALL
+    ),
     model: Annotated[
         str | None, Query(max_length=64, description="Which loaded model annotates (GET /models); default: the default model.")
     ] = None,
@@ -67,7 +72,7 @@ async def annotate(
     collection = await asyncio.to_thread(read_documents, body, source, offsets, "request body")
     texts = [p.text for p in collection.passages()]
     engine.check_many(texts, "passage")
-    found = await recognize_many(request, engine, texts, min_score, labels)
+    found = await recognize_many(request, engine, texts, min_score, labels, heads, overlap)
     info = engine.info
     provenance = {"model": info.name, "model_version": info.version, "model_sha256": info.sha256}
     add_entities(collection, found, provenance, keep_existing)

@@ -7,7 +7,9 @@ a killed run loses at most the file in progress and a rerun skips every file alr
 from __future__ import annotations
 
 import glob
+import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,3 +84,22 @@ def remove_partials(output_dir: Path) -> int:
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)
+
+
+MANIFEST = ".bioner-annotate.json"
+
+
+def claim_output(output_dir: Path, settings: Mapping[str, object]) -> None:
+    """The settings an output folder's files were made with (model checksum, format, offsets, ...),
+    written on the first run; a later run with other settings is refused, since resuming would
+    mix files made two ways and skip every file already there."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / MANIFEST
+    if path.exists():
+        before = json.loads(path.read_text(encoding="utf-8"))
+        changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
+        if changed:
+            what = ", ".join(f"{k}: {before.get(k)} -> {settings.get(k)}" for k in changed)
+            raise ValueError(f"{output_dir} holds output made with other settings ({what}): write to another folder, or empty this one")
+        return
+    path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")

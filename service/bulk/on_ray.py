@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from service.bulk.annotator import FileAnnotator, Options
+from service.bulk.annotator import FileAnnotator, FileStats, Options
 from service.bulk.files import Job
 from service.bulk.local import Totals
 
@@ -24,13 +24,16 @@ class _Actor:
         self.annotate = FileAnnotator(options)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        stats = [self.annotate(Job(Path(str(s)), Path(str(t)))) for s, t in zip(batch["source"], batch["target"])]
-        return {
-            "documents": np.array([s.documents for s in stats]),
-            "passages": np.array([s.passages for s in stats]),
-            "tokens": np.array([s.tokens for s in stats]),
-            "entities": np.array([s.entities for s in stats]),
-        }
+        rows: dict[str, list[Any]] = {key: [] for key in ("documents", "passages", "tokens", "entities", "error")}
+        for source, target in zip(batch["source"], batch["target"]):
+            try:  # one bad file is reported and the run goes on, as on local processes
+                stats, error = self.annotate(Job(Path(str(source)), Path(str(target)))), ""
+            except Exception as exc:
+                stats, error = FileStats(0, 0, 0, 0, 0), f"{source}: {type(exc).__name__}: {exc}"
+            for key in ("documents", "passages", "tokens", "entities"):
+                rows[key].append(getattr(stats, key))
+            rows["error"].append(error)
+        return {key: np.array(values) for key, values in rows.items()}
 
 
 def run_on_ray(jobs: list[Job], options: Options, actors: int, address: str | None = None) -> Totals:
@@ -52,6 +55,9 @@ def run_on_ray(jobs: list[Job], options: Options, actors: int, address: str | No
             num_cpus=options.threads,
         )
         for row in dataset.iter_rows():
+            if row["error"]:
+                totals.failed.append(str(row["error"]))
+                continue
             totals.files += 1
             for key in ("documents", "passages", "tokens", "entities"):
                 setattr(totals, key, getattr(totals, key) + int(row[key]))

@@ -34,8 +34,10 @@ def add_entities(
         for passage in document.passages:
             for entity in found[cursor]:
                 infons = {"type": entity.label, "score": f"{entity.score:.4f}", "annotator": ANNOTATOR, **provenance}
-                if entity.alternatives:
-                    infons["alternatives"] = ";".join(f"{label}:{p:.4f}" for label, p in entity.alternatives)
+                if entity.source:
+                    infons["source"] = entity.source  # the head (training corpus) that found it
+                if entity.alternatives:  # ',' and ':' only: PubTator carries infons as k=v;k=v
+                    infons["alternatives"] = ",".join(f"{label}:{p:.4f}" for label, p in entity.alternatives)
                 passage.annotations.append(Annotation(str(next_id), infons, [Location(entity.start, entity.end)], entity.text))
                 next_id += 1
             cursor += 1

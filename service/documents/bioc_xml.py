@@ -8,6 +8,7 @@ from service.documents.model import Annotation, Collection, Document, DocumentEr
 from service.documents.offsets import OffsetUnit, from_units, to_units
 from service.documents.xmlsafe import parse_xml
 
+_UNWRITABLE = {c: " " for c in [*range(0x20), 0xFFFE, 0xFFFF] if c not in (0x09, 0x0A, 0x0D)}
 _DECLARATION = "<?xml version='1.0' encoding='UTF-8'?>\n<!DOCTYPE collection SYSTEM 'BioC.dtd'>\n"
 
 
@@ -29,6 +30,8 @@ def _relations(element: ET.Element) -> list[Relation]:
 
 def locate(passage: Passage, offset: int, length: int, unit: OffsetUnit, where: str) -> Location:
     """A document-level ``offset``/``length`` in ``unit`` -> code points inside ``passage``."""
+    if length < 0:
+        raise DocumentError(f"{where}: location {offset}+{length} has a negative length")
     try:
         start = from_units(passage.text, offset - passage.offset, unit)
         end = from_units(passage.text, offset - passage.offset + length, unit)
@@ -104,4 +107,8 @@ def write_bioc_xml(collection: Collection, unit: OffsetUnit = OffsetUnit.CODEPOI
             _add_relations(p, passage.relations)
         _add_relations(d, document.relations)
     ET.indent(root, space="  ")
-    return (_DECLARATION + ET.tostring(root, encoding="unicode") + "\n").encode("utf-8")
+    # XML parsers turn a raw \r into \n and refuse control characters: \r goes out as a character
+    # reference (ElementTree itself adds none), a forbidden control as a space (one unit in every
+    # offset unit, so no offset moves).
+    body = ET.tostring(root, encoding="unicode").translate(_UNWRITABLE).replace("\r", "&#13;")
+    return (_DECLARATION + body + "\n").encode("utf-8")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import re
 from collections.abc import Callable
 from enum import Enum
@@ -12,7 +14,7 @@ from service.documents.bioc_xml import read_bioc_xml, write_bioc_xml
 from service.documents.jsonl import read_jsonl_documents, write_jsonl_documents
 from service.documents.model import Collection, Document, DocumentError, Passage
 from service.documents.offsets import OffsetUnit
-from service.documents.pubmed import read_pubmed_xml
+from service.documents.pubmed import gunzip, read_pubmed_xml
 from service.documents.pubtator import read_pubtator, write_pubtator
 
 
@@ -36,11 +38,22 @@ MEDIA_TYPE = {
 _PUBTATOR_HEAD = re.compile(rb"^\s*[^|\s]+\|[ta]\|")
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def sniff(data: bytes, name: str = "") -> Format:
-    """The format of ``data`` from its first bytes (and file name for plain text)."""
+    """The format of ``data`` from its first bytes (after a UTF-8 BOM; a gzip file by what it
+    holds); a ``.txt`` file that is not PubTator is plain text whatever its first character."""
     if data[:2] == b"\x1f\x8b":
-        return Format.PUBMED
-    head = data[:4096].lstrip()
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as fh:
+                inner = fh.read(4096)
+        except (OSError, EOFError):
+            return Format.PUBMED  # reading it says what is wrong with it
+        return sniff(inner, name.removesuffix(".gz"))
+    head = data[:4096].removeprefix(_BOM).lstrip()
+    if name.lower().endswith(".txt") and not _PUBTATOR_HEAD.match(head):
+        return Format.TEXT
     if head.startswith(b"<"):
         return Format.PUBMED if b"<PubmedArticleSet" in head or b"<!DOCTYPE PubmedArticleSet" in head else Format.BIOC_XML
     if head.startswith(b"{"):
@@ -56,24 +69,47 @@ def sniff(data: bytes, name: str = "") -> Format:
 
 
 def read_documents(data: bytes, fmt: Format, unit: OffsetUnit = OffsetUnit.CODEPOINT, what: str = "input") -> Collection:
+    """The documents in ``data``; anything wrong with them is a :class:`DocumentError` naming where."""
+    try:
+        collection = _read(data.removeprefix(_BOM), fmt, unit, what)
+    except DocumentError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise DocumentError(f"{what}: not UTF-8: {exc}") from None
+    except (ValueError, TypeError, KeyError, OverflowError, RecursionError, LookupError, EOFError, OSError) as exc:
+        raise DocumentError(f"{what}: not readable as {fmt.value}: {type(exc).__name__}: {exc}") from None
+    check(collection, what)
+    return collection
+
+
+def check(collection: Collection, what: str) -> None:
+    """What every reader must have produced: text that is Unicode (no lone surrogates, which no
+    tokenizer or encoder accepts) and annotations with at least one location."""
+    for document in collection.documents:
+        for passage in document.passages:
+            try:
+                passage.text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise DocumentError(f"{what}: document {document.id}: the text holds a lone surrogate (not Unicode text)") from None
+            for annotation in passage.annotations:
+                if not annotation.locations:
+                    raise DocumentError(f"{what}: document {document.id}, annotation {annotation.id}: no location")
+
+
+def _read(data: bytes, fmt: Format, unit: OffsetUnit, what: str) -> Collection:
+    if data[:2] == b"\x1f\x8b" and fmt is not Format.PUBMED:  # a gzipped BioC, PubTator or JSON Lines file
+        data = gunzip(data, what).removeprefix(_BOM)
     if fmt is Format.PUBMED:
-        return read_pubmed_xml(data, what)[0]
+        return read_pubmed_xml(data, what, unit)[0]
     if fmt is Format.TEXT:
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DocumentError(f"{what}: not UTF-8 text: {exc}") from None
-        return Collection([Document(Path(what).stem or "1", [Passage(0, text)])])
+        return Collection([Document(Path(what).stem or "1", [Passage(0, data.decode("utf-8"))])])
     readers: dict[Format, Callable[[bytes, OffsetUnit, str], Collection]] = {
         Format.BIOC_XML: read_bioc_xml,
         Format.BIOC_JSON: read_bioc_json,
         Format.PUBTATOR: read_pubtator,
         Format.JSONL: read_jsonl_documents,
     }
-    try:
-        return readers[fmt](data, unit, what)
-    except UnicodeDecodeError as exc:
-        raise DocumentError(f"{what}: not UTF-8: {exc}") from None
+    return readers[fmt](data, unit, what)
 
 
 def write_documents(collection: Collection, fmt: Format, unit: OffsetUnit = OffsetUnit.CODEPOINT) -> bytes:

@@ -34,7 +34,7 @@ def _passage(data: Any, unit: OffsetUnit, where: str) -> Passage:
 def read_jsonl_documents(data: bytes | str, unit: OffsetUnit = OffsetUnit.CODEPOINT, what: str = "JSON Lines") -> Collection:
     text = data.decode("utf-8") if isinstance(data, bytes) else data
     documents = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(_lines(text), 1):
         if not line.strip():
             continue
         where = f"{what} line {number}"
@@ -80,3 +80,9 @@ def write_jsonl_documents(collection: Collection, unit: OffsetUnit = OffsetUnit.
         }
         lines.append(json.dumps(record, ensure_ascii=False))
     return "".join(line + "\n" for line in lines).encode("utf-8")
+
+
+def _lines(text: str) -> list[str]:
+    """Lines split on \\n only (a trailing \\r dropped): str.splitlines() would also split inside a
+    text at U+2028, U+0085 or a form feed, which JSON and PubTator carry unescaped."""
+    return [line.removesuffix("\r") for line in text.split("\n")]

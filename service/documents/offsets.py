@@ -22,7 +22,7 @@ def _char_length(ch: str, unit: OffsetUnit) -> int:
     return 1 if code < 0x80 else 2 if code < 0x800 else 3 if code < 0x10000 else 4
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=8)  # conversions go passage by passage: a few suffice, and each may be MBs
 def _prefix(text: str, unit: OffsetUnit) -> tuple[int, ...]:
     """``out[i]``: the length of ``text[:i]`` in ``unit``; built once per passage and unit."""
     out = [0]

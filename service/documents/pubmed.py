@@ -5,10 +5,12 @@ their PMIDs returned so a bulk run can drop them from earlier output."""
 from __future__ import annotations
 
 import gzip
+import io
 from pathlib import Path
 from xml.etree.ElementTree import Element
 
-from service.documents.model import Collection, Document, Passage
+from service.documents.model import Collection, Document, DocumentError, Passage
+from service.documents.offsets import OffsetUnit, length
 from service.documents.xmlsafe import parse_xml
 
 
@@ -17,10 +19,23 @@ def _flat(element: Element | None) -> str:
     return " ".join("".join(element.itertext()).split()) if element is not None else ""
 
 
-def read_pubmed_xml(data: bytes, what: str = "PubMed XML") -> tuple[Collection, list[str]]:
+_MAX_UNPACKED = 2 << 30  # a PubMed baseline file unpacks to about 200 MB; refuse what could only be a zip bomb
+
+
+def gunzip(data: bytes, what: str) -> bytes:
+    with gzip.GzipFile(fileobj=io.BytesIO(data)) as fh:
+        out = fh.read(_MAX_UNPACKED + 1)
+    if len(out) > _MAX_UNPACKED:
+        raise DocumentError(f"{what}: unpacks to more than {_MAX_UNPACKED >> 30} GiB")
+    return out
+
+
+def read_pubmed_xml(data: bytes, what: str = "PubMed XML", unit: OffsetUnit = OffsetUnit.CODEPOINT) -> tuple[Collection, list[str]]:
     if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
+        data = gunzip(data, what)
     root = parse_xml(data, what)
+    if root.tag != "PubmedArticleSet":
+        raise DocumentError(f"{what}: the root element is <{root.tag}>, not <PubmedArticleSet>")
     deleted = [p.text or "" for p in root.findall("./DeleteCitation/PMID")]
     documents = []
     for article in root.iter("PubmedArticle"):
@@ -30,7 +45,7 @@ def read_pubmed_xml(data: bytes, what: str = "PubMed XML") -> tuple[Collection, 
         pmid = (citation.findtext("PMID") or "").strip()
         title = _flat(citation.find("./Article/ArticleTitle"))
         passages = [Passage(0, title, {"type": "title"})]
-        offset = len(title) + 1
+        offset = length(title, unit) + 1
         for section in citation.findall("./Article/Abstract/AbstractText"):
             text = _flat(section)
             if not text:
@@ -39,7 +54,7 @@ def read_pubmed_xml(data: bytes, what: str = "PubMed XML") -> tuple[Collection, 
             if section.get("Label"):
                 infons["section"] = section.get("Label", "")
             passages.append(Passage(offset, text, infons))
-            offset += len(text) + 1
+            offset += length(text, unit) + 1
         documents.append(Document(pmid, passages))
     return Collection(documents, source="PubMed"), deleted
 

@@ -16,13 +16,15 @@ from service.documents.offsets import OffsetUnit, from_units, length, to_units
 
 _EXTRA = "pubtator_columns"  # columns after the identifier, tab-joined (e.g. CDR's composite mentions)
 _PLAIN = ("type", "identifier", _EXTRA)
+_DIGITS = re.compile(r"[0-9]+")
+_BREAKS = str.maketrans({"\t": " ", "\r": " ", "\n": " "})
 # Other infons (the score and model of an annotation this service added) travel in one last column
 # as key=value pairs: PubTator tools read the first six columns and pass the rest along.
 _INFONS = re.compile(r"^[\w.-]+=[^;\t]*(?:;[\w.-]+=[^;\t]*)*$")
 
 
 def _encode_infons(infons: dict[str, str]) -> str:
-    return ";".join(f"{k}={v}" for k, v in infons.items() if k not in _PLAIN)
+    return ";".join(f"{k}={v}" for k, v in infons.items() if k not in _PLAIN).translate(_BREAKS)
 
 
 def _decode_infons(column: str) -> dict[str, str]:
@@ -38,7 +40,7 @@ def read_pubtator(data: bytes | str, unit: OffsetUnit = OffsetUnit.CODEPOINT, wh
     documents: list[Document] = []
     current: Document | None = None
     n_relations = 0
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(_lines(text), 1):
         where = f"{what} line {number}"
         if not line.strip():
             current = None
@@ -51,14 +53,14 @@ def read_pubtator(data: bytes | str, unit: OffsetUnit = OffsetUnit.CODEPOINT, wh
                 documents.append(current)
                 n_relations = 0
             if kind == "t" and current.passages:
-                raise DocumentError(f"{where}: a second title for document {pmid}")
+                raise DocumentError(f"{where}: a title line for document {pmid} after its title or abstract (title first, once)")
             offset = 0 if kind == "t" else sum(length(p.text, unit) + 1 for p in current.passages)
             current.passages.append(Passage(offset, body, {"type": "title" if kind == "t" else "abstract"}))
             continue
         fields = line.split("\t")
         if current is None or fields[0] != current.id or not current.passages:
             raise DocumentError(f"{where}: an annotation line before its document's title and abstract lines (or for another PMID)")
-        if len(fields) >= 5 and fields[1].isdigit() and fields[2].isdigit():
+        if len(fields) >= 5 and _DIGITS.fullmatch(fields[1]) and _DIGITS.fullmatch(fields[2]):
             start, end = int(fields[1]), int(fields[2])
             passage = _passage_at(current.passages, start)
             try:
@@ -77,7 +79,7 @@ def read_pubtator(data: bytes | str, unit: OffsetUnit = OffsetUnit.CODEPOINT, wh
             infons.update(encoded)
             annotation_id = str(sum(len(p.annotations) for p in current.passages))
             passage.annotations.append(Annotation(annotation_id, infons, [loc], fields[3]))
-        elif len(fields) >= 4 and not fields[1].isdigit():
+        elif len(fields) >= 4 and not fields[1].strip().isdigit():
             infons = {"relation": fields[1], **{f"arg{i}": value for i, value in enumerate(fields[2:], 1)}}
             current.relations.append(Relation(f"R{n_relations}", infons))
             n_relations += 1
@@ -103,7 +105,7 @@ def write_pubtator(collection: Collection, unit: OffsetUnit = OffsetUnit.CODEPOI
             for a in passage.annotations:
                 start, end = base + to_units(text, a.start, unit), base + to_units(text, a.end, unit)
                 identifier = a.infons.get("identifier") or a.infons.get("MESH", "")
-                columns = [document.id, str(start), str(end), a.text, a.type]
+                columns = [document.id, str(start), str(end), a.text.translate(_BREAKS), a.type]
                 encoded = _encode_infons(a.infons)
                 if identifier or _EXTRA in a.infons or encoded:
                     columns.append(identifier)
@@ -119,3 +121,9 @@ def write_pubtator(collection: Collection, unit: OffsetUnit = OffsetUnit.CODEPOI
             out.append("\t".join([document.id, relation.infons.get("relation", ""), *args]))
         out.append("")
     return ("\n".join(out) + ("\n" if out else "")).encode("utf-8")
+
+
+def _lines(text: str) -> list[str]:
+    """Lines split on \\n only (a trailing \\r dropped): str.splitlines() would also split inside a
+    text at U+2028, U+0085 or a form feed, which JSON and PubTator carry unescaped."""
+    return [line.removesuffix("\r") for line in text.split("\n")]

@@ -17,6 +17,7 @@ import pytest
 from in_process import app_client
 from paths import DEFAULT_MODEL, ROOT
 
+from service.bulk.files import MANIFEST
 from service.documents.formats import Format, read_documents
 from service.documents.offsets import OffsetUnit
 from service.settings import Settings
@@ -75,6 +76,7 @@ async def test_bioc_xml_keeps_the_collection_and_adds_traceable_annotations(clie
     assert [(a.text, a.type) for a in body.annotations] == [("p53", "protein")]
     infons = title.annotations[0].infons
     assert infons["model_sha256"] and infons["model"] and 0 < float(infons["score"]) <= 1
+    assert infons["source"] == "tiny-test"  # the head that found it (one head, named after the model)
     raw = response.text
     expected_offset = {"codepoint": 106, "utf16": 107, "utf8": 109}[unit.value]  # 😀: 2 UTF-16 units, 4 UTF-8 bytes
     assert f'offset="{expected_offset}" length="3"' in raw
@@ -147,7 +149,8 @@ def _annotate(model: Path, inputs: Path, output: Path, *flags: str) -> subproces
 
 
 def _outputs(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file a run left, hidden partials included; the settings manifest aside."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
 
 
 def test_cli_is_deterministic_resumable_and_process_count_blind(tiny_bundle: Path, tmp_path: Path) -> None:
@@ -164,6 +167,9 @@ def test_cli_is_deterministic_resumable_and_process_count_blind(tiny_bundle: Pat
     rerun = _annotate(tiny_bundle, inputs, tmp_path / "a", "--format", "bioc_xml")
     assert '"files": 1' in rerun.stdout and '"skipped": 4' in rerun.stdout  # only the missing file is redone
     assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
+    assert _outputs(tmp_path / "a") == outputs
+    other = _annotate(tiny_bundle, inputs, tmp_path / "a", "--format", "bioc_xml", "--offsets", "utf16")
+    assert other.returncode == 2 and "offsets: codepoint -> utf16" in other.stderr  # no mixing of files made two ways
     assert _outputs(tmp_path / "a") == outputs
 
 
@@ -199,6 +205,7 @@ def test_ray_run_equals_the_local_run(tiny_bundle: Path, tmp_path: Path) -> None
     from service.bulk.on_ray import run_on_ray
 
     inputs = _corpus(tmp_path / "in", None, files=3, per_file=2)
+    (inputs / "broken.pubtator").write_text("1|t|p53\nnot a pubtator line\n")
     options = Options(tiny_bundle, Format.BIOC_JSON, OffsetUnit.UTF16, threads=1)
     local = run_local(plan_jobs([str(inputs)], tmp_path / "local", options.output_format), options, progress=False)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -210,4 +217,5 @@ def test_ray_run_equals_the_local_run(tiny_bundle: Path, tmp_path: Path) -> None
         (on_ray.files, on_ray.documents, on_ray.entities) == (local.files, local.documents, local.entities) == (4, 13, on_ray.entities)
     )  # 3 files x 2 blocks x 2 documents + one .txt
     assert on_ray.entities > 0
+    assert len(on_ray.failed) == len(local.failed) == 1 and "broken.pubtator" in on_ray.failed[0]  # reported; the rest went on
     assert _outputs(tmp_path / "ray") == _outputs(tmp_path / "local")

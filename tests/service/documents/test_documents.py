@@ -159,3 +159,60 @@ def test_pubmed_xml_gz_as_nlm_distributes_it() -> None:
     assert (background.text, background.infons["section"], background.offset) == ("IL-2 binds.", "BACKGROUND", len(title.text) + 1)
     assert results.text == "p53 x2." and results.offset == background.offset + len(background.text) + 1
     assert [p.text for p in collection.documents[1].passages] == ["No abstract here."]
+
+
+@pytest.mark.parametrize(
+    ("data", "fmt", "message"),
+    [
+        (b"1|t|p53 kinase\n1\t\xc2\xb2\t3\tbc\tX\n", Format.PUBTATOR, "line 2: neither"),  # a superscript digit is no offset
+        (b'{"documents":[{"id":"1","passages":[{"offset":Infinity,"text":"a"}]}]}', Format.BIOC_JSON, "OverflowError"),
+        (b'{"documents":' + b"[" * 50_000, Format.BIOC_JSON, "RecursionError"),
+        (b"<?xml version='1.0' encoding='foo'?><collection/>", Format.BIOC_XML, "LookupError"),
+        (b'{"text": "p53 \\ud800 x"}\n', Format.JSONL, "lone surrogate"),
+        (
+            b"<collection><document><id>1</id><passage><offset>0</offset><text>p53</text>"
+            b"<annotation id='a'><text>p53</text></annotation></passage></document></collection>",
+            Format.BIOC_XML,
+            "annotation a: no location",
+        ),
+        (b"\x1f\x8b\x08\x00\x00\x00", Format.PUBMED, "EOFError|BadGzipFile"),
+    ],
+)
+def test_hostile_input_is_a_document_error_never_a_crash(data: bytes, fmt: Format, message: str) -> None:
+    with pytest.raises(DocumentError, match=message):
+        read_documents(data, fmt, OffsetUnit.CODEPOINT, "input")
+
+
+@pytest.mark.parametrize("fmt", WRITABLE)
+def test_our_own_output_reads_back_whatever_the_text_holds(fmt: Format) -> None:
+    """Line separators JSON and PubTator carry unescaped, CRLF, a form feed from a PDF, a tab in a
+    mention, a BOM in front: written, read back, every annotation still slices its passage."""
+    text = "a\u2028b p53\u0085c\r\nAspirin\x0chere"
+    passage = Passage(0, text)
+    passage.annotations = [
+        Annotation("0", {"type": "X", "alternatives": "Y:0.1,Z:0.05", "score": "0.9"}, [Location(4, 7)], "p53"),
+        Annotation("1", {"type": "C"}, [Location(11, 18)], "Aspirin"),
+    ]
+    collection = Collection([Document("9", [passage])])
+    written = write_documents(collection, fmt)
+    again = read_documents(b"\xef\xbb\xbf" + written, sniff(written), OffsetUnit.CODEPOINT)
+    [back] = again.passages()[:1]
+    assert [back.text[a.start : a.end] for a in back.annotations] == ["p53", "Aspirin"]
+    assert back.annotations[0].infons["alternatives"] == "Y:0.1,Z:0.05"
+
+
+def test_pubmed_offsets_follow_the_unit() -> None:
+    import gzip
+
+    title = "α-syn 😀"
+    data = gzip.compress(
+        f"<PubmedArticleSet><PubmedArticle><MedlineCitation><PMID>1</PMID><Article><ArticleTitle>{title}</ArticleTitle>"
+        "<Abstract><AbstractText>p53 binds.</AbstractText></Abstract></Article></MedlineCitation></PubmedArticle>"
+        "</PubmedArticleSet>".encode()
+    )
+    for unit in OffsetUnit:
+        abstract = read_documents(data, Format.PUBMED, unit).documents[0].passages[1]
+        assert abstract.offset == length(title, unit) + 1
+    with pytest.raises(DocumentError, match="not <PubmedArticleSet>"):
+        read_documents(gzip.compress(b"<collection/>"), Format.PUBMED)
+    assert sniff(gzip.compress(b"<collection><document/></collection>"), "a.xml.gz") is Format.BIOC_XML
