@@ -31,6 +31,7 @@ from train.evaluate import evaluate_documents
 from train.export import ParityError, max_logit_difference, sample_rows, write_golden_answers
 from train.golden_texts import GOLDEN_TEXTS
 from train.joint import ENCODER_DIR, MultiHeadTagger, load_checkpoint
+from train.model_card import portable
 from train.quantize import node_groups, quantize_static
 
 
@@ -118,6 +119,8 @@ def run_export_joint(args: argparse.Namespace) -> int:
     write_golden_answers(output, runners, pipeline, "int8_static_s7" if args.quantize == "static" else "fp32")
     (output / "model.fp32.onnx").unlink(missing_ok=True)
     extra = {**serving.extra, "quantization": args.quantize, "onnx_sha256": file_sha256(output / MODEL_FILE), "export": report}
+    if "train_config" in extra:  # paths that mean something on another machine
+        extra["train_config"] = {k: portable(v) if k in ("base_model", "output") else v for k, v in extra["train_config"].items()}
     write_serving(output, replace(released, extra=extra))
     print(f"bundle written to {output}: heads {[h.name for h in serving.heads]}, {(output / MODEL_FILE).stat().st_size / 1e6:.1f} MB")
     return 0
