@@ -51,6 +51,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends python3 && rm -
     && useradd --system --uid 10001 --no-create-home bioner
 COPY --from=gpu-builder /opt/venv /opt/venv
 COPY models/bioner-minilm-jnlpba /app/models/bioner-minilm-jnlpba
+COPY models/bioner-minilm-joint /app/models/bioner-minilm-joint
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 \
     BIONER_HOST=0.0.0.0 BIONER_PORT=8000 BIONER_PROVIDER=cuda \
     BIONER_MODEL_PATH=/app/models/bioner-minilm-jnlpba
@@ -67,6 +68,7 @@ RUN (command -v useradd >/dev/null && useradd --system --uid 10001 --no-create-h
     || echo "bioner:x:10001:10001::/nonexistent:/usr/sbin/nologin" >> /etc/passwd
 COPY --from=builder /opt/venv /opt/venv
 COPY models/bioner-minilm-jnlpba /app/models/bioner-minilm-jnlpba
+COPY models/bioner-minilm-joint /app/models/bioner-minilm-joint
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 \
     BIONER_HOST=0.0.0.0 BIONER_PORT=8000 BIONER_PROVIDER=cpu \
     BIONER_MODEL_PATH=/app/models/bioner-minilm-jnlpba
