@@ -91,7 +91,10 @@ def test_api_key(tiny_bundle: Path, tmp_path: Path) -> None:
 async def test_overload_503_then_success() -> None:
     """Real model, a queue of 2 windows: most of 24 concurrent requests are refused at first,
     and every one succeeds after honouring Retry-After."""
-    proc, url = start_server(DEFAULT_MODEL, "--max-queue-windows", "2", "--max-text-chars", "100", "--retry-after-s", "1")
+    # A 500 ms batch wait: the first two windows sit in the queue, so the other requests meet a full
+    # queue however fast or slow (a busy CI machine) the server is.
+    server_flags = ["--max-queue-windows", "2", "--max-text-chars", "100", "--retry-after-s", "1", "--max-wait-ms", "500"]
+    proc, url = start_server(DEFAULT_MODEL, *server_flags)
     texts = [f"IL-{i} activates NF-kappa B in T cells." for i in range(24)]
     try:
         async with AsyncClient(url, retry=RetryPolicy(attempts=20, max_backoff_s=2)) as ner:
