@@ -44,7 +44,9 @@ NASTY = [
 
 @pytest.fixture(scope="module")
 def client(tiny_bundle: Path) -> Iterator[TestClient]:
-    settings_ = Settings(model_path=tiny_bundle, max_text_chars=120_000, max_wait_ms=0, max_length=128, stride=32)
+    # A long deadline: these tests are about what any text does to offsets, not about admission,
+    # which on a busy machine may rightly refuse a 120,000-character text as too slow for 30 s.
+    settings_ = Settings(model_path=tiny_bundle, max_text_chars=120_000, max_wait_ms=0, max_length=128, stride=32, request_timeout_s=300)
     with TestClient(create_app(settings_)) as c:
         yield c
 
