@@ -6,11 +6,16 @@
 2. a raw ONNX Runtime session on the same bundle: pre-tokenised windows, length-sorted batches,
    no HTTP, no queue: the ceiling for this model on this machine.
 3. the service over HTTP (a real server process) at client concurrencies 1, 4, 16, 64 with the
-   micro-batcher on, and at 16 with batching off (max batch size 1).
+   micro-batcher on, and at 16 with batching off (max batch size 1);
+4. the service under an open-loop load: Poisson arrivals at stated shares of the capacity
+   measured in 3 (25%, 50%, 65%, 80%, 90% by default), latency counted from each request's
+   scheduled arrival, so a slow server cannot slow the offered load down (no coordinated omission).
 
 Reports texts/s, tokens/s, latency p50/p95/p99, mean batch size, server peak RSS, strict span
-F1 on the same texts, the ratios service/pipeline and service/raw-ORT, and time to ready, as a
-Markdown table and a JSON file. Loopback only.
+F1 on the same texts, tokens of model work per text token, the ratios service/pipeline and
+service/raw-ORT, the latency curve with its knee, and time to ready, as a Markdown table and a
+JSON file. ``--max-length``, ``--stride`` and ``--window-align`` set the window plan of the raw
+session and the service alike (default: the bundle's). Loopback only.
 
     python loadtest/bench.py --model models/bioner-minilm-jnlpba --checkpoint runs/jnlpba-minilm \
         --texts ../shared/data/jnlpba/train --limit 300 --out loadtest/results
@@ -29,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from service.bundle_format import pipeline_for  # noqa: E402
 from service.decoding.pipeline import pad_windows  # noqa: E402
+from service.decoding.windows import Align  # noqa: E402
 from service.runtime.bundle import load_bundle  # noqa: E402
 from service.runtime.session import OnnxSession  # noqa: E402
 
@@ -80,6 +87,19 @@ def f1(gold: list[Spans], predicted: list[Spans]) -> float:
     return 2 * tp / (len(g) + len(p)) if g or p else 1.0
 
 
+def cpu_model() -> str:
+    """``lscpu``'s model name, with AVX-512 VNNI or AVX2 noted: int8 speed depends on it."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    name = re.search(r"model name\s*:\s*(.+)", info)
+    flags = re.search(r"flags\s*:\s*(.+)", info)
+    have = set(flags.group(1).split()) if flags else set()
+    isa = "AVX-512 VNNI" if "avx512_vnni" in have else "AVX2, no VNNI" if "avx2" in have else "no AVX2"
+    return f"{name.group(1).strip() if name else 'unknown CPU'} ({isa})"
+
+
 def percentiles(latencies: list[float]) -> dict[str, float]:
     if len(latencies) < 2:
         return {"p50": latencies[0] if latencies else 0.0, "p95": 0.0, "p99": 0.0}
@@ -88,10 +108,11 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------- raw ONNX Runtime
-def bench_raw_ort(model: Path, texts: list[str], threads: int, batch_size: int) -> dict[str, Any]:
+def bench_raw_ort(model: Path, texts: list[str], threads: int, batch_size: int, window: dict[str, Any]) -> dict[str, Any]:
+    """The service's own windows (same plan), length-sorted into batches: the ceiling for this model."""
     bundle = load_bundle(model)
     session = OnnxSession(bundle.onnx_path, len(bundle.scheme), intra_op_threads=threads)
-    pipeline = pipeline_for(bundle.serving, bundle.encoder, bundle.scheme, bundle.pad_id)
+    pipeline = pipeline_for(bundle.serving, bundle.encoder, bundle.scheme, bundle.pad_id, **window)
     plan = pipeline.plan(texts)  # pre-tokenised: not timed
     rows = list(plan.rows)
     ordered = sorted(rows, key=len)
@@ -108,6 +129,9 @@ def bench_raw_ort(model: Path, texts: list[str], threads: int, batch_size: int) 
         "texts_per_s": len(texts) / seconds,
         "tokens": plan.tokens,
         "windows": len(rows),
+        "work_per_token": plan.work_tokens / plan.tokens,
+        "padded_per_token": sum(ids.size for ids, _ in batches) / plan.tokens,
+        "window": {"max_length": pipeline.window.max_length, "stride": pipeline.window.stride, "align": pipeline.window.align.value},
         "predicted": predicted,
         "batch_size": batch_size,
     }
@@ -210,11 +234,72 @@ async def drive(url: str, texts: list[str], concurrency: int) -> dict[str, Any]:
     }
 
 
-def bench_service(model: Path, texts: list[str], threads: int, concurrencies: list[int], extra: dict[str, str]) -> dict[str, Any]:
+async def open_loop(url: str, texts: list[str], rate: float, seconds: float, seed: int) -> dict[str, Any]:
+    """Poisson arrivals at ``rate`` texts/s for ``seconds``; each latency runs from the scheduled
+    arrival, so time the client spent late counts against the server, as a user would see it."""
+    rng = random.Random(seed)
+    arrivals, t = [], rng.expovariate(rate)
+    while t < seconds:
+        arrivals.append(t)
+        t += rng.expovariate(rate)
+    limits = httpx.Limits(max_connections=1024, max_keepalive_connections=64)
+    latencies: list[float] = []
+    failures = 0
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=300) as client:
+        await client.post("/ner", json={"text": texts[0]})
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+
+        async def one(i: int, at: float) -> None:
+            nonlocal failures
+            await asyncio.sleep(max(0.0, start + at - loop.time()))
+            response = await client.post("/ner", json={"text": texts[i % len(texts)]})
+            if response.status_code != 200:
+                failures += 1
+            else:
+                latencies.append(loop.time() - start - at)
+
+        await asyncio.gather(*(one(i, at) for i, at in enumerate(arrivals)))
+        elapsed = loop.time() - start
+    achieved = len(latencies) / elapsed
+    return {"offered_per_s": rate, "requests": len(arrivals), "achieved_per_s": achieved, "failures": failures, **percentiles(latencies)}
+
+
+def knee(curve: list[dict[str, Any]], factor: float = 2.0) -> float | None:
+    """The highest load share before the first one whose p99 exceeds ``factor`` x the lightest load's p99."""
+    if not curve:
+        return None
+    base = curve[0]["p99"]
+    below = None
+    for point in curve:
+        if point["p99"] > factor * base or point["failures"]:
+            return below
+        below = point["share"]
+    return below
+
+
+def bench_service(
+    model: Path,
+    texts: list[str],
+    threads: int,
+    concurrencies: list[int],
+    extra: dict[str, str],
+    loads: Sequence[float] = (),
+    load_seconds: float = 20.0,
+) -> dict[str, Any]:
     proc, url, ready_s = start_service(model, threads, extra)
     try:
         runs = {c: asyncio.run(drive(url, texts, c)) for c in concurrencies}
-        return {"ready_seconds": ready_s, "runs": runs, "peak_rss_mb": peak_rss_mb(proc.pid)}
+        out: dict[str, Any] = {"ready_seconds": ready_s, "runs": runs}
+        if loads:
+            capacity = max(r["texts_per_s"] for r in runs.values())
+            curve = []
+            for k, share in enumerate(loads):
+                point = asyncio.run(open_loop(url, texts, share * capacity, load_seconds, seed=k))
+                curve.append({"share": share, **point})
+            out["open_loop"] = {"capacity_per_s": capacity, "seconds": load_seconds, "curve": curve, "knee_share": knee(curve)}
+        out["peak_rss_mb"] = peak_rss_mb(proc.pid)
+        return out
     finally:
         stop_service(proc)
 
@@ -231,22 +316,36 @@ def main() -> None:
     parser.add_argument("--raw-batch-size", type=int, default=8)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--service-env", nargs="*", default=[], help="extra BIONER_*=value settings for the service runs")
+    parser.add_argument("--max-length", type=int, default=None, help="window length for raw ORT and the service (default: bundle's)")
+    parser.add_argument("--stride", type=int, default=None, help="window overlap for raw ORT and the service (default: bundle's)")
+    parser.add_argument("--window-align", choices=["tokens", "sentences"], default=None, help="default: the bundle's")
+    parser.add_argument("--loads", type=float, nargs="*", default=[0.25, 0.5, 0.65, 0.8, 0.9], help="open-loop shares of capacity")
+    parser.add_argument("--load-seconds", type=float, default=20.0, help="seconds of arrivals per open-loop load")
+    parser.add_argument("--no-unbatched", action="store_true", help="skip the batching-off run")
     parser.add_argument("--out", type=Path, default=ROOT / "loadtest" / "results")
     args = parser.parse_args()
     texts, gold = load_corpus(args.texts, args.limit, args.dev_fraction, args.seed)
     bundle = load_bundle(args.model)
     extra = dict(kv.split("=", 1) for kv in args.service_env)
-    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "threads": args.threads}, "texts": len(texts)}
+    window: dict[str, Any] = {}
+    if args.max_length:
+        window["max_length"], extra["BIONER_MAX_LENGTH"] = args.max_length, str(args.max_length)
+    if args.stride is not None:
+        window["stride"], extra["BIONER_STRIDE"] = args.stride, str(args.stride)
+    if args.window_align:
+        window["align"], extra["BIONER_WINDOW_ALIGN"] = Align(args.window_align), args.window_align
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "threads": args.threads, "cpu": cpu_model()}, "texts": len(texts)}
 
-    raw = bench_raw_ort(args.model, texts, args.threads, args.raw_batch_size)
+    raw = bench_raw_ort(args.model, texts, args.threads, args.raw_batch_size, window)
     tokens = raw["tokens"]
     results["raw_ort"] = raw
-    pipe = bench_pipeline(args.checkpoint, texts, args.threads, bundle.max_length, bundle.stride)
+    pipe = bench_pipeline(args.checkpoint, texts, args.threads, bundle.serving.window.max_length, bundle.serving.window.stride)
     results["pipeline"] = pipe
-    results["service"] = bench_service(args.model, texts, args.threads, args.concurrency, extra)
-    results["service_unbatched"] = bench_service(args.model, texts, args.threads, [16], {**extra, "BIONER_MAX_BATCH_SIZE": "1"})
+    results["service"] = bench_service(args.model, texts, args.threads, args.concurrency, extra, args.loads, args.load_seconds)
+    if not args.no_unbatched:
+        results["service_unbatched"] = bench_service(args.model, texts, args.threads, [16], {**extra, "BIONER_MAX_BATCH_SIZE": "1"})
 
-    rows = []
+    rows: list[tuple[str, str, float, dict[str, Any] | None, str, float]] = []
     if isinstance(pipe, dict):
         rows.append(("transformers pipeline (PyTorch, first)", "1", pipe["texts_per_s"], pipe, "-", f1(gold, pipe["predicted"])))
     rows.append((f"raw ONNX Runtime (batches of {args.raw_batch_size})", "-", raw["texts_per_s"], None, "-", f1(gold, raw["predicted"])))
@@ -254,14 +353,18 @@ def main() -> None:
         rows.append(
             ("service, micro-batching", str(c), run["texts_per_s"], run, f"{run['mean_batch_windows']:.2f}", f1(gold, run["predicted"]))
         )
-    unbatched = results["service_unbatched"]["runs"][16]
-    rows.append(("service, batching off", "16", unbatched["texts_per_s"], unbatched, "1.00", f1(gold, unbatched["predicted"])))
+    if "service_unbatched" in results:
+        unbatched = results["service_unbatched"]["runs"][16]
+        rows.append(("service, batching off", "16", unbatched["texts_per_s"], unbatched, "1.00", f1(gold, unbatched["predicted"])))
 
     single = results["service"]["runs"].get(1)
     at16 = results["service"]["runs"].get(16)
+    w = raw["window"]
     lines = [
-        f"{len(texts)} JNLPBA abstracts (dev split), {tokens} subword tokens; "
-        f"{os.cpu_count()} CPU cores, {args.threads} inference threads.",
+        f"{len(texts)} JNLPBA abstracts (dev split), {tokens} subword tokens; {results['machine']['cpu']}, "
+        f"{os.cpu_count()} CPU cores, {args.threads} inference threads. Windows {w['max_length']} tokens, overlap {w['stride']}, "
+        f"aligned to {w['align']}: {raw['work_per_token']:.3f} tokens of model work per text token "
+        f"({raw['padded_per_token']:.3f} with padding in raw ORT's length-sorted batches).",
         "",
         "| way | concurrency | texts/s | tokens/s | p50 ms | p95 ms | p99 ms | windows/batch | strict span F1 |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -279,10 +382,36 @@ def main() -> None:
             ratios["service16_over_pipeline"] = at16["texts_per_s"] / pipe["texts_per_s"]
         if single:
             ratios["p99_at_16_over_single_p50"] = at16["p99"] / single["p50"]
+    if isinstance(pipe, dict):
+        ratios["raw_ort_over_pipeline"] = raw["texts_per_s"] / pipe["texts_per_s"]
+    curve = results["service"].get("open_loop")
+    if curve and single:
+        at_half = min(curve["curve"], key=lambda p: abs(p["share"] - 0.5))
+        ratios["open_loop_p99_at_50pct_over_single_p50"] = at_half["p99"] / single["p50"]
     ratios["peak_rss_mb"] = results["service"]["peak_rss_mb"]
     ratios["ready_seconds"] = results["service"]["ready_seconds"]
     results["ratios"] = ratios
     lines += ["", *[f"- {k}: {v:.2f}" for k, v in ratios.items()]]
+    if curve:
+        lines += [
+            "",
+            f"Open loop (Poisson arrivals, {curve['seconds']:.0f} s per load; capacity {curve['capacity_per_s']:.1f} texts/s "
+            f"from the closed-loop runs above):",
+            "",
+            "| load | offered texts/s | achieved texts/s | p50 ms | p99 ms | failed |",
+            "|---|---|---|---|---|---|",
+        ]
+        for point in curve["curve"]:
+            lines.append(
+                f"| {point['share']:.0%} | {point['offered_per_s']:.1f} | {point['achieved_per_s']:.1f} | "
+                f"{point['p50'] * 1000:.0f} | {point['p99'] * 1000:.0f} | {point['failures']} |"
+            )
+        knee_share = curve["knee_share"]
+        lines.append(
+            f"\nKnee: p99 stays within 2x of its light-load value up to {knee_share:.0%} of capacity."
+            if knee_share is not None
+            else "\nKnee: p99 doubles already at the lightest load step."
+        )
     if isinstance(pipe, str):
         lines.append(f"- pipeline: {pipe}")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -290,7 +419,7 @@ def main() -> None:
         if isinstance(results[section], dict):
             results[section].pop("predicted", None)
     for key in ("service", "service_unbatched"):
-        for run in results[key]["runs"].values():
+        for run in results.get(key, {}).get("runs", {}).values():
             run.pop("predicted", None)
     (args.out / "bench.md").write_text("\n".join(lines) + "\n")
     (args.out / "bench.json").write_text(json.dumps(results, indent=2, default=str))

@@ -125,6 +125,7 @@ def make_pipeline(bundle: Bundle, settings: Settings, name: str | None = None) -
         bundle.pad_id,
         max_length=settings.max_length,
         stride=settings.stride,
+        align=settings.window_align,
         strategy=settings.aggregation_strategy,
         decoding=settings.decoding,
         name=name,

@@ -17,7 +17,7 @@ from service.decoding.aggregate import Decoding, Strategy
 from service.decoding.crf import CRF_KEY, Transitions
 from service.decoding.labels import LabelScheme
 from service.decoding.pipeline import Head, Pipeline
-from service.decoding.windows import DEFAULT_WINDOW, TextEncoder, WindowConfig
+from service.decoding.windows import DEFAULT_WINDOW, Align, TextEncoder, WindowConfig
 from service.errors import BundleError
 
 SERVING_FILE = "serving.json"
@@ -38,7 +38,7 @@ BUNDLE_FILES = (
 )
 
 # Keys this module types; everything else in serving.json travels untouched in ``extra``.
-_TYPED = {"name", "version", "max_length", "stride", "aggregation_strategy", "decoding", CRF_KEY, "calibration", "heads"}
+_TYPED = {"name", "version", "max_length", "stride", "window_align", "aggregation_strategy", "decoding", CRF_KEY, "calibration", "heads"}
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,7 @@ class ServingConfig:
         out: dict[str, Any] = {
             "max_length": self.window.max_length,
             "stride": self.window.stride,
+            "window_align": self.window.align.value,
             "aggregation_strategy": self.strategy.value,
             "decoding": self.default_decoding.value,
         }
@@ -126,7 +127,11 @@ class ServingConfig:
         """Typed and validated; ``where`` names the file in the one-line error."""
         try:
             transitions = Transitions.from_json(data[CRF_KEY]) if CRF_KEY in data else None
-            window = WindowConfig(int(data.get("max_length", DEFAULT_WINDOW.max_length)), int(data.get("stride", DEFAULT_WINDOW.stride)))
+            window = WindowConfig(
+                int(data.get("max_length", DEFAULT_WINDOW.max_length)),
+                int(data.get("stride", DEFAULT_WINDOW.stride)),
+                Align(data.get("window_align", DEFAULT_WINDOW.align.value)),
+            )
             strategy = Strategy(data.get("aggregation_strategy", Strategy.FIRST.value))
             decoding = Decoding(data["decoding"]) if "decoding" in data else None
         except (ValueError, TypeError) as exc:
@@ -189,6 +194,7 @@ def pipeline_for(
     *,
     max_length: int | None = None,
     stride: int | None = None,
+    align: Align | None = None,
     strategy: Strategy | None = None,
     decoding: Decoding | None = None,
     name: str | None = None,
@@ -197,7 +203,9 @@ def pipeline_for(
 
     ``scheme`` is ``config.json``'s labels: one head's, or every head's side by side. A one-head
     bundle's head is called ``name`` (the name it is served under; default: the bundle's)."""
-    window = WindowConfig(max_length or serving.window.max_length, serving.window.stride if stride is None else stride)
+    window = WindowConfig(
+        max_length or serving.window.max_length, serving.window.stride if stride is None else stride, align or serving.window.align
+    )
     strategy, decoding = strategy or serving.strategy, decoding or serving.default_decoding
     if not serving.heads:
         head_name = name or serving.name or ""

@@ -52,6 +52,7 @@ class ModelInfo:
     limits: dict[str, float] | None = None  # what one request may hold, for clients that chunk
     temperature: float = 1.0  # score calibration: 1.0 means raw probabilities
     heads: tuple[dict[str, object], ...] = ()  # name and labels of each head, one encoder pass for all
+    window_align: str = "tokens"  # where windows end: fixed token counts, or sentence starts
 
 
 class Engine(Protocol):
@@ -132,6 +133,7 @@ class NerEngine:
             session.provider,
             temperature=pipeline.temperature,
             heads=tuple({"name": h.name, "labels": list(h.scheme.entity_types)} for h in pipeline.heads),
+            window_align=pipeline.window.align.value,
         )
 
     @staticmethod

@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.decoding.aggregate import Decoding, Strategy
+from service.decoding.windows import Align
 
 _BUNDLE = Path("models") / "bioner-minilm-jnlpba"
 # A model name travels in JSON bodies, query strings and metric labels: keep it plain.
@@ -68,6 +69,11 @@ class Settings(BaseSettings):
     graph_optimization: GraphOptimization = Field(GraphOptimization.ALL, description="ONNX Runtime graph optimisation level.")
     max_length: int | None = Field(None, ge=8, le=4096, description="Window length in tokens; default: the bundle's training length.")
     stride: int | None = Field(None, ge=0, description="Overlap between windows in tokens; default: the bundle's.")
+    window_align: Align | None = Field(
+        None,
+        description="Where windows end: 'tokens' (fixed length, overlapping by stride) or 'sentences' (at a sentence start "
+        "in the window's second half, no overlap there); default: the bundle's.",
+    )
     aggregation_strategy: Strategy | None = Field(None, description="Default subword aggregation; default: the bundle's.")
     decoding: Decoding | None = Field(
         None, description="Default label decoding; default: the bundle's (crf for CRF models, else constrained)."

@@ -7,4 +7,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("BIONER_SHARED_DATA", ROOT.parent / "shared" / "data"))
-DEFAULT_MODEL = ROOT / "models" / "bioner-minilm-jnlpba"
+JNLPBA_BUNDLE = ROOT / "models" / "bioner-minilm-jnlpba"
+JOINT_BUNDLE = ROOT / "models" / "bioner-minilm-joint"
+DEFAULT_MODEL = JNLPBA_BUNDLE  # what the service serves when no model is configured

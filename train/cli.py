@@ -54,6 +54,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     e.add_argument("--decoding", choices=["greedy", "constrained", "crf"], default=None, help="default: the model's")
     e.add_argument("--max-length", type=int, default=None)
     e.add_argument("--stride", type=int, default=None)
+    e.add_argument("--window-align", choices=["tokens", "sentences"], default=None, help="where windows end; default: the model's")
     e.add_argument("--tag-map", default=None)
     e.add_argument("--separator", default=" ")
     e.add_argument("--types", nargs="*", default=None, help="score only these entity types (cross-corpus: the types both corpora share)")

@@ -14,7 +14,7 @@ from service.corpora.scoring import format_table
 from service.decoding.aggregate import Decoding, Strategy
 from service.decoding.labels import LabelScheme
 from service.decoding.pipeline import RunBatch
-from service.decoding.windows import TextEncoder
+from service.decoding.windows import Align, TextEncoder
 from train.evaluate import evaluate_documents
 
 
@@ -46,6 +46,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             scheme,
             max_length=args.max_length,
             stride=args.stride,
+            align=Align(args.window_align) if args.window_align else None,
             strategy=Strategy(args.strategy) if args.strategy else None,
             decoding=Decoding(args.decoding) if args.decoding else None,
         )
@@ -58,6 +59,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "documents": len(docs),
         "max_length": window.max_length,
         "stride": window.stride,
+        "window_align": window.align.value,
         "strategy": defaults.strategy.value,
         "decoding": defaults.decoding.value,
         "types": args.types or "all",

@@ -222,6 +222,7 @@ class ModelInfoOut(BaseModel):
     labels: list[str]
     max_length: int
     stride: int
+    window_align: str = Field("tokens", description="Where windows end: 'tokens' (fixed length, overlapping) or 'sentences'.")
     aggregation_strategy: str
     decoding: str
     provider: str
@@ -258,6 +259,7 @@ class ModelEntryOut(BaseModel):
                     "labels": ["DNA", "RNA", "cell_line", "cell_type", "protein"],
                     "max_length": 128,
                     "stride": 32,
+                    "window_align": "tokens",
                     "provider": "CPUExecutionProvider",
                     "decoding": "constrained",
                     "aggregation_strategy": "first",
@@ -274,6 +276,7 @@ class ModelEntryOut(BaseModel):
     labels: list[str]
     max_length: int = Field(description="Window length in tokens.")
     stride: int = Field(description="Overlap between windows in tokens.")
+    window_align: str = Field(description="Where windows end: 'tokens' (fixed length, overlapping) or 'sentences'.")
     provider: str
     decoding: str
     aggregation_strategy: str

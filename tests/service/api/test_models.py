@@ -87,8 +87,10 @@ async def test_models_lists_every_model_and_marks_the_default(client: httpx.Asyn
     assert (chem["version"], chem["max_length"], chem["stride"], chem["decoding"]) == ("2", 16, 4, "greedy")
     assert chem["provider"] == "CPUExecutionProvider" and len(chem["sha256"]) == 64
     assert set(prot) == {
-        "name", "default", "version", "sha256", "heads", "labels", "max_length", "stride", "provider", "decoding", "aggregation_strategy"
+        "name", "default", "version", "sha256", "heads", "labels", "max_length", "stride", "window_align", "provider", "decoding",
+        "aggregation_strategy",
     }  # fmt: skip
+    assert prot["window_align"] == "tokens"
     model = (await client.get("/model")).json()  # /model stays the default model's
     assert model["name"] == "prot" and model["labels"] == ["protein", "DNA"] and model["limits"]["max_text_chars"] == 1000
     assert (await client.get("/ready")).json() == {"status": "ready", "model": "prot"}
@@ -197,3 +199,12 @@ def test_bad_model_settings_refuse_startup_with_one_line(
     assert main(["serve", "--model-path", str(tiny_bundle), *flags, "--max-text-chars", "1000", "--port", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("bioner: cannot start: ") and message in err and err.count("\n") == 1
+
+
+async def test_window_alignment_setting_reaches_every_model(bundles: dict[str, Path]) -> None:
+    async with app_client(_settings(bundles, window_align="sentences")) as (client, _):
+        assert [m["window_align"] for m in (await client.get("/models")).json()] == ["sentences", "sentences"]
+        assert (await client.get("/model")).json()["window_align"] == "sentences"
+        answer = await client.post("/ner", json={"text": " ".join([TEXT] * 12)})  # several windows, cut at sentence starts
+        assert answer.status_code == 200
+        assert _found(answer.json()) == [("p53 kinase", "protein"), ("myc gene", "DNA")] * 12

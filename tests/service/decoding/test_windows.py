@@ -2,11 +2,24 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from paths import JNLPBA_BUNDLE
 from tiny_bundle import build_tokenizer
 
 from service.decoding.labels import LabelScheme
 from service.decoding.pipeline import Pipeline
-from service.decoding.windows import TextEncoder, WindowConfig, WindowSpan, owner_windows, plan_windows, stitch
+from service.decoding.windows import (
+    Align,
+    TextEncoder,
+    WindowConfig,
+    WindowSpan,
+    owner_windows,
+    plan_sentence_windows,
+    plan_windows,
+    sentence_starts,
+    stitch,
+)
 
 
 def test_short_text_is_one_window() -> None:
@@ -71,3 +84,61 @@ def test_long_text_logits_equal_short_text_logits_for_context_free_model() -> No
     logits = pipeline.token_logits(plan, pipeline.run(run, plan, batch_size=3))
     for text, lg in zip(plan.texts, logits):
         np.testing.assert_allclose(lg, table[text.encoded.ids])
+
+
+# ---------------------------------------------------------------------------------- sentence-aligned windows
+def test_sentence_windows_end_at_sentence_starts_without_overlap() -> None:
+    # content 10: each window ends at the last sentence start in (start + 5, start + 10].
+    spans = plan_sentence_windows(30, 10, 3, np.array([4, 7, 14, 22, 25]))
+    assert spans == [WindowSpan(0, 7), WindowSpan(7, 14), WindowSpan(14, 22), WindowSpan(22, 30)]
+
+
+def test_a_sentence_longer_than_a_window_is_cut_with_overlap() -> None:
+    spans = plan_sentence_windows(30, 10, 3, np.array([2, 25]))  # 2 is in the first half: no cut there
+    assert spans[0] == WindowSpan(0, 10) and spans[1].start == 7  # cut inside the sentence, overlap 3
+    assert spans[-1].end == 30
+    covered = np.zeros(30, bool)
+    for s in spans:
+        covered[s.start : s.end] = True
+    assert covered.all() and all(s.end - s.start <= 10 for s in spans)
+
+
+@given(
+    n=st.integers(1, 400),
+    content=st.integers(4, 64),
+    stride_share=st.floats(0, 0.9),
+    starts=st.lists(st.integers(1, 399), max_size=60),
+)
+def test_sentence_windows_cover_every_token_within_the_bound(n: int, content: int, stride_share: float, starts: list[int]) -> None:
+    stride = min(content - 1, int(content * stride_share))
+    config = WindowConfig(content, stride, Align.SENTENCES)
+    spans = config.plan(n, 0, np.array(sorted(set(s for s in starts if s < n)), dtype=np.int64))
+    covered = np.zeros(n, bool)
+    for s in spans:
+        assert 0 < s.end - s.start <= content
+        covered[s.start : s.end] = True
+    assert covered.all() and spans[-1].end == n
+    assert len(spans) <= config.max_windows(n, 0)  # admission's bound holds whatever the sentences
+
+
+@pytest.fixture(scope="module")
+def minilm_encoder() -> TextEncoder:
+    return TextEncoder.from_file(JNLPBA_BUNDLE / "tokenizer.json")
+
+
+def test_sentence_starts_find_sentences_not_abbreviations(minilm_encoder: TextEncoder) -> None:
+    text = "IL-2 binds the receptor (e.g. CD25) in T cells. The kinase was active, as Smith et al. Reported. 3 mice died! Why?"
+    encoded = minilm_encoder.encode(text)
+    found = [text[encoded.offsets[i][0] :].split()[0] for i in sentence_starts(text, encoded)]
+    assert found == ["The", "3", "Why?"]
+
+
+def test_pipeline_aligned_to_sentences_reads_each_token_once(minilm_encoder: TextEncoder) -> None:
+    scheme = LabelScheme.from_id2label({0: "O", 1: "B-x", 2: "I-x"})
+    text = " ".join(f"Sentence number {k} mentions the p53 protein and the NF-kappa B complex." for k in range(40))
+    tokens = Pipeline(minilm_encoder, scheme, WindowConfig(64, 16)).plan([text])
+    sentences = Pipeline(minilm_encoder, scheme, WindowConfig(64, 16, Align.SENTENCES)).plan([text])
+    assert tokens.work_tokens > 1.2 * tokens.tokens  # overlapping windows read a fifth of the text twice
+    assert sentences.work_tokens == sentences.tokens  # every cut fell on a sentence start
+    for span in sentences.texts[0].spans[1:]:
+        assert text[sentences.texts[0].encoded.offsets[span.start][0] :].startswith("Sentence")

@@ -87,3 +87,12 @@ def test_per_batch_quantisation_is_refused(tmp_path: Path) -> None:
     onnx.save(model, str(folder / "model.onnx"))
     with pytest.raises(BundleError, match=r"quantises activations per batch \(DynamicQuantizeLinear\)"):
         load_bundle(folder)
+
+
+def test_window_alignment_is_read_from_serving_json(tmp_path: Path) -> None:
+    folder = write_bundle(tmp_path / "b")
+    _set_serving(folder, window_align="sentences")
+    assert load_bundle(folder).serving.window.align.value == "sentences"
+    _set_serving(folder, window_align="paragraphs")
+    with pytest.raises(BundleError, match="serving.json.*paragraphs"):
+        load_bundle(folder)
