@@ -57,6 +57,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     e.add_argument("--window-align", choices=["tokens", "sentences"], default=None, help="where windows end; default: the model's")
     e.add_argument("--tag-map", default=None)
     e.add_argument("--separator", default=" ")
+    e.add_argument("--join-sentences", type=int, default=1, help="score column files as documents of this many consecutive sentences")
     e.add_argument("--types", nargs="*", default=None, help="score only these entity types (cross-corpus: the types both corpora share)")
     e.add_argument("--report", default=None, help="write the JSON report here")
     e.set_defaults(handler=_evaluate)

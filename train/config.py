@@ -124,6 +124,13 @@ class JointConfig:
         metadata=flag("a batch comes from corpus i with probability proportional to (its windows)^alpha: 1 proportional, 0 uniform"),
     )
     separator: str = field(default=" ", metadata=flag(SEPARATOR))
+    join_sentences: int = field(
+        default=8,
+        metadata=flag(
+            "join this many consecutive column-file sentences into one document (before the dev split), so "
+            "training windows hold abstract-length text as served ones do; 1: sentences alone"
+        ),
+    )
     seed: int = field(default=13, metadata=flag("seeds the dev splits, batch order, corpus draws, dropout and initial weights"))
     threads: int = field(default=0, metadata=flag("torch threads (0: library default)"))
     max_steps: int = field(default=0, metadata=flag("stop after this many steps (smoke runs)"))

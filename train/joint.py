@@ -24,7 +24,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from service.bundle_format import HeadSpec, ServingConfig, heads_of, write_serving
 from service.corpora import Document
-from service.corpora.load import read_corpus, split_dev
+from service.corpora.load import join_sentences, read_corpus, split_dev
 from service.decoding.aggregate import Decoding, Strategy
 from service.decoding.labels import LabelScheme
 from service.decoding.pipeline import Pipeline
@@ -82,7 +82,8 @@ def load_corpora(config: JointConfig, encoder: TextEncoder, window: WindowConfig
     corpora = []
     for spec in config.corpora:
         name, path = spec.split("=", 1)
-        train_docs, dev_docs = split_dev(read_corpus(path, None, config.separator), config.dev_fraction, config.seed)
+        docs = join_sentences(read_corpus(path, None, config.separator), config.join_sentences, config.separator)
+        train_docs, dev_docs = split_dev(docs, config.dev_fraction, config.seed)
         labels = label_list(train_docs + dev_docs)
         features, _ = build_features(train_docs, encoder, {k: i for i, k in enumerate(labels)}, window, LabelPolicy.FIRST)
         print(f"{name}: {len(train_docs)} train / {len(dev_docs)} dev documents, {len(features)} windows, labels {labels}")

@@ -7,6 +7,7 @@ import pytest
 
 from service.corpora import read_corpus
 from service.corpora.columns import MalformedTagError, parse_tag_map
+from service.corpora.load import join_sentences
 
 
 def test_brat_reads_offsets_and_reports_overlaps(tmp_path: Path) -> None:
@@ -72,3 +73,28 @@ def test_real_jnlpba_loads(shared_data: Path) -> None:
     docs = read_corpus(shared_data / "jnlpba" / "train")
     assert len(docs) == 2000
     assert all(d.text[s.start : s.end].strip() for d in docs[:50] for s in d.spans)
+
+
+def test_join_sentences_keeps_every_span_on_its_text(tmp_path: Path) -> None:
+    path = tmp_path / "ncbi.tsv"
+    sentences = [
+        "Familial\tB-Disease\nadenomatous\tI-Disease\npolyposis\tI-Disease\n.\tO\n",
+        "The\tO\nAPC\tO\ngene\tO\n.\tO\n",
+        "Breast\tB-Disease\ncancer\tI-Disease\nrisk\tO\n",
+    ]
+    path.write_text("\n".join(sentences), encoding="utf-8")
+    alone = read_corpus(path)
+    joined = join_sentences(alone, 2)
+    assert [len(d.token_offsets) for d in joined] == [8, 3]
+    assert joined[0].text == "Familial adenomatous polyposis . The APC gene ."
+    found = [(d.text[s.start : s.end], s.label) for d in joined for s in d.spans]
+    assert found == [(d.text[s.start : s.end], s.label) for d in alone for s in d.spans]
+    assert [joined[0].text[a:b] for a, b in joined[0].token_offsets][4:] == ["The", "APC", "gene", "."]
+    assert join_sentences(alone, 1) == alone
+
+
+def test_join_sentences_leaves_real_documents_alone(tmp_path: Path) -> None:
+    (tmp_path / "d1.txt").write_text("IL-2 gene.", encoding="utf-8")
+    (tmp_path / "d1.ann").write_text("T1\tDNA 0 9\tIL-2 gene\n", encoding="utf-8")
+    docs = read_corpus(tmp_path)
+    assert join_sentences(docs * 3, 8) == docs * 3
