@@ -9,6 +9,7 @@ word (after subword aggregation); under CRF decoding, of the CRF's marginal prob
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -121,11 +122,12 @@ def decode_tags(prefixes: Sequence[str], types: Sequence[str]) -> list[tuple[int
     return spans
 
 
+@functools.lru_cache(maxsize=64)
 def allowed_transitions(scheme: LabelScheme) -> tuple[np.ndarray, np.ndarray]:
     """``(allowed[prev, cur], allowed_at_start[cur])`` for schemes that have B- labels.
 
     ``I-X`` and ``E-X`` may only follow ``B-X`` or ``I-X``; in an IO scheme (no B- labels)
-    every move is allowed.
+    every move is allowed. Cached per scheme (a model has a handful): the arrays are read-only.
     """
     n = len(scheme)
     allowed = np.ones((n, n), dtype=bool)
@@ -139,6 +141,7 @@ def allowed_transitions(scheme: LabelScheme) -> tuple[np.ndarray, np.ndarray]:
             allowed[:, cur] = False
             allowed[ok, cur] = True
             start[cur] = False
+    allowed.flags.writeable = start.flags.writeable = False
     return allowed, start
 
 
@@ -157,7 +160,7 @@ def viterbi(scores: np.ndarray, allowed: np.ndarray, start: np.ndarray, transiti
     for t in range(1, scores.shape[0]):
         candidates = score[:, None] + penalty  # (prev, cur)
         back[t] = candidates.argmax(axis=0)
-        score = candidates[back[t], np.arange(scores.shape[1])] + scores[t]
+        score = candidates.max(axis=0) + scores[t]
     if transitions is not None:
         score = score + transitions.end
     path = np.zeros(scores.shape[0], dtype=np.int64)
