@@ -22,7 +22,7 @@ import torch
 
 from service.bundle_format import BUNDLE_FILES, CONFIG_FILE, MODEL_FILE, SERVING_FILE, TOKENIZER_FILE, pipeline_for, write_serving
 from service.corpora import Document
-from service.corpora.load import read_corpus, split_dev
+from service.corpora.load import join_sentences, read_corpus, split_dev
 from service.decoding.labels import LabelScheme
 from service.decoding.windows import TextEncoder
 from service.runtime.bundle import file_sha256
@@ -69,7 +69,8 @@ def dev_splits(train_config: dict[str, Any]) -> dict[str, tuple[list[Document], 
     for spec in train_config.get("corpora", []):
         name, path = spec.split("=", 1)
         if Path(path).exists():
-            docs = read_corpus(path, None, train_config.get("separator", " "))
+            separator = train_config.get("separator", " ")
+            docs = join_sentences(read_corpus(path, None, separator), train_config.get("join_sentences", 1), separator)
             out[name] = split_dev(docs, train_config.get("dev_fraction", 0.1), train_config.get("seed", 13))
     return out
 
