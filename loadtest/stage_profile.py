@@ -11,7 +11,7 @@ The service row runs the same texts one request at a time (concurrency 1), so it
 minus the in-process sum is HTTP, validation and the event loop. One run, same machine, same
 windows (``--window-align`` etc. apply to both), as a Markdown table and JSON.
 
-    python loadtest/profile.py --model models/bioner-minilm-jnlpba --texts ../shared/data/jnlpba/train --limit 200
+    python loadtest/stage_profile.py --model models/bioner-minilm-jnlpba --texts ../shared/data/jnlpba/train --limit 200
 """
 
 from __future__ import annotations
