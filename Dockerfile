@@ -54,7 +54,7 @@ COPY models/bioner-minilm-jnlpba /app/models/bioner-minilm-jnlpba
 COPY models/bioner-minilm-joint /app/models/bioner-minilm-joint
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 \
     BIONER_HOST=0.0.0.0 BIONER_PORT=8000 BIONER_PROVIDER=cuda \
-    BIONER_MODEL_PATH=/app/models/bioner-minilm-jnlpba
+    BIONER_MODELS_DIR=/app/models BIONER_DEFAULT_MODEL=bioner-minilm-joint
 USER 10001
 EXPOSE 8000
 STOPSIGNAL SIGTERM
@@ -71,7 +71,7 @@ COPY models/bioner-minilm-jnlpba /app/models/bioner-minilm-jnlpba
 COPY models/bioner-minilm-joint /app/models/bioner-minilm-joint
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 \
     BIONER_HOST=0.0.0.0 BIONER_PORT=8000 BIONER_PROVIDER=cpu \
-    BIONER_MODEL_PATH=/app/models/bioner-minilm-jnlpba
+    BIONER_MODELS_DIR=/app/models BIONER_DEFAULT_MODEL=bioner-minilm-joint
 USER 10001
 EXPOSE 8000
 STOPSIGNAL SIGTERM

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from service.decoding.aggregate import Decoding, Strategy
 from service.decoding.windows import Align
 
-_BUNDLE = Path("models") / "bioner-minilm-jnlpba"
+_BUNDLE = Path("models") / "bioner-minilm-joint"
 # A model name travels in JSON bodies, query strings and metric labels: keep it plain.
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 

@@ -9,4 +9,4 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("BIONER_SHARED_DATA", ROOT.parent / "shared" / "data"))
 JNLPBA_BUNDLE = ROOT / "models" / "bioner-minilm-jnlpba"
 JOINT_BUNDLE = ROOT / "models" / "bioner-minilm-joint"
-DEFAULT_MODEL = JNLPBA_BUNDLE  # what the service serves when no model is configured
+DEFAULT_MODEL = JOINT_BUNDLE  # what the service serves when no model is configured

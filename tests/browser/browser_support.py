@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL = ROOT / "models" / "bioner-minilm-jnlpba"
+JNLPBA_BUNDLE = ROOT / "models" / "bioner-minilm-jnlpba"
 ARTIFACTS = Path(os.environ.get("BIONER_BROWSER_ARTIFACTS", ROOT / "runs" / "browser"))
 API_KEY = "viewer-test-key-7f3a"
 CHROMIUM = os.environ.get("BIONER_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")

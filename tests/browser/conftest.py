@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from browser_support import API_KEY, CHROMIUM, DEFAULT_MODEL, SAVED, Watch
+from browser_support import API_KEY, CHROMIUM, JNLPBA_BUNDLE, SAVED, Watch
 from live_server import start_server, stop_server
 
 
@@ -29,14 +29,14 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def server(browser: Any) -> Iterator[str]:
-    proc, url = start_server(DEFAULT_MODEL)
+    proc, url = start_server(JNLPBA_BUNDLE)
     yield url
     stop_server(proc)
 
 
 @pytest.fixture(scope="module")
 def keyed_server(browser: Any) -> Iterator[str]:
-    proc, url = start_server(DEFAULT_MODEL, "--api-keys", API_KEY)
+    proc, url = start_server(JNLPBA_BUNDLE, "--api-keys", API_KEY)
     yield url
     stop_server(proc)
 

@@ -34,8 +34,9 @@ MARKS_JS = """() => [...document.querySelectorAll('#doc .passage')].map((p) => {
 
 
 def readme_example() -> tuple[str, list[dict[str, Any]]]:
-    """The README's request sentence and the default model's answer shown under it."""
+    """The README's request sentence for the JNLPBA model and its answer shown under it."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = readme[readme.index("### JNLPBA's five types at their best") :]
     body = re.search(r"curl -s http://127\.0\.0\.1:8000/ner .*?-d '(\{.*?\})'", readme, re.S)
     answer = re.search(r"```json\n(.*?)```", readme, re.S)
     assert body and answer, "README example not found"

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from bioner_client import AsyncClient, BadRequest, Client, PayloadTooLarge, RetryPolicy, Unauthorized
 from live_server import start_server, stop_server
-from paths import DEFAULT_MODEL
+from paths import JNLPBA_BUNDLE
 
 TEXTS = ["The p53 kinase binds the myc gene in cells.", "myc gene and p53", "nothing here", "", "蛋白 in cells"]
 
@@ -87,14 +87,14 @@ def test_api_key(tiny_bundle: Path, tmp_path: Path) -> None:
         stop_server(proc)
 
 
-@pytest.mark.skipif(not (DEFAULT_MODEL / "model.onnx").exists(), reason="default model not present")
+@pytest.mark.skipif(not (JNLPBA_BUNDLE / "model.onnx").exists(), reason="default model not present")
 async def test_overload_503_then_success() -> None:
     """Real model, a queue of 2 windows: most of 24 concurrent requests are refused at first,
     and every one succeeds after honouring Retry-After."""
     # A 500 ms batch wait: the first two windows sit in the queue, so the other requests meet a full
     # queue however fast or slow (a busy CI machine) the server is.
     server_flags = ["--max-queue-windows", "2", "--max-text-chars", "100", "--retry-after-s", "1", "--max-wait-ms", "500"]
-    proc, url = start_server(DEFAULT_MODEL, *server_flags)
+    proc, url = start_server(JNLPBA_BUNDLE, *server_flags)
     texts = [f"IL-{i} activates NF-kappa B in T cells." for i in range(24)]
     try:
         async with AsyncClient(url, retry=RetryPolicy(attempts=20, max_backoff_s=2)) as ner:

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from in_process import app_client
-from paths import DEFAULT_MODEL, ROOT
+from paths import JNLPBA_BUNDLE, ROOT
 
 from service.bulk.files import MANIFEST
 from service.documents.formats import Format, read_documents
@@ -176,7 +176,7 @@ def test_cli_is_deterministic_resumable_and_process_count_blind(tiny_bundle: Pat
 def test_a_killed_run_leaves_no_partial_output_and_resumes(shared_data: Path, tmp_path: Path) -> None:
     inputs = _corpus(tmp_path / "in", shared_data, files=12, per_file=4)
     out = tmp_path / "out"
-    command = _command(DEFAULT_MODEL, inputs, out)
+    command = _command(JNLPBA_BUNDLE, inputs, out)
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list(out.glob("part0*.jsonl")):  # the first file is done
@@ -187,10 +187,10 @@ def test_a_killed_run_leaves_no_partial_output_and_resumes(shared_data: Path, tm
     assert 0 < len([n for n in done if not n.startswith(".")]) < 13, "the kill must land mid-run"
     for name, data in done.items():  # what is visible is complete; only hidden partials may remain
         assert name.split("/")[-1].startswith(".") or data.endswith(b"\n") and read_documents(data, Format.JSONL).documents
-    resumed = _annotate(DEFAULT_MODEL, inputs, out)
+    resumed = _annotate(JNLPBA_BUNDLE, inputs, out)
     assert resumed.returncode == 0, resumed.stderr
     assert not [n for n in _outputs(out) if n.split("/")[-1].startswith(".")]  # the partials were cleared
-    clean = _annotate(DEFAULT_MODEL, inputs, tmp_path / "clean")
+    clean = _annotate(JNLPBA_BUNDLE, inputs, tmp_path / "clean")
     assert clean.returncode == 0
     assert _outputs(out) == _outputs(tmp_path / "clean")
 

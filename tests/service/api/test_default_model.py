@@ -1,4 +1,4 @@
-"""The committed default model answers real biomedical sentences correctly, over the real app."""
+"""The committed JNLPBA model answers real biomedical sentences correctly, over the real app."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import httpx
 import pytest
 import pytest_asyncio
 from in_process import app_client
-from paths import DEFAULT_MODEL
+from paths import JNLPBA_BUNDLE
 
 from service.app import create_app
 from service.settings import Settings
 
-pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL / "model.onnx").exists(), reason="default model not present")
+pytestmark = pytest.mark.skipif(not (JNLPBA_BUNDLE / "model.onnx").exists(), reason="default model not present")
 
 SENTENCE = (
     "IL-2 gene expression and NF-kappa B activation through CD28 requires reactive oxygen production by 5-lipoxygenase in human T cells."
@@ -23,7 +23,7 @@ SENTENCE = (
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with app_client(Settings()) as (c, _):  # all defaults: the committed bundle
+    async with app_client(Settings(model_path=JNLPBA_BUNDLE)) as (c, _):
         yield c
 
 
@@ -97,8 +97,8 @@ async def test_readme_example_is_what_the_service_answers(client: httpx.AsyncCli
     import json
     import re
 
-    readme = (DEFAULT_MODEL.parents[1] / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Ask it") :]
+    readme = (JNLPBA_BUNDLE.parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### JNLPBA's five types at their best") :]
     sent = json.loads(re.search(r"-d '(\{.*?\})'", section, re.S).group(1))  # type: ignore[union-attr]
     shown = json.loads(re.search(r"```json\n(.*?)\n```", section, re.S).group(1))  # type: ignore[union-attr]
     response = await client.post("/ner", json=sent)

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from in_process import app_client
-from paths import DEFAULT_MODEL
+from paths import JNLPBA_BUNDLE
 
 from service.app import create_app
 from service.settings import Settings
@@ -95,7 +95,7 @@ async def test_bad_gold_is_a_clear_4xx(client: httpx.AsyncClient, body: dict[str
 
 
 @pytest.mark.corpus
-@pytest.mark.skipif(not (DEFAULT_MODEL / "model.onnx").exists(), reason="default model not present")
+@pytest.mark.skipif(not (JNLPBA_BUNDLE / "model.onnx").exists(), reason="default model not present")
 async def test_default_model_on_jnlpba_equals_bioner_evaluate(shared_data: Path, tmp_path: Path) -> None:
     folder = tmp_path / "jnlpba"
     folder.mkdir()
@@ -106,9 +106,9 @@ async def test_default_model_on_jnlpba_equals_bioner_evaluate(shared_data: Path,
         {"id": t.stem, "text": t.read_text(encoding="utf-8"), "ann": t.with_suffix(".ann").read_text(encoding="utf-8")}
         for t in sorted(folder.glob("*.txt"))
     ]
-    app = create_app(Settings(max_texts_per_request=5))  # several chunks through the batcher
+    app = create_app(Settings(model_path=JNLPBA_BUNDLE, max_texts_per_request=5))  # several chunks through the batcher
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", timeout=120) as c:
             response = await c.post("/evaluate", json={"format": "brat", "documents": documents})
     assert response.status_code == 200, response.text
-    same_scores(response.json(), cli_report(DEFAULT_MODEL, folder))
+    same_scores(response.json(), cli_report(JNLPBA_BUNDLE, folder))
