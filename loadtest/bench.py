@@ -305,6 +305,26 @@ def bench_service(
 
 
 # ---------------------------------------------------------------------------------- report
+def add_window_args(parser: argparse.ArgumentParser) -> None:
+    """The window plan for the in-process session and the service alike (default: the bundle's)."""
+    parser.add_argument("--max-length", type=int, default=None, help="window length for raw ORT and the service (default: bundle's)")
+    parser.add_argument("--stride", type=int, default=None, help="window overlap for raw ORT and the service (default: bundle's)")
+    parser.add_argument("--window-align", choices=["tokens", "sentences"], default=None, help="default: the bundle's")
+
+
+def window_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
+    """``add_window_args``' flags as ``pipeline_for`` keywords and as the service's BIONER_* settings."""
+    window: dict[str, Any] = {}
+    env: dict[str, str] = {}
+    if args.max_length:
+        window["max_length"], env["BIONER_MAX_LENGTH"] = args.max_length, str(args.max_length)
+    if args.stride is not None:
+        window["stride"], env["BIONER_STRIDE"] = args.stride, str(args.stride)
+    if args.window_align:
+        window["align"], env["BIONER_WINDOW_ALIGN"] = Align(args.window_align), args.window_align
+    return window, env
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser)
@@ -316,9 +336,7 @@ def main() -> None:
     parser.add_argument("--raw-batch-size", type=int, default=8)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--service-env", nargs="*", default=[], help="extra BIONER_*=value settings for the service runs")
-    parser.add_argument("--max-length", type=int, default=None, help="window length for raw ORT and the service (default: bundle's)")
-    parser.add_argument("--stride", type=int, default=None, help="window overlap for raw ORT and the service (default: bundle's)")
-    parser.add_argument("--window-align", choices=["tokens", "sentences"], default=None, help="default: the bundle's")
+    add_window_args(parser)
     parser.add_argument("--loads", type=float, nargs="*", default=[0.25, 0.5, 0.65, 0.8, 0.9], help="open-loop shares of capacity")
     parser.add_argument("--load-seconds", type=float, default=20.0, help="seconds of arrivals per open-loop load")
     parser.add_argument("--no-unbatched", action="store_true", help="skip the batching-off run")
@@ -326,14 +344,8 @@ def main() -> None:
     args = parser.parse_args()
     texts, gold = load_corpus(args.texts, args.limit, args.dev_fraction, args.seed)
     bundle = load_bundle(args.model)
-    extra = dict(kv.split("=", 1) for kv in args.service_env)
-    window: dict[str, Any] = {}
-    if args.max_length:
-        window["max_length"], extra["BIONER_MAX_LENGTH"] = args.max_length, str(args.max_length)
-    if args.stride is not None:
-        window["stride"], extra["BIONER_STRIDE"] = args.stride, str(args.stride)
-    if args.window_align:
-        window["align"], extra["BIONER_WINDOW_ALIGN"] = Align(args.window_align), args.window_align
+    window, window_env = window_overrides(args)
+    extra = {**dict(kv.split("=", 1) for kv in args.service_env), **window_env}
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "threads": args.threads, "cpu": cpu_model()}, "texts": len(texts)}
 
     raw = bench_raw_ort(args.model, texts, args.threads, args.raw_batch_size, window)

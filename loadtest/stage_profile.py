@@ -28,14 +28,13 @@ from typing import Any
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import cpu_model, drive, load_corpus, start_service  # noqa: E402
+from bench import add_window_args, cpu_model, drive, load_corpus, start_service, window_overrides  # noqa: E402
 from harness import ROOT, add_common_args, stop_service  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
 from service.api.routes import _entity  # noqa: E402
 from service.bundle_format import pipeline_for  # noqa: E402
-from service.decoding.windows import Align  # noqa: E402
 from service.runtime.bundle import load_bundle  # noqa: E402
 from service.runtime.session import OnnxSession  # noqa: E402
 
@@ -77,21 +76,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--group", type=int, default=1, help="texts per in-process call (a request's texts)")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per inference batch")
-    parser.add_argument("--max-length", type=int, default=None)
-    parser.add_argument("--stride", type=int, default=None)
-    parser.add_argument("--window-align", choices=["tokens", "sentences"], default=None)
+    add_window_args(parser)
     parser.add_argument("--no-service", action="store_true", help="in-process stages only")
     parser.add_argument("--out", type=Path, default=ROOT / "loadtest" / "results")
     args = parser.parse_args()
     texts, _ = load_corpus(args.texts, args.limit)
-    window: dict[str, Any] = {}
-    env = {"BIONER_MAX_BATCH_SIZE": str(args.batch_size)}
-    if args.max_length:
-        window["max_length"], env["BIONER_MAX_LENGTH"] = args.max_length, str(args.max_length)
-    if args.stride is not None:
-        window["stride"], env["BIONER_STRIDE"] = args.stride, str(args.stride)
-    if args.window_align:
-        window["align"], env["BIONER_WINDOW_ALIGN"] = Align(args.window_align), args.window_align
+    window, window_env = window_overrides(args)
+    env = {"BIONER_MAX_BATCH_SIZE": str(args.batch_size), **window_env}
 
     result = profile_in_process(args.model, texts, args.threads, args.group, args.batch_size, window)
     in_process = sum(result["seconds"].values())
