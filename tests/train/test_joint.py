@@ -55,6 +55,7 @@ def test_bundle_describes_its_heads(joint_bundle: Path) -> None:
     report = serving["export"]
     assert report["parity_max_abs_logit_diff"] < 1e-3 and (joint_bundle / "golden.json").exists()
     assert serving["quantization"] == "static" and not (joint_bundle / "model.fp32.onnx").exists()
+    assert report["calibration_windows"] == {"jnlpba": 8, "species": 8}  # int8's ranges see every corpus, not the first alone
     assert set(report["dev_f1"]) == {"jnlpba", "species"}  # per head: PyTorch, ONNX fp32 and int8, on its dev split
     assert all(set(scores) == {"pytorch", "onnx_fp32", "onnx_int8"} for scores in report["dev_f1"].values())
     assert report["dev_f1"]["jnlpba"]["onnx_fp32"] == pytest.approx(report["dev_f1"]["jnlpba"]["pytorch"], abs=1e-6)
