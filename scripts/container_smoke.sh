@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the Dockerfile without a Docker engine (buildah, vfs, chroot isolation) on a local
-# Debian bookworm base made by debootstrap, start the container, wait for /ready, POST a real
-# sentence to /ner and check the entities, scrape /metrics, stop it with SIGTERM.
+# Debian bookworm base made by debootstrap, start the container, wait for /ready, POST real
+# sentences to /ner (the default model, and the JNLPBA bundle by name) and check the entities,
+# scrape /metrics, stop it with SIGTERM.
 #
 #   sudo bash scripts/container_smoke.sh          (root: debootstrap and buildah need it)
 #
@@ -52,17 +53,23 @@ for _ in $(seq 1 120); do
 done
 curl -fsS "http://127.0.0.1:$PORT/ready"; echo
 
-echo "== POST /ner"
-answer=$(curl -fsS -H 'content-type: application/json' "http://127.0.0.1:$PORT/ner" \
-  -d '{"text": "IL-2 gene expression and NF-kappa B activation through CD28 requires reactive oxygen production by 5-lipoxygenase in human T cells."}')
-echo "$answer"
-python3 - "$answer" <<'PY'
+echo "== POST /ner: the default (five heads) and, by name, the JNLPBA bundle"
+default=$(curl -fsS -H 'content-type: application/json' "http://127.0.0.1:$PORT/ner" \
+  -d '{"text": "Tamoxifen reduced the risk of breast cancer in women carrying BRCA1 mutations, and cisplatin caused nephrotoxicity in mice."}')
+jnlpba=$(curl -fsS -H 'content-type: application/json' "http://127.0.0.1:$PORT/ner" \
+  -d '{"model": "bioner-minilm-jnlpba", "text": "IL-2 gene expression and NF-kappa B activation through CD28 requires reactive oxygen production by 5-lipoxygenase in human T cells."}')
+echo "$default"; echo "$jnlpba"
+python3 - "$default" "$jnlpba" <<'PY'
 import json, sys
-body = json.loads(sys.argv[1])
-found = {(e["text"], e["label"]) for e in body["entities"]}
+default, jnlpba = (json.loads(arg) for arg in sys.argv[1:3])
+labels = {e["label"] for e in default["entities"]}
+assert default["model"]["name"] == "bioner-minilm-joint", default["model"]
+assert {"Chemical", "Disease", "GENE", "Species"} <= labels, labels
+found = {(e["text"], e["label"]) for e in jnlpba["entities"]}
+assert jnlpba["model"]["name"] == "bioner-minilm-jnlpba", jnlpba["model"]
 assert ("IL-2 gene", "DNA") in found, found
 assert any(label == "protein" for _, label in found), found
-print("entities OK:", sorted(found))
+print("entities OK:", sorted(labels), sorted(found))
 PY
 
 echo "== /metrics"
