@@ -52,6 +52,13 @@ class TrainConfig:
         default_factory=dict, metadata=flag("cleaning rules for malformed tags: 'I-I-MISC=I-MISC,0=O'", parse=parse_tag_map)
     )
     separator: str = field(default=" ", metadata=flag(SEPARATOR))
+    join_sentences: int = field(
+        default=1,
+        metadata=flag(
+            "join this many consecutive column-file sentences into one document (train, --dev and folds alike); "
+            "8 trains on abstract-length windows as the service runs them (train-joint's default); 1: sentences alone"
+        ),
+    )
     train_fraction: float = field(default=1.0, metadata=flag("train on this seeded share of the training documents"))
     aux_train: list[str] = field(
         default_factory=list, metadata=flag("general-domain corpus for multi-task training (own head, not exported)")

@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import TypeVar
 
 from service.corpora import Document, read_corpus
-from service.corpora.load import split_dev
+from service.corpora.load import join_sentences, split_dev
 from train.config import TrainConfig
 
 Item = TypeVar("Item")
 
 
-def read_all(paths: Sequence[str], tag_map: dict[str, str] | None, separator: str) -> list[Document]:
-    return [d for p in paths for d in read_corpus(p, tag_map, separator)]
+def read_all(paths: Sequence[str], tag_map: dict[str, str] | None, separator: str, join: int = 1) -> list[Document]:
+    """Every path's documents; column-file sentences joined ``join`` at a time, never across files."""
+    return [d for p in paths for d in join_sentences(read_corpus(p, tag_map, separator), join, separator)]
 
 
 def seeded_order(n: int, seed: int) -> list[int]:
@@ -40,9 +41,9 @@ def subsample(docs: list[Document], fraction: float, seed: int) -> list[Document
 
 def load_documents(config: TrainConfig) -> tuple[list[Document], list[Document]]:
     """(train, dev): ``--dev`` files, or a dev share carved from ``--train``; then the ``--train-fraction`` subset."""
-    train_docs = read_all(config.train, config.tag_map, config.separator)
+    train_docs = read_all(config.train, config.tag_map, config.separator, config.join_sentences)
     if config.dev:
-        dev_docs = read_all(config.dev, config.tag_map, config.separator)
+        dev_docs = read_all(config.dev, config.tag_map, config.separator, config.join_sentences)
     else:
         train_docs, dev_docs = split_dev(train_docs, config.dev_fraction, config.seed)
     return subsample(train_docs, config.train_fraction, config.seed), dev_docs

@@ -52,7 +52,7 @@ def cross_validate(config: TrainConfig, folds: int, *, resume: bool = False) -> 
     """``folds`` models, fold ``n`` in ``output/fold-n``; ``resume`` skips finished folds and resumes the interrupted one."""
     if config.dev:
         raise ValueError("--folds cuts dev folds from --train; do not pass --dev")
-    docs = read_all(config.train, config.tag_map, config.separator)
+    docs = read_all(config.train, config.tag_map, config.separator, config.join_sentences)
     out = Path(config.output)
     reports = []
     for n, (train_docs, dev_docs) in enumerate(fold_splits(docs, folds, config.seed), 1):

@@ -39,6 +39,7 @@ TRAIN_FLAGS = [
     "--max-steps",
     "--tag-map",
     "--separator",
+    "--join-sentences",
     "--train-fraction",
     "--folds",
     "--aux-train",

@@ -98,3 +98,19 @@ def test_join_sentences_leaves_real_documents_alone(tmp_path: Path) -> None:
     (tmp_path / "d1.ann").write_text("T1\tDNA 0 9\tIL-2 gene\n", encoding="utf-8")
     docs = read_corpus(tmp_path)
     assert join_sentences(docs * 3, 8) == docs * 3
+
+
+def test_bioner_train_joins_sentences_within_each_file(tmp_path: Path) -> None:
+    """``bioner train --join-sentences`` trains and scores on documents, never gluing two files together."""
+    from train.config import TrainConfig
+    from train.data import load_documents
+
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.tsv").write_text("\n".join(f"{name}{i}\tB-Disease\n.\tO\n" for i in range(3)), encoding="utf-8")
+    files = [str(tmp_path / "a.tsv"), str(tmp_path / "b.tsv")]
+    config = TrainConfig(train=files[:1], dev=files[1:], output="", base_model="", join_sentences=2)
+    train, dev = load_documents(config)
+    assert [d.text for d in train] == ["a0 . a1 .", "a2 ."] and [d.text for d in dev] == ["b0 . b1 .", "b2 ."]
+    assert [len(d.spans) for d in train] == [2, 1]
+    alone, _ = load_documents(TrainConfig(train=files, output="", base_model="", dev_fraction=0.5))
+    assert len(alone) == 3 and all(d.text.count(" . ") == 0 for d in alone)  # the default: sentences alone
