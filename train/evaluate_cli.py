@@ -7,14 +7,14 @@ import json
 from pathlib import Path
 
 from service.bundle_format import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, pipeline_for, read_serving
-from service.corpora import read_corpus
 from service.corpora.columns import parse_tag_map
-from service.corpora.load import join_sentences, split_dev
+from service.corpora.load import split_dev
 from service.corpora.scoring import format_table
 from service.decoding.aggregate import Decoding, Strategy
 from service.decoding.labels import LabelScheme
 from service.decoding.pipeline import RunBatch
 from service.decoding.windows import Align, TextEncoder
+from train.data import read_all
 from train.evaluate import evaluate_documents
 
 
@@ -35,8 +35,7 @@ def load_runner(model_dir: Path) -> tuple[RunBatch, LabelScheme]:
 def run_evaluate(args: argparse.Namespace) -> int:
     model_dir = Path(args.model)
     serving = read_serving(model_dir)
-    docs = [d for p in args.data for d in read_corpus(p, parse_tag_map(args.tag_map), args.separator)]
-    docs = join_sentences(docs, args.join_sentences, args.separator)
+    docs = read_all(args.data, parse_tag_map(args.tag_map), args.separator, args.join_sentences)
     if args.dev_fraction:
         _, docs = split_dev(docs, args.dev_fraction, args.seed)
     run, scheme = load_runner(model_dir)

@@ -115,10 +115,10 @@ def write_golden_answers(output: Path, runners: dict[str, Any], pipeline: Pipeli
 def run_export(args: argparse.Namespace) -> int:
     from transformers import AutoModelForTokenClassification
 
-    from service.corpora import read_corpus
     from service.corpora.columns import parse_tag_map
-    from service.corpora.load import join_sentences, split_dev
+    from service.corpora.load import split_dev
     from train.backends import onnx_runner, torch_runner
+    from train.data import read_all
     from train.evaluate import evaluate_documents
     from train.quantize import node_groups, quantize_dynamic, quantize_static
 
@@ -133,8 +133,7 @@ def run_export(args: argparse.Namespace) -> int:
     pipeline = pipeline_for(serving, TextEncoder.from_file(fp32_dir / TOKENIZER_FILE), scheme)
 
     join = int((serving.extra.get("train_config") or {}).get("join_sentences", 1))  # dev carved as training carved it
-    tags = parse_tag_map(args.tag_map)
-    docs = [d for p in args.data for d in join_sentences(read_corpus(p, tags, args.separator), join, args.separator)]
+    docs = read_all(args.data, parse_tag_map(args.tag_map), args.separator, join)
     train_docs, dev_docs = split_dev(docs, args.dev_fraction, args.seed) if docs else ([], [])
     probe_texts = [d.text for d in dev_docs] or ["Interleukin-2 gene expression requires NF-kappa B in human T cells."] * 4
     rows = sample_rows(pipeline, probe_texts, 64)

@@ -34,6 +34,8 @@ from service.metrics import Metrics
 from service.registry import ModelRegistry, heads
 
 T = TypeVar("T")
+# How a model cuts text into windows, as /models and /evaluate report it.
+WINDOW_FIELDS = ("max_length", "stride", "window_align")
 _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422, 500, 503, 504)}
 
 
@@ -160,7 +162,7 @@ async def evaluate(body: EvaluateRequest, request: Request) -> Response:
     predicted = await recognize_many(request, engine, texts)
     report, _, _ = await asyncio.to_thread(score_documents, docs, predicted, body.types)
     info = engine.info
-    settings = {k: getattr(info, k) for k in ("max_length", "stride", "window_align", "aggregation_strategy", "decoding", "provider")}
+    settings = {k: getattr(info, k) for k in (*WINDOW_FIELDS, "aggregation_strategy", "decoding", "provider")}
     model = {"name": info.name, "version": info.version, "sha256": info.sha256}
     return JSONBytesResponse({**report, "documents": len(docs), "model": model, "settings": settings})
 
@@ -201,8 +203,7 @@ async def list_models(request: Request) -> Response:
         entry: dict[str, object] = {"name": name, "default": name == models.default, "version": info.version, "sha256": info.sha256}
         entry["heads"] = heads(name, info)
         entry["labels"] = list(info.labels)
-        window = ("max_length", "stride", "window_align")
-        entry.update({k: getattr(info, k) for k in (*window, "provider", "decoding", "aggregation_strategy")})
+        entry.update({k: getattr(info, k) for k in (*WINDOW_FIELDS, "provider", "decoding", "aggregation_strategy")})
         listed.append(entry)
     return JSONBytesResponse(listed)
 
