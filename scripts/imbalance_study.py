@@ -25,6 +25,9 @@ RUNS: dict[str, list[str]] = {
     "welt": ["--loss", "welt"],
     "ens0.3": ["--loss", "ens", "--ens-beta", "0.3"],
     "ens0.99": ["--loss", "ens", "--ens-beta", "0.99"],
+    # within ~1/n of 1, where the effective-number weights stop being flat (issue #14)
+    "ens0.9999": ["--loss", "ens", "--ens-beta", "0.9999"],
+    "ens0.99999": ["--loss", "ens", "--ens-beta", "0.99999"],
     "crf": ["--loss", "ce", "--head", "crf"],
 }
 # corpus name -> (train file, dev file) under --data

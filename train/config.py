@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from service.corpora.columns import parse_tag_map
+from train.corpus_spec import parse_heads
 from train.flags import flag
 
 BASE_MODEL = "hub name or local folder of a Hugging Face encoder"
@@ -113,7 +114,10 @@ class JointConfig:
     """One multi-head run (``bioner train-joint``): a shared encoder, one token-classification head per corpus."""
 
     corpora: list[str] = field(
-        metadata=flag("NAME=PATH per corpus: each its own head and labels (brat, columns, JSON Lines, BioC, PubTator)")
+        metadata=flag(
+            "NAME=PATH per head (brat, columns, JSON Lines, BioC, PubTator); NAME=PATH,PATH feeds one head from several "
+            "corpora, PATH@LABEL+LABEL keeps only those types of a file"
+        )
     )
     output: str = field(metadata=flag("checkpoint folder: encoder/, heads.pt, serving.json with the heads, metrics.jsonl"))
     base_model: str = field(metadata=flag(BASE_MODEL))
@@ -141,10 +145,12 @@ class JointConfig:
     seed: int = field(default=13, metadata=flag("seeds the dev splits, batch order, corpus draws, dropout and initial weights"))
     threads: int = field(default=0, metadata=flag("torch threads (0: library default)"))
     max_steps: int = field(default=0, metadata=flag("stop after this many steps (smoke runs)"))
+    steps_per_epoch: int = field(
+        default=0,
+        metadata=flag("optimiser steps an epoch (0: as many batches as the heads' windows hold); fixes the compute when heads change"),
+    )
 
     def __post_init__(self) -> None:
-        names = [c.split("=", 1)[0] for c in self.corpora]
-        if not self.corpora or any("=" not in c for c in self.corpora) or len(set(names)) != len(names):
-            raise ValueError(f"--corpora takes distinct NAME=PATH pairs, got {self.corpora}")
+        parse_heads(self.corpora)  # raises on a malformed spec before any file is read
         if not 0.0 <= self.sampling_alpha <= 1.0:
             raise ValueError(f"sampling alpha must be in [0, 1], not {self.sampling_alpha}")

@@ -23,13 +23,12 @@ import torch
 
 from service.bundle_format import BUNDLE_FILES, CONFIG_FILE, MODEL_FILE, SERVING_FILE, TOKENIZER_FILE, pipeline_for, write_serving
 from service.corpora import Document
-from service.corpora.load import split_dev
 from service.decoding.labels import LabelScheme
 from service.decoding.pipeline import Pipeline
 from service.decoding.windows import TextEncoder
 from service.runtime.bundle import file_sha256
 from train.backends import onnx_runner, torch_runner
-from train.data import read_all
+from train.corpus_spec import merged, parse_heads, source_splits
 from train.evaluate import evaluate_documents
 from train.export import ParityError, max_logit_difference, sample_rows, write_golden_answers
 from train.golden_texts import GOLDEN_TEXTS
@@ -67,13 +66,20 @@ def export_graph(model: MultiHeadTagger, path: Path) -> None:
 
 
 def dev_splits(train_config: dict[str, Any]) -> dict[str, tuple[list[Document], list[Document]]]:
-    """Each corpus's (train, dev) documents, carved exactly as ``train-joint`` carved them."""
+    """Each head's (train, dev) documents, carved exactly as ``train-joint`` carved them
+    (a head whose files are not here is left out)."""
     out = {}
-    for spec in train_config.get("corpora", []):
-        name, path = spec.split("=", 1)
-        if Path(path).exists():
-            docs = read_all([path], None, train_config.get("separator", " "), train_config.get("join_sentences", 1))
-            out[name] = split_dev(docs, train_config.get("dev_fraction", 0.1), train_config.get("seed", 13))
+    for head in parse_heads(train_config.get("corpora", [])):
+        if all(Path(source.path).exists() for source in head.sources):
+            out[head.name] = merged(
+                source_splits(
+                    head,
+                    train_config.get("separator", " "),
+                    train_config.get("join_sentences", 1),
+                    train_config.get("dev_fraction", 0.1),
+                    train_config.get("seed", 13),
+                )
+            )
     return out
 
 

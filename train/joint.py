@@ -1,4 +1,5 @@
-"""Multi-task training of one encoder with one token-classification head per corpus.
+"""Multi-task training of one encoder with one token-classification head per corpus (or per group of
+corpora, and per type of a corpus: ``train.corpus_spec``).
 
 Corpora annotate differently (JNLPBA's ``protein`` is not BC2GM's ``GENE``; NCBI-disease and BC5CDR
 draw disease boundaries differently), so each keeps its own labels and head. Every step takes one
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,6 @@ from transformers import AutoModel, AutoTokenizer
 
 from service.bundle_format import HeadSpec, ServingConfig, heads_of, write_serving
 from service.corpora import Document
-from service.corpora.load import join_sentences, read_corpus, split_dev
 from service.decoding.aggregate import Decoding, Strategy
 from service.decoding.labels import LabelScheme
 from service.decoding.pipeline import Pipeline
@@ -33,6 +33,7 @@ from train.align import IGNORE, Feature, LabelPolicy, build_features, label_list
 from train.backends import torch_runner
 from train.batches import collate, length_grouped_batches
 from train.config import JointConfig
+from train.corpus_spec import merged, parse_heads, source_splits
 from train.evaluate import evaluate_documents
 from train.loop import EpochStats, Phase, TrainingLoop, adamw, decay_groups
 from train.seeding import seed_everything
@@ -76,27 +77,34 @@ class Corpus:
     train: list[Document]
     dev: list[Document]
     features: list[Feature]
+    dev_by_source: dict[str, list[Document]] = field(default_factory=dict)  # a head fed by several sources
 
 
 def load_corpora(config: JointConfig, encoder: TextEncoder, window: WindowConfig) -> list[Corpus]:
     corpora = []
-    for spec in config.corpora:
-        name, path = spec.split("=", 1)
-        docs = join_sentences(read_corpus(path, None, config.separator), config.join_sentences, config.separator)
-        train_docs, dev_docs = split_dev(docs, config.dev_fraction, config.seed)
+    for head in parse_heads(config.corpora):
+        splits = source_splits(head, config.separator, config.join_sentences, config.dev_fraction, config.seed)
+        train_docs, dev_docs = merged(splits)
         labels = label_list(train_docs + dev_docs)
         features, _ = build_features(train_docs, encoder, {k: i for i, k in enumerate(labels)}, window, LabelPolicy.FIRST)
-        print(f"{name}: {len(train_docs)} train / {len(dev_docs)} dev documents, {len(features)} windows, labels {labels}")
-        corpora.append(Corpus(name, labels, train_docs, dev_docs, features))
+        print(f"{head.name}: {len(train_docs)} train / {len(dev_docs)} dev documents, {len(features)} windows, labels {labels}")
+        by_source = {key: dev for key, (_, dev) in splits.items()} if len(splits) > 1 else {}
+        corpora.append(Corpus(head.name, labels, train_docs, dev_docs, features, by_source))
     return corpora
 
 
-def draw_plan(corpora: list[Corpus], batch_size: int, alpha: float, rng: np.random.Generator) -> list[tuple[str, list[int]]]:
-    """One epoch: as many batches as the corpora hold together, each from a corpus drawn ∝ windows^alpha;
-    a corpus drawn more often than it has batches starts a fresh shuffle of its windows."""
+def batches_held(corpora: list[Corpus], batch_size: int) -> int:
+    return sum(math.ceil(len(c.features) / batch_size) for c in corpora)
+
+
+def draw_plan(
+    corpora: list[Corpus], batch_size: int, alpha: float, rng: np.random.Generator, total: int = 0
+) -> list[tuple[str, list[int]]]:
+    """One epoch: ``total`` batches (0: as many as the corpora hold together), each from a corpus drawn
+    ∝ windows^alpha; a corpus drawn more often than it has batches starts a fresh shuffle of its windows."""
     sizes = np.array([len(c.features) for c in corpora], dtype=np.float64)
     weights = sizes**alpha / (sizes**alpha).sum()
-    total = sum(math.ceil(len(c.features) / batch_size) for c in corpora)
+    total = total or batches_held(corpora, batch_size)
     queues: dict[str, list[list[int]]] = {c.name: [] for c in corpora}
     plan = []
     for pick in rng.choice(len(corpora), size=total, p=weights):
@@ -145,6 +153,13 @@ def train_joint(config: JointConfig, *, resume: bool = False, stop_after: int = 
         mean_f1 = float(np.mean([r["micro"]["f1"] for r in reports.values()]))
         record: dict[str, Any] = {"epoch": stats.epoch, "step": stats.step, "train_loss": stats.loss, "epoch_seconds": stats.seconds}
         record |= {"train_tokens_per_second": stats.tokens / stats.seconds, "mean_f1": mean_f1, "dev": reports}
+        by_source = {
+            c.name: {key: evaluate_documents(dev, pipeline.head(c.name), run) for key, dev in c.dev_by_source.items()}
+            for c in corpora
+            if c.dev_by_source
+        }
+        if by_source:
+            record["dev_by_source"] = by_source
         loop.log(record)
         print(
             f"epoch {stats.epoch}: loss {stats.loss:.4f}, mean dev F1 {mean_f1:.4f} "
@@ -165,14 +180,14 @@ def train_joint(config: JointConfig, *, resume: bool = False, stop_after: int = 
                 ),
             )
 
-    steps_per_epoch = sum(math.ceil(len(c.features) / config.batch_size) for c in corpora)
+    steps_per_epoch = config.steps_per_epoch or batches_held(corpora, config.batch_size)
     optimizer, scheduler = adamw(
         decay_groups([model], config.weight_decay),
         config.learning_rate,
         config.max_steps or steps_per_epoch * config.epochs,
         config.warmup_ratio,
     )
-    plan = lambda: draw_plan(corpora, config.batch_size, config.sampling_alpha, rng)  # noqa: E731
+    plan = lambda: draw_plan(corpora, config.batch_size, config.sampling_alpha, rng, steps_per_epoch)  # noqa: E731
     loop.run(Phase("joint", config.epochs, optimizer, scheduler, list(model.parameters()), plan, step, config.max_steps), end_of_epoch)
     best: dict[str, Any] = loop.extra["best"]
     if not loop.paused:

@@ -71,3 +71,24 @@ async def test_served_answer_has_both_heads(joint_bundle: Path) -> None:
     assert ("cells", "Species", "species") in found
     assert {("p53 kinase", "protein", "jnlpba"), ("myc gene", "DNA", "jnlpba")} & found
     assert [h["name"] for h in model["heads"]] == ["jnlpba", "species"] and model["self_check"]["passed"] is True
+
+
+def test_heads_from_several_corpora_and_from_one_type(tmp_path: Path) -> None:
+    """One head fed by both corpora (scored per corpus as well), one head with a corpus's protein alone,
+    and the epoch's steps fixed by --steps-per-epoch whatever the heads hold."""
+    from train.cli import main
+
+    base = make_base_model(tmp_path / "base")
+    cells, species = make_corpus(tmp_path / "a"), make_species_corpus(tmp_path / "s")
+    corpora = [f"both={cells},{species}", f"protein={cells}@protein"]
+    flags = ["--base-model", str(base), "--output", str(tmp_path / "ckpt"), "--epochs", "2", "--batch-size", "4"]
+    flags += ["--max-length", "24", "--stride", "6", "--dev-fraction", "0.25", "--steps-per-epoch", "5"]
+    assert main(["train-joint", "--corpora", *corpora, *flags]) == 0
+    records = [json.loads(line) for line in (tmp_path / "ckpt" / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["heads"]["protein"]["labels"] == ["O", "B-protein", "I-protein"]
+    assert records[0]["heads"]["both"]["labels"] == ["O", "B-DNA", "I-DNA", "B-Species", "I-Species", "B-protein", "I-protein"]
+    assert [r["step"] for r in records[1:]] == [5, 10]
+    by_source = records[-1]["dev_by_source"]
+    assert set(by_source) == {"both"} and set(by_source["both"]) == {f"{tmp_path.name}/a", f"{tmp_path.name}/s"}
+    supports = [report["micro"]["support"] for report in by_source["both"].values()]
+    assert min(supports) > 0 and sum(supports) == records[-1]["dev"]["both"]["micro"]["support"]  # the merged dev is the two
