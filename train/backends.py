@@ -22,11 +22,12 @@ def torch_runner(model: torch.nn.Module) -> RunBatch:
     import torch
 
     model.eval()
+    device = next(model.parameters()).device
 
     def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            out = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
-        return out.logits.float().numpy()
+            out = model(input_ids=torch.from_numpy(ids).to(device), attention_mask=torch.from_numpy(mask).to(device))
+        return out.logits.float().cpu().numpy()
 
     return run
 

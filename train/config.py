@@ -16,6 +16,7 @@ from service.corpora.columns import parse_tag_map
 from train.corpus_spec import parse_heads
 from train.flags import flag
 
+DEVICE = "where to train: auto picks the GPU when torch sees one, else the CPU"
 BASE_MODEL = "hub name or local folder of a Hugging Face encoder"
 SEPARATOR = "how column-file tokens are joined into text ('' for Chinese)"
 
@@ -48,6 +49,7 @@ class TrainConfig:
     crf_learning_rate: float = field(default=1e-2, metadata=flag("learning rate of the CRF transition scores"))
     seed: int = field(default=13, metadata=flag("seeds the dev split, subsets, batch order, dropout and initial weights"))
     threads: int = field(default=0, metadata=flag("torch threads (0: library default)"))
+    device: str = field(default="auto", metadata=flag(DEVICE, choices=("auto", "cpu", "cuda")))
     max_steps: int = field(default=0, metadata=flag("stop after this many steps (smoke runs)"))
     tag_map: dict[str, str] = field(
         default_factory=dict, metadata=flag("cleaning rules for malformed tags: 'I-I-MISC=I-MISC,0=O'", parse=parse_tag_map)
@@ -106,6 +108,7 @@ class PretrainConfig:
     separator: str = field(default=" ", metadata=flag(SEPARATOR))
     seed: int = field(default=13, metadata=flag("seeds the held-out split, batch order, masking and dropout"))
     threads: int = field(default=0, metadata=flag("torch threads (0: library default)"))
+    device: str = field(default="auto", metadata=flag(DEVICE, choices=("auto", "cpu", "cuda")))
     max_steps: int = field(default=0, metadata=flag("adaptation steps (0: full epochs)"))
 
 
@@ -144,6 +147,7 @@ class JointConfig:
     )
     seed: int = field(default=13, metadata=flag("seeds the dev splits, batch order, corpus draws, dropout and initial weights"))
     threads: int = field(default=0, metadata=flag("torch threads (0: library default)"))
+    device: str = field(default="auto", metadata=flag(DEVICE, choices=("auto", "cpu", "cuda")))
     max_steps: int = field(default=0, metadata=flag("stop after this many steps (smoke runs)"))
     steps_per_epoch: int = field(
         default=0,

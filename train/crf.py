@@ -61,7 +61,7 @@ class CrfHead(nn.Module):
 
     def to_transitions(self) -> Transitions:
         with torch.no_grad():
-            return Transitions(self.matrix().double().numpy().copy(), self.start.double().numpy().copy(), self.end.double().numpy().copy())
+            return Transitions(*(t.double().cpu().numpy().copy() for t in (self.matrix(), self.start, self.end)))
 
 
 def labelled_positions(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -34,6 +34,7 @@ from train.backends import torch_runner
 from train.batches import collate, length_grouped_batches
 from train.config import JointConfig
 from train.corpus_spec import merged, parse_heads, source_splits
+from train.device import resolve, to_device
 from train.evaluate import evaluate_documents
 from train.loop import EpochStats, Phase, TrainingLoop, adamw, decay_groups
 from train.seeding import seed_everything
@@ -131,6 +132,8 @@ def train_joint(config: JointConfig, *, resume: bool = False, stop_after: int = 
     window = WindowConfig(config.max_length, config.stride)
     corpora = load_corpora(config, encoder_text, window)
     model = MultiHeadTagger(AutoModel.from_pretrained(config.base_model), {c.name: len(c.labels) for c in corpora}, config.dropout)
+    device = resolve(config.device)
+    model.to(device)
     specs = heads_spec(corpora)
     all_labels = [label for spec in specs for label in spec.labels]
     pipeline = Pipeline(encoder_text, heads_of(specs, LabelScheme.from_id2label(dict(enumerate(all_labels)))), window)
@@ -144,7 +147,7 @@ def train_joint(config: JointConfig, *, resume: bool = False, stop_after: int = 
 
     def step(item: tuple[str, list[int]]) -> tuple[torch.Tensor, int]:
         name, indices = item
-        batch = collate(by_name[name].features, indices, pad_id)
+        batch = to_device(collate(by_name[name].features, indices, pad_id), device)
         return model.loss(name, batch), int(batch["attention_mask"].sum())
 
     def end_of_epoch(stats: EpochStats) -> None:

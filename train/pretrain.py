@@ -35,6 +35,7 @@ from train.align import IGNORE
 from train.batches import pad_labelled, sorted_batches
 from train.config import PretrainConfig
 from train.data import held_out_split, read_texts
+from train.device import device_of, resolve, to_device
 from train.loop import EpochStats, Phase, TrainingLoop, adamw
 from train.seeding import seed_everything
 from train.vocab import extend_vocabulary
@@ -99,7 +100,7 @@ def perplexity(model: torch.nn.Module, masked: Sequence[tuple[np.ndarray, np.nda
     total, count = 0.0, 0
     with torch.inference_mode():
         for group in sorted_batches([len(ids) for ids, _ in masked], batch_size, None):
-            batch = pad_labelled([masked[i] for i in group], pad_id)
+            batch = to_device(pad_labelled([masked[i] for i in group], pad_id), device_of(model))
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             loss = torch.nn.functional.cross_entropy(
                 logits.view(-1, logits.shape[-1]), batch["labels"].view(-1), ignore_index=IGNORE, reduction="sum"
@@ -126,6 +127,7 @@ def masked_lm(config: PretrainConfig, vocab_size: int | None) -> tuple[Any, bool
     if vocab_size is not None:
         model.resize_token_embeddings(vocab_size)
     head_initialised = any(not k.startswith(model.base_model_prefix) for k in loading["missing_keys"])
+    model.to(resolve(config.device))
     if head_initialised and not config.head_warmup_steps:
         print("warning: the base model has no masked-LM head; 'before' perplexity uses an untrained head (see --head-warmup-steps)")
     return model, head_initialised
@@ -173,7 +175,7 @@ class Adaptation:
         return sorted_batches([len(c.input_ids) for c in self.chunks], self.batch_size, self.rng)
 
     def step(self, group: list[int]) -> tuple[torch.Tensor, int]:
-        batch = pad_labelled([self.mask(self.chunks[i], rng=self.rng) for i in group], self.pad_id)
+        batch = to_device(pad_labelled([self.mask(self.chunks[i], rng=self.rng) for i in group], self.pad_id), device_of(self.model))
         return self.model(**batch).loss, int(batch["attention_mask"].sum())
 
     def perplexity(self) -> float:

@@ -26,6 +26,7 @@ from train.batches import collate, length_grouped_batches, mixed_batches
 from train.config import TrainConfig
 from train.crf import CrfTagger, invalid_moves
 from train.data import read_all
+from train.device import resolve, to_device
 from train.losses import class_weights, label_counts
 
 Item = tuple[str, list[int]]  # ("main" | "aux", window indices): one batch of a plan
@@ -68,6 +69,7 @@ class Task:
     loss_weight: torch.Tensor | None
     header: dict[str, Any]  # metrics.jsonl's first line: loss, label counts, class weights, auxiliary corpus
     aux_features: list[Feature] = field(default_factory=list)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     aux_head: AuxHead | None = None
 
     @property
@@ -99,10 +101,21 @@ class Task:
         main = length_grouped_batches(self.features, batch_size, rng)
         return mixed_batches(main, length_grouped_batches(self.aux_features, batch_size, rng), ratio, rng)
 
+    def place(self, device: torch.device) -> None:
+        """Every trained module and the class weights on ``device`` (built on the CPU first, so the
+        seed gives the same initial weights wherever the run trains)."""
+        self.device = device
+        for module in (self.model, self.tagger.crf if self.tagger else None, self.aux_head):
+            if module is not None:
+                module.to(device)
+        if self.loss_weight is not None:
+            self.loss_weight = self.loss_weight.to(device)
+
     def step(self, item: Item) -> tuple[torch.Tensor, int]:
         """The loss of one batch and its number of tokens."""
         corpus, indices = item
         batch = collate(self.features if corpus == "main" else self.aux_features, indices, self.tokenizer.pad_token_id or 0)
+        batch = to_device(batch, self.device)
         if corpus == "aux":
             loss = self.aux_head.loss(self.model, batch)  # type: ignore[union-attr]
         elif self.tagger is not None:
@@ -138,6 +151,7 @@ def prepare(config: TrainConfig, train_docs: list[Document], dev_docs: list[Docu
             raise ValueError(f"{bad} gold label moves are invalid BIO; a CRF cannot learn them")
     if config.aux_train:
         add_auxiliary(task, config)
+    task.place(resolve(config.device))
     return task
 
 

@@ -36,6 +36,7 @@ TRAIN_FLAGS = [
     "--crf-learning-rate",
     "--seed",
     "--threads",
+    "--device",
     "--max-steps",
     "--tag-map",
     "--separator",
@@ -64,6 +65,7 @@ PRETRAIN_FLAGS = [
     "--separator",
     "--seed",
     "--threads",
+    "--device",
     "--max-steps",
     "--resume",
 ]
