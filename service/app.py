@@ -22,6 +22,7 @@ from service.api.routes import make_router
 from service.api.schemas import request_model
 from service.bundle_format import pipeline_for
 from service.decoding.pipeline import Pipeline
+from service.decoding.windows import WindowConfig
 from service.engine import Engine, NerEngine
 from service.errors import BundleError
 from service.metrics import Metrics
@@ -145,7 +146,9 @@ def self_check(engine: NerEngine, metrics: Metrics) -> None:
     if golden is None:
         return
     report = compare(golden, engine.recognize_sync)
-    engine.info = replace(engine.info, self_check=report.as_dict())
+    served, made = engine.pipeline.window, engine.bundle.serving.window
+    overridden = {"served": window_fields(served), "bundle": window_fields(made)} if served != made else None
+    engine.info = replace(engine.info, self_check=report.as_dict() | ({"window_override": overridden} if overridden else {}))
     metrics.self_check.labels(engine.info.name).set(1 if report.passed else 0)
     if report.passed:
         log.info(
@@ -163,6 +166,17 @@ def self_check(engine: NerEngine, metrics: Metrics) -> None:
             report.texts,
             "; ".join(report.differences[:3]),
         )
+        if overridden:
+            log.warning(
+                "self-check: windows are overridden (%s served, the golden answers were made with the bundle's %s); "
+                "spans near window edges are expected to differ",
+                overridden["served"],
+                overridden["bundle"],
+            )
+
+
+def window_fields(window: WindowConfig) -> str:
+    return f"max_length {window.max_length}, stride {window.stride}, align {window.align.value}"
 
 
 def create_app(

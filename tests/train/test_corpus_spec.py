@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from train.corpus_spec import HeadSources, Source, keep_labels, merged, parse_heads, source_splits
+from train.corpus_spec import HeadSources, Source, merged, parse_heads, source_splits
 
 
 def columns(path: Path, sentences: int) -> Path:

@@ -98,3 +98,18 @@ async def test_broken_golden_file_is_a_warning_not_a_crash(golden_bundle: Path, 
     assert 'bioner_self_check_passed{model="tiny-test"} 0.0' in metrics
     assert main(["check", "--model-path", str(golden_bundle)]) == 2
     assert "not a golden-answer file" in capsys.readouterr().err
+
+
+async def test_self_check_names_window_overrides(golden_bundle: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Golden answers are made with the bundle's windows; with others, a mismatch says why it may be expected."""
+    _relabel_first(golden_bundle)
+    app = create_app(Settings(model_path=golden_bundle, max_text_chars=1000, max_length=12, stride=2))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            check = (await client.get("/model")).json()["self_check"]
+    assert check["passed"] is False
+    assert check["window_override"] == {
+        "served": "max_length 12, stride 2, align tokens",
+        "bundle": "max_length 16, stride 4, align tokens",
+    }
+    assert "windows are overridden" in caplog.text
