@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from joint_table import kept, seconds  # the sibling script: runs and their kept epochs
+from joint_table import epochs, kept, seconds  # the sibling script: runs and their kept epochs
 
 from train.corpus_spec import parse_heads
 
@@ -40,9 +40,19 @@ def shown(scores: tuple[float, float, float]) -> str:
     return " / ".join(f"{x:.4f}" for x in scores)
 
 
-def by_file(run: Path) -> dict[str, dict[str, Counts]]:
-    """File (folder/name) -> type -> counts on that file's dev split, from the run's kept epoch."""
-    record = kept(run)
+def record_of(run: Path, epoch: int) -> dict[str, Any]:
+    """The run's kept epoch, or epoch ``epoch`` (0: kept): runs with the same schedule compare at any epoch."""
+    if not epoch:
+        return kept(run)
+    found = [r for r in epochs(run) if r["epoch"] == epoch]
+    if not found:
+        raise SystemExit(f"{run}: no epoch {epoch} in metrics.jsonl")
+    return found[0]
+
+
+def by_file(run: Path, epoch: int = 0) -> dict[str, dict[str, Counts]]:
+    """File (folder/name) -> type -> counts on that file's dev split, from the run's kept (or given) epoch."""
+    record = record_of(run, epoch)
     config = json.loads((run / "serving.json").read_text(encoding="utf-8"))["train_config"]
     out: dict[str, dict[str, Counts]] = {}
     for head in parse_heads(config["corpora"]):
@@ -79,12 +89,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--a", type=Path, required=True, help="train-joint output folder (the reference grouping)")
     parser.add_argument("--b", type=Path, required=True, help="train-joint output folder (the other grouping)")
+    parser.add_argument("--epoch", type=int, default=0, help="compare at this epoch (0: each run's kept epoch)")
     args = parser.parse_args()
-    lines, mean_a, mean_b = table(by_file(args.a), by_file(args.b))
+    lines, mean_a, mean_b = table(by_file(args.a, args.epoch), by_file(args.b, args.epoch))
     print("\n".join(lines))
     print(f"\nmean micro F1 over corpus files: A {mean_a:.4f}, B {mean_b:.4f} ({mean_b - mean_a:+.4f})")
     for name, run in (("A", args.a), ("B", args.b)):
-        print(f"{name}: {run}, kept epoch {kept(run)['epoch']}, {seconds(run):.0f} s training")
+        print(f"{name}: {run}, epoch {record_of(run, args.epoch)['epoch']}, {seconds(run):.0f} s training")
 
 
 if __name__ == "__main__":
