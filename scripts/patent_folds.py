@@ -20,25 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer
+from transfer_study import bioner  # the sibling script: one `bioner` step, logged
 
 from service.corpora import read_corpus
 
 PUBLISHED = (0.54, 0.15)  # mean, sd of test F1 over the five folds (Chinese BERT, LM fine-tuning, CRF)
-
-
-def bioner(*args: str, log: Path) -> None:
-    command = [sys.executable, "-m", "train.cli", *args]
-    log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"[{time.strftime('%H:%M:%S')}] {' '.join(command)}", flush=True)
-    with log.open("a", encoding="utf-8") as fh:
-        subprocess.run(command, stdout=fh, stderr=subprocess.STDOUT, check=True)
 
 
 def unknown_share(tokenizer_file: Path, texts: list[str]) -> float:

@@ -33,7 +33,7 @@ def bioner(*args: str, log: Path) -> None:
     command = [sys.executable, "-m", "train.cli", *args]
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"[{time.strftime('%H:%M:%S')}] {' '.join(command)}", flush=True)
-    with log.open("w", encoding="utf-8") as fh:
+    with log.open("a", encoding="utf-8") as fh:  # a resumed step adds to its log
         subprocess.run(command, stdout=fh, stderr=subprocess.STDOUT, check=True)
 
 
