@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.corpora import Document, read_corpus
-from service.corpora.load import join_sentences, split_dev
+from service.corpora import Document
+from service.corpora.load import split_dev
+from train.data import read_all
 
 Split = tuple[list[Document], list[Document]]
 
@@ -76,7 +77,7 @@ def source_splits(head: HeadSources, separator: str, join: int, dev_fraction: fl
     """Each source's (train, dev), carved as a one-source head would carve that file."""
     out = {}
     for source in head.sources:
-        docs = keep_labels(join_sentences(read_corpus(source.path, None, separator), join, separator), source.labels)
+        docs = keep_labels(read_all([source.path], None, separator, join), source.labels)
         out[source.key] = split_dev(docs, dev_fraction, seed)
     return out
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from service.corpora import Document, read_corpus
 from service.corpora.load import join_sentences, split_dev
-from train.config import TrainConfig
+
+if TYPE_CHECKING:  # train.config imports train.corpus_spec, which reads corpora through this module
+    from train.config import TrainConfig
 
 Item = TypeVar("Item")
 

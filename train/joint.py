@@ -98,14 +98,11 @@ def batches_held(corpora: list[Corpus], batch_size: int) -> int:
     return sum(math.ceil(len(c.features) / batch_size) for c in corpora)
 
 
-def draw_plan(
-    corpora: list[Corpus], batch_size: int, alpha: float, rng: np.random.Generator, total: int = 0
-) -> list[tuple[str, list[int]]]:
-    """One epoch: ``total`` batches (0: as many as the corpora hold together), each from a corpus drawn
-    ∝ windows^alpha; a corpus drawn more often than it has batches starts a fresh shuffle of its windows."""
+def draw_plan(corpora: list[Corpus], batch_size: int, alpha: float, rng: np.random.Generator, total: int) -> list[tuple[str, list[int]]]:
+    """One epoch: ``total`` batches, each from a corpus drawn ∝ windows^alpha; a corpus drawn more
+    often than it has batches starts a fresh shuffle of its windows."""
     sizes = np.array([len(c.features) for c in corpora], dtype=np.float64)
     weights = sizes**alpha / (sizes**alpha).sum()
-    total = total or batches_held(corpora, batch_size)
     queues: dict[str, list[list[int]]] = {c.name: [] for c in corpora}
     plan = []
     for pick in rng.choice(len(corpora), size=total, p=weights):
