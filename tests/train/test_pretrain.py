@@ -18,7 +18,7 @@ from tiny_bert import export_bundle, make_base_model  # noqa: E402
 from service.decoding.windows import TextEncoder  # noqa: E402
 from train.align import IGNORE  # noqa: E402
 from train.data import read_texts  # noqa: E402
-from train.pretrain import Chunk, chunk_texts, mask_words  # noqa: E402
+from train.pretrain import Chunk, chunk_texts, mask_words, masked_loss  # noqa: E402
 from train.vocab import extend_vocabulary  # noqa: E402
 
 ENGLISH = ["the p53 kinase binds the myc gene in cells .", "myc gene in cells", "the kinase binds p53 ."] * 6
@@ -58,6 +58,24 @@ def test_whole_words_are_masked_together_and_specials_never(tmp_path: Path) -> N
             assert masked[positions].all() or not masked[positions].any()
         assert np.array_equal(labels[masked], chunk.input_ids[masked])
         assert np.array_equal(ids[~masked], chunk.input_ids[~masked])
+
+
+def test_masked_positions_only_give_the_full_models_loss(tmp_path: Path) -> None:
+    import torch
+    from transformers import BertForMaskedLM
+
+    from train.batches import pad_labelled
+
+    base = make_base_model(tmp_path / "base")
+    model = BertForMaskedLM.from_pretrained(base).eval()
+    chunks = chunk_texts(["p53x kinase binds mycx in the cells .", "the myc gene", "kinase binds p53 ."], _encoder(base), 32)
+    rng = np.random.default_rng(3)
+    batch = pad_labelled([mask_words(c, 0.3, mask_id=4, vocab_size=15, special_ids={0, 1, 2, 3, 4}, rng=rng) for c in chunks], 0)
+    with torch.no_grad():
+        full = model(**batch).loss
+        assert torch.allclose(masked_loss(model, batch), full, atol=1e-6)
+        summed = masked_loss(model, batch, reduction="sum")
+    assert torch.allclose(summed / int((batch["labels"] != IGNORE).sum()), full, atol=1e-6)
 
 
 def test_chunks_respect_the_length_and_keep_every_token(tmp_path: Path) -> None:
