@@ -7,6 +7,11 @@ the fold's training text, a CRF tagger trained on its train split with the epoch
 split, and ``bioner evaluate`` on its test split. Every step is a ``bioner`` process that is
 skipped when its output exists, so the study resumes where it stopped.
 
+A fold is about 35 minutes on two CPU cores, so five do not fit one working session: with
+``--measured FILE`` each finished fold's row (with its recipe, CPU and date) is kept in a file
+meant to be committed, folds already there are not run again, and a row made with another recipe
+is refused rather than averaged in.
+
 Beside F1 it reports what the gap is made of: the [UNK] share of the test text before and after
 the vocabulary extension, the held-out masked-LM perplexity before and after adaptation, the
 annotation density (entities per 1,000 characters) of train and test, and F1 per type.
@@ -18,6 +23,7 @@ annotation density (entities per 1,000 characters) of train and test, and F1 per
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import statistics
 from pathlib import Path
@@ -27,6 +33,7 @@ from tokenizers import Tokenizer
 from transfer_study import bioner  # the sibling script: one `bioner` step, logged
 
 from service.corpora import read_corpus
+from service.runtime.golden import cpu_summary
 
 PUBLISHED = (0.54, 0.15)  # mean, sd of test F1 over the five folds (Chinese BERT, LM fine-tuning, CRF)
 
@@ -109,6 +116,22 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+RECIPE = ("base_model", "mlm_epochs", "mlm_learning_rate", "head_warmup_steps", "epochs", "learning_rate", "seed")
+
+
+def load_measured(path: Path, recipe: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Rows of folds finished earlier, by fold; a row from another recipe stops the study (the base model by name only)."""
+    if not path.exists():
+        return {}
+    rows = {int(r["fold"]): r for r in json.loads(path.read_text(encoding="utf-8"))}
+    for fold, row in rows.items():
+        theirs, ours = dict(row["recipe"]), dict(recipe)
+        theirs["base_model"], ours["base_model"] = Path(theirs["base_model"]).parent.name, Path(ours["base_model"]).parent.name
+        if theirs != ours:
+            raise SystemExit(f"{path}: fold {fold} was measured with {row['recipe']}, not {recipe}; use another file")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-model", required=True)
@@ -122,10 +145,18 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--measured", type=Path, help="JSON file of finished folds' rows, read and extended (commit it)")
     args = parser.parse_args()
+    recipe = {k: getattr(args, k) for k in RECIPE}
+    kept = load_measured(args.measured, recipe) if args.measured else {}
     rows = []
     for fold in args.folds:
-        rows.append(run_fold(args, fold))
+        if fold not in kept:
+            row = run_fold(args, fold)
+            kept[fold] = {**row, "recipe": recipe, "cpu": cpu_summary()["model"], "date": datetime.date.today().isoformat()}
+            if args.measured:
+                args.measured.write_text(json.dumps([kept[f] for f in sorted(kept)], indent=2) + "\n", encoding="utf-8")
+        rows.append(kept[fold])
         root = Path(args.out)
         (root / "results.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
         (root / "results.md").write_text(table(rows), encoding="utf-8")

@@ -71,6 +71,15 @@ class TrainConfig:
     )
     aux_ratio: float = field(default=0.5, metadata=flag("share of multi-task batches drawn from --aux-train"))
     aux_epochs: int = field(default=1, metadata=flag("multi-task epochs before fine-tuning on --train alone"))
+    teacher: list[str] = field(
+        default_factory=list,
+        metadata=flag("checkpoint or ONNX bundle whose soft labels the model also learns (several: an ensemble, averaged)"),
+    )
+    distill_alpha: float = field(default=0.5, metadata=flag("share of the loss from the teacher's soft labels (--teacher)"))
+    distill_temperature: float = field(default=2.0, metadata=flag("softmax temperature of teacher and student in that term"))
+    student_layers: int = field(
+        default=0, metadata=flag("keep this many of the base encoder's layers, evenly spaced, ending with the last (0: all)")
+    )
 
     def __post_init__(self) -> None:
         if self.head not in ("linear", "crf"):
@@ -85,6 +94,12 @@ class TrainConfig:
             raise ValueError(f"aux ratio must be in (0, 1), not {self.aux_ratio}")
         if self.aux_train and self.head == "crf":
             raise ValueError("multi-task training (--aux-train) is implemented for the linear head only")
+        if self.teacher and (self.head == "crf" or self.aux_train):
+            raise ValueError("distillation (--teacher) is implemented for the linear head without --aux-train")
+        if not 0.0 <= self.distill_alpha <= 1.0 or self.distill_temperature <= 0.0:
+            raise ValueError("--distill-alpha must be in [0, 1] and --distill-temperature above 0")
+        if self.student_layers < 0:
+            raise ValueError(f"student layers must be 0 (all) or more, not {self.student_layers}")
 
 
 @dataclass

@@ -27,6 +27,7 @@ from train.config import TrainConfig
 from train.crf import CrfTagger, invalid_moves
 from train.data import read_all
 from train.device import resolve, to_device
+from train.distill import Teacher, distill_loss, shrink, teacher_probabilities
 from train.losses import class_weights, label_counts
 
 Item = tuple[str, list[int]]  # ("main" | "aux", window indices): one batch of a plan
@@ -71,6 +72,7 @@ class Task:
     aux_features: list[Feature] = field(default_factory=list)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     aux_head: AuxHead | None = None
+    teacher: Teacher | None = None
 
     @property
     def scheme(self) -> LabelScheme:
@@ -120,6 +122,10 @@ class Task:
             loss = self.aux_head.loss(self.model, batch)  # type: ignore[union-attr]
         elif self.tagger is not None:
             loss = self.tagger.loss(batch)
+        elif self.teacher is not None:
+            soft = self.teacher.batch(indices, batch["input_ids"].shape[1]).to(self.device)
+            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss = distill_loss(logits, batch["labels"], soft, self.teacher, self.loss_weight)
         else:
             loss = token_loss(self.model, batch, self.loss_weight)
         return loss, int(batch["attention_mask"].sum())
@@ -144,7 +150,15 @@ def prepare(config: TrainConfig, train_docs: list[Document], dev_docs: list[Docu
         label2id={label: i for i, label in enumerate(labels)},
         classifier_dropout=config.dropout,
     )
+    if config.student_layers:
+        header["student_layers"] = shrink(model, config.student_layers)
     task = Task(labels, tokenizer, encoder, window, policy, features, model, None, loss_weight, header)
+    if config.teacher:
+        vocabulary = tokenizer.backend_tokenizer.get_vocab()
+        probabilities = teacher_probabilities(config.teacher, features, labels, vocabulary, config.distill_temperature)
+        task.teacher = Teacher(probabilities, config.distill_alpha, config.distill_temperature)
+        header["distill"] = {"teachers": config.teacher, "alpha": config.distill_alpha, "temperature": config.distill_temperature}
+        print(f"distilling from {len(config.teacher)} teacher(s) at temperature {config.distill_temperature}, alpha {config.distill_alpha}")
     if config.head == "crf":
         task.tagger = CrfTagger(model, task.scheme)
         if bad := invalid_moves([f.labels for f in features], task.scheme):

@@ -1,0 +1,101 @@
+"""Distillation: the loss's limits, the student's layers, and a tiny teacher -> student run through export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("optimum")
+
+from tiny_bert import export_bundle, make_base_model, make_corpus, tiny_train_config  # noqa: E402
+
+from train.align import IGNORE  # noqa: E402
+from train.distill import Teacher, distill_loss, kept_layers  # noqa: E402
+from train.finetune import train  # noqa: E402
+
+
+def test_kept_layers_are_evenly_spaced_and_end_with_the_last() -> None:
+    assert kept_layers(6, 3) == [1, 3, 5]
+    assert kept_layers(6, 2) == [2, 5]
+    assert kept_layers(6, 6) == [0, 1, 2, 3, 4, 5]
+    assert kept_layers(12, 4) == [2, 5, 8, 11]
+    with pytest.raises(ValueError, match="1 to 6 layers"):
+        kept_layers(6, 7)
+
+
+def test_loss_limits() -> None:
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 3, generator=generator)
+    labels = torch.tensor([[IGNORE, 0, 2, 1, IGNORE], [IGNORE, 1, 1, IGNORE, IGNORE]])
+    soft = torch.softmax(torch.randn(2, 5, 3, generator=generator), -1)
+    trained = labels != IGNORE
+    ce = torch.nn.functional.cross_entropy(logits[trained], labels[trained])
+    # alpha 0: plain cross-entropy
+    assert torch.allclose(distill_loss(logits, labels, soft, Teacher([], 0.0, 2.0)), ce)
+    # a one-hot teacher at T = 1 is the gold tag: KL = cross-entropy
+    one_hot = torch.nn.functional.one_hot(labels.clamp_min(0), 3).float()
+    assert torch.allclose(distill_loss(logits, labels, one_hot, Teacher([], 1.0, 1.0)), ce, atol=1e-6)
+    # a student that already answers like the teacher has nothing left to learn from it
+    assert float(distill_loss(soft.log(), labels, soft, Teacher([], 1.0, 1.0))) == pytest.approx(0.0, abs=1e-6)
+    # padding never counts: changing ignored positions changes nothing
+    moved = logits.clone()
+    moved[~trained] += 100.0
+    mixed = Teacher([], 0.5, 2.0)
+    assert torch.allclose(distill_loss(moved, labels, soft, mixed), distill_loss(logits, labels, soft, mixed))
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("distill")
+    base, corpus = make_base_model(root / "base"), make_corpus(root / "corpus")
+    teacher = root / "teacher"
+    train(tiny_train_config(base, corpus, teacher, epochs=3))
+    assert export_bundle(teacher, root / "teacher-bundle", "--quantize", "none") == 0
+    return base, corpus, teacher
+
+
+def test_student_with_fewer_layers_learns_from_an_ensemble_and_exports(tiny_runs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    base, corpus, teacher = tiny_runs
+    student = tmp_path / "student"
+    teachers = [str(teacher), str(teacher.parent / "teacher-bundle")]  # a checkpoint and an ONNX bundle: an ensemble
+    best = train(tiny_train_config(base, corpus, student, epochs=3, teacher=teachers, distill_alpha=0.7, student_layers=1))
+    header = json.loads((student / "metrics.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert header["student_layers"] == [1]
+    assert header["distill"] == {"teachers": teachers, "alpha": 0.7, "temperature": 2.0}
+    assert json.loads((student / "config.json").read_text(encoding="utf-8"))["num_hidden_layers"] == 1
+    assert best["dev"]["micro"]["f1"] > 0.5  # the tiny corpus is learnable; a broken loss would not get there
+    assert export_bundle(student, tmp_path / "bundle", "--quantize", "none") == 0
+
+
+def test_the_teacher_must_share_labels_and_vocabulary(tiny_runs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    base, corpus, teacher = tiny_runs
+    config = json.loads((teacher / "config.json").read_text(encoding="utf-8"))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({**config, "id2label": {"0": "O", "1": "B-x", "2": "I-x"}}), encoding="utf-8")
+    with pytest.raises(ValueError, match="has labels"):
+        train(tiny_train_config(base, corpus, tmp_path / "s", teacher=[str(other)]))
+
+
+def test_soft_labels_are_distributions(tiny_runs: tuple[Path, Path, Path]) -> None:
+    from transformers import AutoTokenizer
+
+    from service.decoding.windows import TextEncoder, WindowConfig
+    from train.align import LabelPolicy, build_features, label_list
+    from train.data import read_all
+    from train.distill import teacher_probabilities
+
+    base, corpus, teacher = tiny_runs
+    docs = read_all([str(corpus)], {}, " ")
+    labels = label_list(docs)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    features, _ = build_features(
+        docs, TextEncoder(tokenizer.backend_tokenizer), {k: i for i, k in enumerate(labels)}, WindowConfig(24, 6), LabelPolicy.FIRST
+    )
+    probabilities = teacher_probabilities([str(teacher)], features, labels, tokenizer.backend_tokenizer.get_vocab(), 2.0)
+    assert [len(p) for p in probabilities] == [len(f.input_ids) for f in features]
+    assert np.allclose(np.concatenate(probabilities).sum(-1), 1.0, atol=1e-5)

@@ -1,0 +1,111 @@
+"""Knowledge distillation: a teacher's soft labels, or an ensemble's, as a second training target.
+
+A teacher is a ``bioner train`` checkpoint or an exported ONNX bundle (the shipped int8 model can
+teach) with the student's labels and vocabulary; several teachers are an ensemble whose
+probabilities are averaged. Their soft labels are computed once, before the first step, on exactly
+the windows the student trains on, so a distilled epoch costs what a plain one costs. On every
+trained subword the loss is ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(gold)``
+(Hinton et al., 2015): the soft labels carry what the teacher learned about near-misses, which a
+small student cannot find from the hard tags alone.
+
+``student_layers`` keeps that many of the base encoder's layers, evenly spaced and ending with the
+last (DistilBERT builds its student from the teacher's layers the same way): a cheaper network to
+serve, whose lost accuracy the teacher's soft labels are there to win back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from service.bundle_format import CONFIG_FILE, TOKENIZER_FILE
+from train.align import IGNORE, Feature
+
+
+@dataclass
+class Teacher:
+    """Soft labels for every training window (``[tokens, labels]`` float32, rows sum to 1) and the loss's mix."""
+
+    probabilities: list[np.ndarray]
+    alpha: float
+    temperature: float
+
+    def batch(self, indices: Sequence[int], width: int) -> torch.Tensor:
+        """The soft labels of a batch's windows, right-padded with zeros (padding is never trained)."""
+        rows = [self.probabilities[i] for i in indices]
+        out = torch.zeros((len(rows), width, rows[0].shape[1]), dtype=torch.float32)
+        for r, row in enumerate(rows):
+            out[r, : len(row)] = torch.from_numpy(row)
+        return out
+
+
+def kept_layers(total: int, keep: int) -> list[int]:
+    """``keep`` of ``total`` layer indices, evenly spaced and ending with the last: 6 -> 3 keeps 1, 3, 5."""
+    if not 0 < keep <= total:
+        raise ValueError(f"a student keeps 1 to {total} layers of this encoder, not {keep}")
+    return [round((i + 1) * total / keep) - 1 for i in range(keep)]
+
+
+def shrink(model: Any, keep: int) -> list[int]:
+    """Drop all but ``keep`` encoder layers in place (the saved config follows); returns the kept indices."""
+    encoder = model.base_model.encoder
+    layers = kept_layers(len(encoder.layer), keep)
+    encoder.layer = torch.nn.ModuleList([encoder.layer[i] for i in layers])
+    model.config.num_hidden_layers = keep
+    return layers
+
+
+def distill_loss(
+    logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor, teacher: Teacher, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The mixed loss over trained subwords (``labels != IGNORE``); ``weight`` weighs the gold term's classes."""
+    trained = labels != IGNORE
+    student, target, gold = logits[trained], soft[trained], labels[trained]
+    t = teacher.temperature
+    log_student = torch.nn.functional.log_softmax(student / t, dim=-1)
+    kl = (target * (target.clamp_min(1e-12).log() - log_student)).sum(-1).mean() * t * t
+    ce = torch.nn.functional.cross_entropy(student, gold, weight=weight)
+    return teacher.alpha * kl + (1.0 - teacher.alpha) * ce
+
+
+def teacher_probabilities(
+    teachers: Sequence[str], features: Sequence[Feature], labels: Sequence[str], vocabulary: dict[str, int], temperature: float
+) -> list[np.ndarray]:
+    """Each window's soft labels at ``temperature``, averaged over the teachers."""
+    from train.batches import sorted_batches
+    from train.evaluate_cli import load_runner
+
+    total = [np.zeros((len(f.input_ids), len(labels)), dtype=np.float32) for f in features]
+    for path in map(Path, teachers):
+        check_teacher(path, labels, vocabulary)
+        run, _ = load_runner(path)
+        for group in sorted_batches([len(f.input_ids) for f in features], 32, None):
+            width = max(len(features[i].input_ids) for i in group)
+            ids = np.zeros((len(group), width), dtype=np.int64)
+            mask = np.zeros_like(ids)
+            for r, i in enumerate(group):
+                ids[r, : len(features[i].input_ids)], mask[r, : len(features[i].input_ids)] = features[i].input_ids, 1
+            scaled = run(ids, mask).astype(np.float64) / temperature
+            probs = np.exp(scaled - scaled.max(-1, keepdims=True))
+            probs /= probs.sum(-1, keepdims=True)
+            for r, i in enumerate(group):
+                total[i] += probs[r, : len(features[i].input_ids)].astype(np.float32)
+    return [t / len(teachers) for t in total]
+
+
+def check_teacher(path: Path, labels: Sequence[str], vocabulary: dict[str, int]) -> None:
+    """A teacher must tag with the student's labels, in order, over the student's vocabulary."""
+    config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    theirs = [label for _, label in sorted((int(k), v) for k, v in config["id2label"].items())]
+    if theirs != list(labels):
+        raise ValueError(f"teacher {path} has labels {theirs}, the student {list(labels)}: distil on the teacher's corpus")
+    from tokenizers import Tokenizer
+
+    if Tokenizer.from_file(str(path / TOKENIZER_FILE)).get_vocab() != vocabulary:
+        raise ValueError(f"teacher {path} has another vocabulary than the student's base model")
