@@ -329,6 +329,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser)
     parser.add_argument("--checkpoint", type=Path, default=None, help="PyTorch checkpoint of the same weights (pipeline baseline)")
+    parser.add_argument(
+        "--reference", type=Path, default=None, help="another bundle (the larger model a smaller one replaces): its raw ORT row too"
+    )
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--dev-fraction", type=float, default=0.1, help="use the dev documents train carves off (0: all files)")
     parser.add_argument("--seed", type=int, default=13)
@@ -351,6 +354,8 @@ def main() -> None:
     raw = bench_raw_ort(args.model, texts, args.threads, args.raw_batch_size, window)
     tokens = raw["tokens"]
     results["raw_ort"] = raw
+    if args.reference:
+        results["reference_raw_ort"] = bench_raw_ort(args.reference, texts, args.threads, args.raw_batch_size, window)
     pipe = bench_pipeline(args.checkpoint, texts, args.threads, bundle.serving.window.max_length, bundle.serving.window.stride)
     results["pipeline"] = pipe
     results["service"] = bench_service(args.model, texts, args.threads, args.concurrency, extra, args.loads, args.load_seconds)
@@ -360,6 +365,9 @@ def main() -> None:
     rows: list[tuple[str, str, float, dict[str, Any] | None, str, float]] = []
     if isinstance(pipe, dict):
         rows.append(("transformers pipeline (PyTorch, first)", "1", pipe["texts_per_s"], pipe, "-", f1(gold, pipe["predicted"])))
+    if "reference_raw_ort" in results:
+        ref = results["reference_raw_ort"]
+        rows.append((f"raw ONNX Runtime, reference {args.reference.name}", "-", ref["texts_per_s"], None, "-", f1(gold, ref["predicted"])))
     rows.append((f"raw ONNX Runtime (batches of {args.raw_batch_size})", "-", raw["texts_per_s"], None, "-", f1(gold, raw["predicted"])))
     for c, run in results["service"]["runs"].items():
         rows.append(
@@ -396,6 +404,10 @@ def main() -> None:
             ratios["p99_at_16_over_single_p50"] = at16["p99"] / single["p50"]
     if isinstance(pipe, dict):
         ratios["raw_ort_over_pipeline"] = raw["texts_per_s"] / pipe["texts_per_s"]
+    if "reference_raw_ort" in results:
+        ratios["raw_ort_over_reference_raw_ort"] = raw["texts_per_s"] / results["reference_raw_ort"]["texts_per_s"]
+        if at16:
+            ratios["service16_over_reference_raw_ort"] = at16["texts_per_s"] / results["reference_raw_ort"]["texts_per_s"]
     curve = results["service"].get("open_loop")
     if curve and single:
         at_half = min(curve["curve"], key=lambda p: abs(p["share"] - 0.5))

@@ -75,6 +75,10 @@ class TrainConfig:
         default_factory=list,
         metadata=flag("checkpoint or ONNX bundle whose soft labels the model also learns (several: an ensemble, averaged)"),
     )
+    distill_text: list[str] = field(
+        default_factory=list,
+        metadata=flag("unlabelled text (.txt lines or any --train format, tags ignored) the teacher labels for the model too"),
+    )
     distill_alpha: float = field(default=0.5, metadata=flag("share of the loss from the teacher's soft labels (--teacher)"))
     distill_temperature: float = field(default=2.0, metadata=flag("softmax temperature of teacher and student in that term"))
     student_layers: int = field(
@@ -96,6 +100,8 @@ class TrainConfig:
             raise ValueError("multi-task training (--aux-train) is implemented for the linear head only")
         if self.teacher and (self.head == "crf" or self.aux_train):
             raise ValueError("distillation (--teacher) is implemented for the linear head without --aux-train")
+        if self.distill_text and not self.teacher:
+            raise ValueError("--distill-text needs a --teacher to label it")
         if not 0.0 <= self.distill_alpha <= 1.0 or self.distill_temperature <= 0.0:
             raise ValueError("--distill-alpha must be in [0, 1] and --distill-temperature above 0")
         if self.student_layers < 0:

@@ -15,7 +15,6 @@ after its last completed epoch, with the same result as if it had never stopped.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -41,7 +40,7 @@ __all__ = ["TrainConfig", "train"]
 
 def phases(config: TrainConfig, task: Task, rng: np.random.Generator) -> list[Phase[Item]]:
     """The multi-task phase when there is an auxiliary corpus, then fine-tuning on the main corpus alone."""
-    steps_per_epoch = math.ceil(len(task.features) / config.batch_size)
+    steps_per_epoch = task.batches_per_epoch(config.batch_size)
     found: list[Phase[Item]] = []
     if task.aux_head is not None:
         joint_steps = (steps_per_epoch + aux_batch_count(steps_per_epoch, config.aux_ratio)) * config.aux_epochs

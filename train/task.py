@@ -10,6 +10,7 @@ classifier, :class:`AuxHead`, for that corpus's labels; it is trained, never sav
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ from train.align import IGNORE, Feature, LabelPolicy, build_features, label_list
 from train.batches import collate, length_grouped_batches, mixed_batches
 from train.config import TrainConfig
 from train.crf import CrfTagger, invalid_moves
-from train.data import read_all
+from train.data import read_all, read_texts
 from train.device import resolve, to_device
 from train.distill import Teacher, distill_loss, shrink, teacher_probabilities
 from train.losses import class_weights, label_counts
@@ -73,6 +74,8 @@ class Task:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     aux_head: AuxHead | None = None
     teacher: Teacher | None = None
+    extra_features: list[Feature] = field(default_factory=list)  # unlabelled windows (--distill-text): soft labels only
+    extra_teacher: Teacher | None = None
 
     @property
     def scheme(self) -> LabelScheme:
@@ -97,7 +100,15 @@ class Task:
         return modules
 
     def main_plan(self, batch_size: int, rng: np.random.Generator) -> list[Item]:
-        return [("main", b) for b in length_grouped_batches(self.features, batch_size, rng)]
+        """Every labelled window once and, when distilling on unlabelled text, every one of those too, interleaved."""
+        main: list[Item] = [("main", b) for b in length_grouped_batches(self.features, batch_size, rng)]
+        if not self.extra_features:
+            return main
+        items = main + [("extra", b) for b in length_grouped_batches(self.extra_features, batch_size, rng)]
+        return [items[i] for i in rng.permutation(len(items))]
+
+    def batches_per_epoch(self, batch_size: int) -> int:
+        return math.ceil(len(self.features) / batch_size) + math.ceil(len(self.extra_features) / batch_size)
 
     def mixed_plan(self, batch_size: int, ratio: float, rng: np.random.Generator) -> list[Item]:
         main = length_grouped_batches(self.features, batch_size, rng)
@@ -116,9 +127,14 @@ class Task:
     def step(self, item: Item) -> tuple[torch.Tensor, int]:
         """The loss of one batch and its number of tokens."""
         corpus, indices = item
-        batch = collate(self.features if corpus == "main" else self.aux_features, indices, self.tokenizer.pad_token_id or 0)
-        batch = to_device(batch, self.device)
-        if corpus == "aux":
+        features = {"main": self.features, "aux": self.aux_features, "extra": self.extra_features}[corpus]
+        batch = to_device(collate(features, indices, self.tokenizer.pad_token_id or 0), self.device)
+        if corpus == "extra":  # the teacher's soft labels alone: these windows have no gold tags
+            teacher: Teacher = self.extra_teacher  # type: ignore[assignment]
+            soft = teacher.batch(indices, batch["input_ids"].shape[1]).to(self.device)
+            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss = distill_loss(logits, batch["labels"], soft, teacher)
+        elif corpus == "aux":
             loss = self.aux_head.loss(self.model, batch)  # type: ignore[union-attr]
         elif self.tagger is not None:
             loss = self.tagger.loss(batch)
@@ -154,11 +170,7 @@ def prepare(config: TrainConfig, train_docs: list[Document], dev_docs: list[Docu
         header["student_layers"] = shrink(model, config.student_layers)
     task = Task(labels, tokenizer, encoder, window, policy, features, model, None, loss_weight, header)
     if config.teacher:
-        vocabulary = tokenizer.backend_tokenizer.get_vocab()
-        probabilities = teacher_probabilities(config.teacher, features, labels, vocabulary, config.distill_temperature)
-        task.teacher = Teacher(probabilities, config.distill_alpha, config.distill_temperature)
-        header["distill"] = {"teachers": config.teacher, "alpha": config.distill_alpha, "temperature": config.distill_temperature}
-        print(f"distilling from {len(config.teacher)} teacher(s) at temperature {config.distill_temperature}, alpha {config.distill_alpha}")
+        add_teacher(task, config)
     if config.head == "crf":
         task.tagger = CrfTagger(model, task.scheme)
         if bad := invalid_moves([f.labels for f in features], task.scheme):
@@ -179,6 +191,24 @@ def weighting(config: TrainConfig, labels: list[str], features: list[Feature]) -
     record["class_weights"] = dict(zip(labels, [round(float(w), 6) for w in weights]))
     print("class weights: " + ", ".join(f"{k} {v:.4f}" for k, v in record["class_weights"].items()))
     return record, torch.tensor(weights, dtype=torch.float32)
+
+
+def add_teacher(task: Task, config: TrainConfig) -> None:
+    """The teachers' soft labels on the training windows and on the unlabelled ones of ``--distill-text``."""
+    vocabulary = task.tokenizer.backend_tokenizer.get_vocab()
+    t = config.distill_temperature
+    task.teacher = Teacher(teacher_probabilities(config.teacher, task.features, task.labels, vocabulary, t), config.distill_alpha, t)
+    record: dict[str, Any] = {"teachers": config.teacher, "alpha": config.distill_alpha, "temperature": t}
+    if config.distill_text:
+        texts = [text for path in config.distill_text for text in read_texts(path, config.separator)]
+        docs = [Document(f"distill-{i}", text, ()) for i, text in enumerate(texts)]
+        label2id = {label: i for i, label in enumerate(task.labels)}
+        task.extra_features, _ = build_features(docs, task.encoder, label2id, task.window, task.policy)
+        probabilities = teacher_probabilities(config.teacher, task.extra_features, task.labels, vocabulary, t)
+        task.extra_teacher = Teacher(probabilities, 1.0, t)
+        record["text"] = {"paths": config.distill_text, "texts": len(texts), "windows": len(task.extra_features)}
+    task.header["distill"] = record
+    print(f"distilling from {len(config.teacher)} teacher(s) (temperature {t}, alpha {config.distill_alpha}), record {record}")
 
 
 def add_auxiliary(task: Task, config: TrainConfig) -> None:

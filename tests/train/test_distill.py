@@ -62,13 +62,23 @@ def test_student_with_fewer_layers_learns_from_an_ensemble_and_exports(tiny_runs
     base, corpus, teacher = tiny_runs
     student = tmp_path / "student"
     teachers = [str(teacher), str(teacher.parent / "teacher-bundle")]  # a checkpoint and an ONNX bundle: an ensemble
-    best = train(tiny_train_config(base, corpus, student, epochs=3, teacher=teachers, distill_alpha=0.7, student_layers=1))
+    raw = tmp_path / "raw.txt"  # unlabelled text for the teacher to label: soft labels only
+    raw.write_text("the myc gene binds p53 .\nkinase in the cells .\n", encoding="utf-8")
+    settings = {"epochs": 5, "teacher": teachers, "distill_alpha": 0.7, "student_layers": 1, "distill_text": [str(raw)]}
+    best = train(tiny_train_config(base, corpus, student, **settings))
     header = json.loads((student / "metrics.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert header["student_layers"] == [1]
-    assert header["distill"] == {"teachers": teachers, "alpha": 0.7, "temperature": 2.0}
+    text = {"paths": [str(raw)], "texts": 2, "windows": 2}
+    assert header["distill"] == {"teachers": teachers, "alpha": 0.7, "temperature": 2.0, "text": text}
     assert json.loads((student / "config.json").read_text(encoding="utf-8"))["num_hidden_layers"] == 1
     assert best["dev"]["micro"]["f1"] > 0.5  # the tiny corpus is learnable; a broken loss would not get there
     assert export_bundle(student, tmp_path / "bundle", "--quantize", "none") == 0
+
+
+def test_unlabelled_text_needs_a_teacher(tiny_runs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    base, corpus, _ = tiny_runs
+    with pytest.raises(ValueError, match="needs a --teacher"):
+        tiny_train_config(base, corpus, tmp_path / "s", distill_text=[str(corpus)])
 
 
 def test_the_teacher_must_share_labels_and_vocabulary(tiny_runs: tuple[Path, Path, Path], tmp_path: Path) -> None:
