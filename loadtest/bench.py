@@ -41,7 +41,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import ROOT, add_common_args, histogram, stop_service  # noqa: E402
+from harness import ROOT, add_common_args, cpu_model, histogram, stop_service  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -85,19 +85,6 @@ def f1(gold: list[Spans], predicted: list[Spans]) -> float:
     p = {(i, *s) for i, doc in enumerate(predicted) for s in doc}
     tp = len(g & p)
     return 2 * tp / (len(g) + len(p)) if g or p else 1.0
-
-
-def cpu_model() -> str:
-    """``lscpu``'s model name, with AVX-512 VNNI or AVX2 noted: int8 speed depends on it."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown CPU"
-    name = re.search(r"model name\s*:\s*(.+)", info)
-    flags = re.search(r"flags\s*:\s*(.+)", info)
-    have = set(flags.group(1).split()) if flags else set()
-    isa = "AVX-512 VNNI" if "avx512_vnni" in have else "AVX2, no VNNI" if "avx2" in have else "no AVX2"
-    return f"{name.group(1).strip() if name else 'unknown CPU'} ({isa})"
 
 
 def percentiles(latencies: list[float]) -> dict[str, float]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import ROOT, add_common_args  # noqa: E402
+from harness import ROOT, add_common_args, cpu_model  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -38,13 +37,6 @@ def build_input(texts: Path, folder: Path, per_file: int, limit: int) -> int:
         lines = [json.dumps({"id": f.stem, "text": f.read_text(encoding="utf-8")}) for f in files[start : start + per_file]]
         (folder / f"part{start // per_file:03d}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return len(files)
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def outputs(folder: Path) -> dict[str, bytes]:

@@ -13,6 +13,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def cpu_model() -> str:
+    """``lscpu``'s model name, with AVX-512 VNNI or AVX2 noted: int8 speed depends on it."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    name = re.search(r"model name\s*:\s*(.+)", info)
+    flags = re.search(r"flags\s*:\s*(.+)", info)
+    have = set(flags.group(1).split()) if flags else set()
+    isa = "AVX-512 VNNI" if "avx512_vnni" in have else "AVX2, no VNNI" if "avx2" in have else "no AVX2"
+    return f"{name.group(1).strip() if name else 'unknown CPU'} ({isa})"
+
+
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "bioner-minilm-jnlpba")
     parser.add_argument("--texts", type=Path, default=ROOT.parent / "shared" / "data" / "jnlpba" / "train")

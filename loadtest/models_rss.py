@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -17,16 +16,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import start_service  # noqa: E402
-from harness import add_common_args, rss_mb, stop_service  # noqa: E402
+from harness import add_common_args, cpu_model, rss_mb, stop_service  # noqa: E402
 
 TEXT = "IL-2 gene expression and NF-kappa B activation through CD28 requires reactive oxygen production by 5-lipoxygenase."
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "?"
 
 
 def measure(model: Path, count: int, threads: int) -> dict[str, float | int]:

@@ -28,8 +28,8 @@ from typing import Any
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import add_window_args, cpu_model, drive, load_corpus, start_service, window_overrides  # noqa: E402
-from harness import ROOT, add_common_args, stop_service  # noqa: E402
+from bench import add_window_args, drive, load_corpus, start_service, window_overrides  # noqa: E402
+from harness import ROOT, add_common_args, cpu_model, stop_service  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
