@@ -7,7 +7,7 @@ the fold's training text, a CRF tagger trained on its train split with the epoch
 split, and ``bioner evaluate`` on its test split. Every step is a ``bioner`` process that is
 skipped when its output exists, so the study resumes where it stopped.
 
-A fold is about 35 minutes on two CPU cores, so five do not fit one working session: with
+A fold is about an hour on two CPU cores (MLM 21 min, 4 CRF epochs 40 min), so five do not fit one working session: with
 ``--measured FILE`` each finished fold's row (with its recipe, CPU and date) is kept in a file
 meant to be committed, folds already there are not run again, and a row made with another recipe
 is refused rather than averaged in.
@@ -89,6 +89,8 @@ def run_fold(args: argparse.Namespace, fold: int) -> dict[str, Any]:
         "perplexity_after": mlm.get("perplexity_after"),
         "density_train": density(Path(train)),
         "density_test": density(Path(test)),
+        "mlm_seconds": mlm.get("head_warmup_seconds", 0.0) + mlm.get("adapt_seconds", 0.0),
+        "ner_seconds": sum(json.loads(line).get("epoch_seconds", 0.0) for line in (ner / "metrics.jsonl").open(encoding="utf-8")),
         "best_epoch": best["epoch"],
         "dev_f1": best["dev"]["micro"]["f1"],
         "test": {k: scored["micro"][k] for k in ("precision", "recall", "f1", "support")},
@@ -112,7 +114,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         )
     f1 = [r["test"]["f1"] for r in rows]
     sd = statistics.stdev(f1) if len(f1) > 1 else 0.0
-    lines.append(f"\nTest F1 over {len(f1)} folds: **{statistics.mean(f1):.2f} ± {sd:.2f}** (published: {PUBLISHED[0]} ± {PUBLISHED[1]})")
+    lines.append(f"\nTest F1 over {len(f1)} fold(s): **{statistics.mean(f1):.2f} ± {sd:.2f}** (published: {PUBLISHED[0]} ± {PUBLISHED[1]})")
     return "\n".join(lines) + "\n"
 
 
