@@ -47,6 +47,11 @@ TRAIN_FLAGS = [
     "--aux-tag-map",
     "--aux-ratio",
     "--aux-epochs",
+    "--teacher",
+    "--distill-text",
+    "--distill-alpha",
+    "--distill-temperature",
+    "--student-layers",
     "--resume",
 ]
 PRETRAIN_FLAGS = [
