@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from service.bundle_format import CONFIG_FILE, TOKENIZER_FILE
+from service.decoding.aggregate import softmax
 from train.align import IGNORE, Feature
 
 
@@ -91,9 +92,7 @@ def teacher_probabilities(
             mask = np.zeros_like(ids)
             for r, i in enumerate(group):
                 ids[r, : len(features[i].input_ids)], mask[r, : len(features[i].input_ids)] = features[i].input_ids, 1
-            scaled = run(ids, mask).astype(np.float64) / temperature
-            probs = np.exp(scaled - scaled.max(-1, keepdims=True))
-            probs /= probs.sum(-1, keepdims=True)
+            probs = softmax(run(ids, mask).astype(np.float64) / temperature)
             for r, i in enumerate(group):
                 total[i] += probs[r, : len(features[i].input_ids)].astype(np.float32)
     return [t / len(teachers) for t in total]

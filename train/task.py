@@ -129,19 +129,15 @@ class Task:
         corpus, indices = item
         features = {"main": self.features, "aux": self.aux_features, "extra": self.extra_features}[corpus]
         batch = to_device(collate(features, indices, self.tokenizer.pad_token_id or 0), self.device)
-        if corpus == "extra":  # the teacher's soft labels alone: these windows have no gold tags
-            teacher: Teacher = self.extra_teacher  # type: ignore[assignment]
-            soft = teacher.batch(indices, batch["input_ids"].shape[1]).to(self.device)
-            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            loss = distill_loss(logits, batch["labels"], soft, teacher)
-        elif corpus == "aux":
+        teacher = self.extra_teacher if corpus == "extra" else self.teacher  # extra windows: soft labels alone
+        if corpus == "aux":
             loss = self.aux_head.loss(self.model, batch)  # type: ignore[union-attr]
         elif self.tagger is not None:
             loss = self.tagger.loss(batch)
-        elif self.teacher is not None:
-            soft = self.teacher.batch(indices, batch["input_ids"].shape[1]).to(self.device)
+        elif teacher is not None:
+            soft = teacher.batch(indices, batch["input_ids"].shape[1]).to(self.device)
             logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            loss = distill_loss(logits, batch["labels"], soft, self.teacher, self.loss_weight)
+            loss = distill_loss(logits, batch["labels"], soft, teacher, self.loss_weight)
         else:
             loss = token_loss(self.model, batch, self.loss_weight)
         return loss, int(batch["attention_mask"].sum())
