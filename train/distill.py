@@ -26,7 +26,9 @@ import torch
 
 from service.bundle_format import CONFIG_FILE, TOKENIZER_FILE
 from service.decoding.aggregate import softmax
+from service.decoding.pipeline import run_rows
 from train.align import IGNORE, Feature
+from train.batches import sorted_batches
 
 
 @dataclass
@@ -79,7 +81,6 @@ def teacher_probabilities(
     teachers: Sequence[str], features: Sequence[Feature], labels: Sequence[str], vocabulary: dict[str, int], temperature: float
 ) -> list[np.ndarray]:
     """Each window's soft labels at ``temperature``, averaged over the teachers."""
-    from train.batches import sorted_batches
     from train.evaluate_cli import load_runner
 
     total = [np.zeros((len(f.input_ids), len(labels)), dtype=np.float32) for f in features]
@@ -87,14 +88,8 @@ def teacher_probabilities(
         check_teacher(path, labels, vocabulary)
         run, _ = load_runner(path)
         for group in sorted_batches([len(f.input_ids) for f in features], 32, None):
-            width = max(len(features[i].input_ids) for i in group)
-            ids = np.zeros((len(group), width), dtype=np.int64)
-            mask = np.zeros_like(ids)
-            for r, i in enumerate(group):
-                ids[r, : len(features[i].input_ids)], mask[r, : len(features[i].input_ids)] = features[i].input_ids, 1
-            probs = softmax(run(ids, mask).astype(np.float64) / temperature)
-            for r, i in enumerate(group):
-                total[i] += probs[r, : len(features[i].input_ids)].astype(np.float32)
+            for i, logits in zip(group, run_rows(run, [features[i].input_ids for i in group])):
+                total[i] += softmax(logits.astype(np.float64) / temperature).astype(np.float32)
     return [t / len(teachers) for t in total]
 
 

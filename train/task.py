@@ -191,18 +191,21 @@ def weighting(config: TrainConfig, labels: list[str], features: list[Feature]) -
 
 def add_teacher(task: Task, config: TrainConfig) -> None:
     """The teachers' soft labels on the training windows and on the unlabelled ones of ``--distill-text``."""
-    vocabulary = task.tokenizer.backend_tokenizer.get_vocab()
     t = config.distill_temperature
-    task.teacher = Teacher(teacher_probabilities(config.teacher, task.features, task.labels, vocabulary, t), config.distill_alpha, t)
     record: dict[str, Any] = {"teachers": config.teacher, "alpha": config.distill_alpha, "temperature": t}
     if config.distill_text:
         texts = [text for path in config.distill_text for text in read_texts(path, config.separator)]
         docs = [Document(f"distill-{i}", text, ()) for i, text in enumerate(texts)]
         label2id = {label: i for i, label in enumerate(task.labels)}
         task.extra_features, _ = build_features(docs, task.encoder, label2id, task.window, task.policy)
-        probabilities = teacher_probabilities(config.teacher, task.extra_features, task.labels, vocabulary, t)
-        task.extra_teacher = Teacher(probabilities, 1.0, t)
         record["text"] = {"paths": config.distill_text, "texts": len(texts), "windows": len(task.extra_features)}
+    # one pass per teacher over the labelled and unlabelled windows together
+    vocabulary = task.tokenizer.backend_tokenizer.get_vocab()
+    soft = teacher_probabilities(config.teacher, task.features + task.extra_features, task.labels, vocabulary, t)
+    n = len(task.features)
+    task.teacher = Teacher(soft[:n], config.distill_alpha, t)
+    if task.extra_features:
+        task.extra_teacher = Teacher(soft[n:], 1.0, t)
     task.header["distill"] = record
     print(f"distilling from {len(config.teacher)} teacher(s) (temperature {t}, alpha {config.distill_alpha}), record {record}")
 
