@@ -1,4 +1,4 @@
-"""``bioner train | pretrain | evaluate | export``: argument parsing only; the work lives in the modules.
+"""``bioner train | average | pretrain | evaluate | export``: argument parsing only; the work lives in the modules.
 
 ``train`` and ``pretrain`` flags are generated from their config dataclasses (:mod:`train.flags`).
 Nothing here imports torch: ``bioner serve`` builds these parsers too.
@@ -24,6 +24,12 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     t.add_argument("--folds", type=int, default=0, help="k-fold cross-validation over --train documents (K models, mean ± sd per type)")
     t.add_argument("--resume", action="store_true", help=RESUME)
     t.set_defaults(handler=_train)
+
+    a = sub.add_parser("average", help="checkpoint averaging: the mean of a --keep-epochs run's epoch weights, scored on its dev")
+    a.add_argument("--run", required=True, help="a `bioner train --keep-epochs` run folder")
+    a.add_argument("--epochs", type=int, nargs="+", required=True, help="the epochs to average (for example the last three)")
+    a.add_argument("--output", required=True, help="checkpoint folder for the averaged weights (what `bioner export` takes)")
+    a.set_defaults(handler=_average)
 
     m = sub.add_parser("pretrain", help="domain-adaptive masked-LM pretraining of the base encoder on raw text")
     add_flags(m, PretrainConfig)
@@ -142,6 +148,20 @@ def _train(args: argparse.Namespace) -> int:
         print(f"bioner train: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({"best_epoch": best.get("epoch"), "dev_micro": best["dev"]["micro"]}, indent=2))
+    return 0
+
+
+def _average(args: argparse.Namespace) -> int:
+    if not _require_extra("average"):
+        return 2
+    from train.average import average
+
+    try:
+        result = average(Path(args.run), args.epochs, Path(args.output))
+    except ValueError as exc:
+        print(f"bioner average: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"epochs": result["epochs"], "dev_micro": result["dev"]["micro"], "epochs_dev_f1": result["epochs_dev_f1"]}, indent=2))
     return 0
 
 

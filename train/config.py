@@ -18,6 +18,7 @@ from train.flags import flag
 
 DEVICE = "where to train: auto picks the GPU when torch sees one, else the CPU"
 BASE_MODEL = "hub name or local folder of a Hugging Face encoder"
+EPOCHS_DIR = "epochs"  # under a run folder: each epoch's weights, with --keep-epochs
 SEPARATOR = "how column-file tokens are joined into text ('' for Chinese)"
 
 
@@ -83,6 +84,9 @@ class TrainConfig:
     distill_temperature: float = field(default=2.0, metadata=flag("softmax temperature of teacher and student in that term"))
     student_layers: int = field(
         default=0, metadata=flag("keep this many of the base encoder's layers, evenly spaced, ending with the last (0: all)")
+    )
+    keep_epochs: bool = field(
+        default=False, metadata=flag("also keep every epoch's weights under epochs/ (for `bioner average`: checkpoint averaging)")
     )
 
     def __post_init__(self) -> None:

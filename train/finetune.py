@@ -15,12 +15,14 @@ after its last completed epoch, with the same result as if it had never stopped.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from service.bundle_format import ServingConfig, write_serving
 from service.corpora import Document
@@ -28,7 +30,7 @@ from service.decoding.crf import Transitions
 from service.decoding.pipeline import Pipeline
 from train.backends import torch_runner
 from train.batches import aux_batch_count
-from train.config import TrainConfig
+from train.config import EPOCHS_DIR, TrainConfig
 from train.data import load_documents
 from train.evaluate import evaluate_documents
 from train.loop import EpochStats, Phase, TrainingLoop, adamw, decay_groups
@@ -68,6 +70,19 @@ def _tensorboard(out: Path) -> Any:
     return SummaryWriter(log_dir=str(out / "tensorboard"))
 
 
+def score_dev(task: Task, dev_docs: list[Document], transitions: Transitions | None) -> dict[str, Any]:
+    """Strict span P/R/F1 on dev, decoded by the service's own pipeline as the exported model will be."""
+    pipeline = Pipeline(task.encoder, task.scheme, task.window, task.strategy, task.decoding, transitions)
+    return evaluate_documents(dev_docs, pipeline, torch_runner(task.model))
+
+
+def save_checkpoint(out: Path, task: Task, transitions: Transitions | None, extra: dict[str, Any]) -> None:
+    """The checkpoint ``bioner export`` reads: weights, tokenizer and serving.json with the run's settings."""
+    task.model.save_pretrained(out)
+    task.tokenizer.save_pretrained(out)
+    write_serving(out, ServingConfig(task.window, task.strategy, task.decoding, transitions, extra=extra))
+
+
 class KeepBest:
     """End of an epoch: dev scores, one metrics.jsonl line, and the checkpoint when dev F1 is the best yet."""
 
@@ -91,6 +106,8 @@ class KeepBest:
         }
         self.loop.log(record)
         self.plot(record)
+        if self.config.keep_epochs:
+            self.keep_weights(stats.epoch)
         micro = report["micro"]
         print(
             f"{stats.phase} epoch {stats.epoch}: loss {stats.loss:.4f}, dev P {micro['precision']:.4f} "
@@ -101,18 +118,19 @@ class KeepBest:
             self.save(stats.epoch, transitions)
 
     def score(self, transitions: Transitions | None) -> dict[str, Any]:
-        """Strict span P/R/F1 on dev, decoded by the service's own pipeline as the exported model will be."""
-        task = self.task
-        pipeline = Pipeline(task.encoder, task.scheme, task.window, task.strategy, task.decoding, transitions)
-        return evaluate_documents(self.dev_docs, pipeline, torch_runner(task.model))
+        return score_dev(self.task, self.dev_docs, transitions)
 
     def save(self, epoch: int, transitions: Transitions | None) -> None:
-        """The checkpoint ``bioner export`` reads: weights, tokenizer and serving.json with the run's settings."""
-        task = self.task
-        task.model.save_pretrained(self.out)
-        task.tokenizer.save_pretrained(self.out)
-        extra: dict[str, Any] = {"train_config": asdict(self.config), "best_epoch": epoch}
-        write_serving(self.out, ServingConfig(task.window, task.strategy, task.decoding, transitions, extra=extra))
+        save_checkpoint(self.out, self.task, transitions, {"train_config": asdict(self.config), "best_epoch": epoch})
+
+    def keep_weights(self, epoch: int) -> None:
+        """This epoch's trained weights (every module: encoder, head, CRF), which averaging reads back."""
+        folder = self.out / EPOCHS_DIR
+        folder.mkdir(exist_ok=True)
+        weights = {name: module.state_dict() for name, module in self.task.modules.items()}
+        partial = folder / f"{epoch}.pt.partial"
+        torch.save(weights, partial)
+        os.replace(partial, folder / f"{epoch}.pt")
 
     def plot(self, record: dict[str, Any]) -> None:
         if self.board is None:

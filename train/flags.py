@@ -41,6 +41,9 @@ def add_flags(parser: argparse.ArgumentParser, config: type[DataclassInstance]) 
         elif get_origin(hints[f.name]) is list:
             kwargs["nargs"] = "+" if required else "*"
             kwargs["default"] = None if required else f.default_factory()  # type: ignore[operator]
+        elif hints[f.name] is bool:
+            kwargs["action"] = "store_true"  # a switch: `type=bool` would read "False" as true
+            kwargs["default"] = f.default
         else:
             kwargs["default"] = None if required else f.default
             if hints[f.name] is not str:

@@ -18,7 +18,7 @@ import torch
 
 STATE_FILE = "resume.pt"
 # Settings a run may resume under other values of: they change how fast it runs, not what it learns.
-FREE_TO_CHANGE = frozenset({"threads", "device"})  # a run may go on on other hardware
+FREE_TO_CHANGE = frozenset({"threads", "device", "keep_epochs"})  # a run may go on on other hardware, keeping more
 
 
 class ResumeError(ValueError):

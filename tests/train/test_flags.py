@@ -52,6 +52,7 @@ TRAIN_FLAGS = [
     "--distill-alpha",
     "--distill-temperature",
     "--student-layers",
+    "--keep-epochs",
     "--resume",
 ]
 PRETRAIN_FLAGS = [
@@ -110,6 +111,10 @@ def test_values_become_the_field_types() -> None:
     config = config_from_args(TrainConfig, args)
     assert (config.epochs, config.learning_rate, config.dev) == (5, 1e-4, ["d1", "d2"])
     assert config.tag_map == {"I-I-MISC": "I-MISC", "0": "O"}
+    assert config.keep_epochs is False  # a bool field is a switch: present or absent, never a value to mistype
+    assert config_from_args(TrainConfig, _parse("train", "--keep-epochs")).keep_epochs is True
+    with pytest.raises(SystemExit):
+        _parse("train", "--keep-epochs", "False")
     with pytest.raises(SystemExit):
         _parse("train", "--head", "bilstm")  # choices come from the field
     with pytest.raises(ValueError, match="SOURCE=TARGET"):
