@@ -65,7 +65,12 @@ def average(run: Path, epochs: list[int], output: Path) -> dict[str, Any]:
     transitions = task.tagger.crf.to_transitions() if task.tagger is not None else None
     report = score_dev(task, dev_docs, transitions)
     output.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(output, task, transitions, {"train_config": saved, "averaged_epochs": epochs, "averaged_from": str(run)})
+    save_checkpoint(
+        output,
+        task,
+        transitions,
+        {"train_config": saved, "averaged_epochs": epochs, "averaged_from": str(run), "averaged_output": str(output)},
+    )
     by_epoch = {}
     for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
         record = json.loads(line)

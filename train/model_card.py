@@ -49,6 +49,8 @@ _DEFAULT_EMPTY: tuple[object, ...] = ({}, [], None)
 def _flag(key: str, value: object) -> str:
     """One ``bioner train`` flag as a shell would take it (lists spread, tag maps as ``A=B,C=D``)."""
     name = "--" + key.replace("_", "-")
+    if isinstance(value, bool):
+        return name if value else ""  # a switch
     if isinstance(value, list):
         return f"{name} " + " ".join(_quote(v) for v in value)
     if isinstance(value, dict):
@@ -97,9 +99,10 @@ def write_model_card(folder: Path, meta: dict[str, Any], parity: dict[str, Any],
         (
             "bioner train "
             + " ".join(
-                _flag(k, v)
+                flag
                 for k, v in train_config.items()
                 if k not in _SKIP_FLAGS and v not in _DEFAULT_EMPTY and not (k == "separator" and v == " ")
+                if (flag := _flag(k, v))
             )
             + " --train "
             + " ".join(train_config.get("train", []))
@@ -108,6 +111,16 @@ def write_model_card(folder: Path, meta: dict[str, Any], parity: dict[str, Any],
         if train_config
         else "(unknown)"
     )
+    averaged = meta.get("averaged_epochs")
+    average_cmd = (
+        [
+            f"bioner average --run {_quote(portable(meta.get('averaged_from', '?')))} --epochs {' '.join(map(str, averaged))} "
+            f"--output {_quote(portable(meta.get('averaged_output', '?')))}"
+        ]
+        if averaged
+        else []
+    )
+    epoch = f"the mean of epochs {', '.join(map(str, averaged))} (checkpoint averaging)" if averaged else meta.get("best_epoch", "?")
     lines = [
         f"# {meta.get('name', folder.name)} {meta.get('version', '')}",
         "",
@@ -119,7 +132,7 @@ def write_model_card(folder: Path, meta: dict[str, Any], parity: dict[str, Any],
         f"- Window {meta.get('max_length')} tokens, overlap {meta.get('stride')}, aggregation `{meta.get('aggregation_strategy')}`",
         f"- Decoding: `{meta.get('decoding', 'constrained')}`"
         + (" (Viterbi with the CRF transition scores stored in `serving.json`)" if "crf" in meta else ""),
-        f"- Best epoch: {meta.get('best_epoch', '?')}; quantisation: {meta.get('quantization', 'none')}",
+        f"- {'Weights' if averaged else 'Best epoch'}: {epoch}; quantisation: {meta.get('quantization', 'none')}",
         f"- model.onnx: {size_mb:.1f} MB, sha256 `{meta.get('onnx_sha256', '')}`",
         "",
         "## Hyperparameters",
@@ -157,6 +170,7 @@ def write_model_card(folder: Path, meta: dict[str, Any], parity: dict[str, Any],
         "",
         "```",
         train_cmd,
+        *average_cmd,
         command,
         "```",
         "",

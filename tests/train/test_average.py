@@ -69,6 +69,11 @@ def test_averaged_checkpoint_exports_with_its_crf(crf_run: Path, tmp_path: Path)
     name = next(k for k in weights if k.endswith("classifier.weight"))
     assert torch.allclose(weights[name], (kept[0]["model"][name] + kept[1]["model"][name]) / 2, atol=1e-6)
     assert export_bundle(out, tmp_path / "bundle", "--quantize", "none") == 0
+    card = (tmp_path / "bundle" / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "Weights: the mean of epochs 2, 3 (checkpoint averaging)" in card
+    reproduce = card[card.index("## Reproduce") :]
+    assert "--keep-epochs --train" in reproduce and "--keep-epochs True" not in reproduce  # a switch, written as one
+    assert f"bioner average --run {crf_run} --epochs 2 3 --output {out}" in reproduce
 
 
 def test_epochs_not_kept_are_a_clear_error(crf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
