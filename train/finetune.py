@@ -15,14 +15,12 @@ after its last completed epoch, with the same result as if it had never stopped.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from service.bundle_format import ServingConfig, write_serving
 from service.corpora import Document
@@ -34,6 +32,7 @@ from train.config import EPOCHS_DIR, TrainConfig
 from train.data import load_documents
 from train.evaluate import evaluate_documents
 from train.loop import EpochStats, Phase, TrainingLoop, adamw, decay_groups
+from train.resume import save_atomically
 from train.seeding import seed_everything
 from train.task import Item, Task, prepare
 
@@ -127,10 +126,7 @@ class KeepBest:
         """This epoch's trained weights (every module: encoder, head, CRF), which averaging reads back."""
         folder = self.out / EPOCHS_DIR
         folder.mkdir(exist_ok=True)
-        weights = {name: module.state_dict() for name, module in self.task.modules.items()}
-        partial = folder / f"{epoch}.pt.partial"
-        torch.save(weights, partial)
-        os.replace(partial, folder / f"{epoch}.pt")
+        save_atomically({name: module.state_dict() for name, module in self.task.modules.items()}, folder / f"{epoch}.pt")
 
     def plot(self, record: dict[str, Any]) -> None:
         if self.board is None:

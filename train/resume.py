@@ -25,11 +25,15 @@ class ResumeError(ValueError):
     """The folder's saved run cannot continue as asked (other settings)."""
 
 
+def save_atomically(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file, then a rename: a kill mid-write leaves the previous file whole."""
+    pending = path.with_name(path.name + ".partial")
+    torch.save(obj, pending)
+    os.replace(pending, path)
+
+
 def save_state(folder: Path, state: dict[str, Any]) -> None:
-    path = folder / STATE_FILE
-    partial = path.with_name(STATE_FILE + ".partial")
-    torch.save(state, partial)
-    os.replace(partial, path)
+    save_atomically(state, folder / STATE_FILE)
 
 
 def load_state(folder: Path, config: dict[str, Any]) -> dict[str, Any] | None:
