@@ -21,6 +21,7 @@ from service.bundle_format import read_serving
 from train.config import EPOCHS_DIR, TrainConfig
 from train.data import load_documents
 from train.finetune import save_checkpoint, score_dev
+from train.loop import read_log
 from train.task import prepare
 
 REPORT_FILE = "average.json"
@@ -44,7 +45,7 @@ def read_epochs(run: Path, epochs: list[int]) -> list[dict[str, dict[str, torch.
     folder = run / EPOCHS_DIR
     missing = [e for e in epochs if not (folder / f"{e}.pt").exists()]
     if missing:
-        kept = sorted(int(p.stem.split(".")[0]) for p in folder.glob("*.pt")) if folder.exists() else []
+        kept = sorted(int(p.stem) for p in folder.glob("*.pt")) if folder.exists() else []
         raise ValueError(f"{run} kept no weights for epoch(s) {missing} (kept: {kept or 'none; train with --keep-epochs'})")
     return [torch.load(folder / f"{e}.pt", map_location="cpu", weights_only=True) for e in epochs]
 
@@ -71,11 +72,7 @@ def average(run: Path, epochs: list[int], output: Path) -> dict[str, Any]:
         transitions,
         {"train_config": saved, "averaged_epochs": epochs, "averaged_from": str(run), "averaged_output": str(output)},
     )
-    by_epoch = {}
-    for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        if record.get("epoch") in epochs:
-            by_epoch[record["epoch"]] = record["dev"]["micro"]["f1"]
+    by_epoch = {r["epoch"]: r["dev"]["micro"]["f1"] for r in read_log(run) if r.get("epoch") in epochs}
     result = {"run": str(run), "epochs": epochs, "dev": report, "epochs_dev_f1": by_epoch, "config": asdict(config)}
     (output / REPORT_FILE).write_text(json.dumps(result, indent=2), encoding="utf-8")
     return result

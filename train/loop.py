@@ -35,6 +35,14 @@ Batch = TypeVar("Batch")
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm", "norm.weight")
 
 
+LOG_FILE = "metrics.jsonl"  # in a run folder: the header line, then one record per epoch
+
+
+def read_log(folder: Path) -> list[dict[str, Any]]:
+    """A run's metrics.jsonl records, in order (the header first)."""
+    return [json.loads(line) for line in (folder / LOG_FILE).read_text(encoding="utf-8").splitlines()]
+
+
 def decay_groups(modules: Sequence[torch.nn.Module], weight_decay: float) -> list[dict[str, Any]]:
     """Parameter groups with weight decay on weights only: pulling biases and norm gains to 0 only hurts."""
     named = [(n, p) for m in modules for n, p in m.named_parameters()]
@@ -82,7 +90,7 @@ class TrainingLoop:
     def __init__(self, folder: Path, config: dict[str, Any], *, resume: bool = False, stop_after: int = 0) -> None:
         self.folder, self.config, self.stop_after = folder, config, stop_after
         folder.mkdir(parents=True, exist_ok=True)
-        self.log_path = folder / "metrics.jsonl"
+        self.log_path = folder / LOG_FILE
         self.saved = load_state(folder, config) if resume else None
         if resume and self.saved is None:
             print(f"nothing to resume in {folder}: starting afresh")
