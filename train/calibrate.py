@@ -2,13 +2,15 @@
 after, and a reliability diagram (PNG) for the model card.
 
 The temperature is fitted on the dev words' gold labels (first-subword logits of the graph the
-bundle ships, so the served scores are the calibrated ones); ECE is measured on the entities the
+bundle ships, so the served scores are the calibrated ones; for a CRF model, under the CRF's
+marginals, which are its served scores); ECE is measured on the entities the
 service would return for the dev documents, an entity counting as right when its span and type
 match a gold one exactly.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,16 @@ from typing import Any
 import numpy as np
 
 from service.corpora import Document
-from service.decoding.calibration import Reliability, at_bound, fit_temperature, nll, reliability
+from service.decoding.aggregate import Decoding, softmax
+from service.decoding.calibration import (
+    Reliability,
+    at_bound,
+    crf_nll,
+    fit_temperature,
+    minimise_over_temperature,
+    nll,
+    reliability,
+)
 from service.decoding.pipeline import Pipeline, RunBatch
 
 DIAGRAM = "reliability.png"
@@ -39,7 +50,14 @@ def calibrate(docs: Sequence[Document], pipeline: Pipeline, run: RunBatch, out_d
         words.append(lg[starts])
         gold.append(labels)
     word_logits, gold_ids = np.concatenate(words), np.concatenate(gold)
-    temperature = fit_temperature(word_logits, gold_ids)
+    transitions = pipeline.heads[0].transitions if pipeline.defaults.decoding is Decoding.CRF else None
+    if transitions is None:
+        temperature = fit_temperature(word_logits, gold_ids)
+        loss = functools.partial(nll, word_logits, gold_ids)
+    else:  # the served scores are CRF marginals: fit the tempered CRF on the same words
+        emissions = [np.log(np.maximum(softmax(w), 1e-12)) for w in words]
+        loss = functools.partial(crf_nll, emissions, gold, pipeline.scheme, transitions)
+        temperature = minimise_over_temperature(loss, steps=30)
     curves = {}
     per_type: dict[str, dict[str, float]] = {}
     for name, t in (("before", 1.0), ("after", temperature)):
@@ -62,8 +80,9 @@ def calibrate(docs: Sequence[Document], pipeline: Pipeline, run: RunBatch, out_d
         "at_search_bound": at_bound(temperature),
         "words": int(len(gold_ids)),
         "entities": int(sum(curves["before"].counts)),
-        "nll_before": nll(word_logits, gold_ids, 1.0),
-        "nll_after": nll(word_logits, gold_ids, temperature),
+        "fitted_on": "word marginals of the CRF" if transitions is not None else "word softmax",
+        "nll_before": loss(1.0),
+        "nll_after": loss(temperature),
         "ece_before": curves["before"].ece,
         "ece_after": curves["after"].ece,
         "per_type": per_type,

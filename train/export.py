@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from service.bundle_format import BUNDLE_FILES, MODEL_FILE, TOKENIZER_FILE, pipeline_for, read_serving, write_serving
-from service.decoding.aggregate import Decoding
 from service.decoding.labels import LabelScheme
 from service.decoding.pipeline import Pipeline, pad_windows
 from service.decoding.windows import TextEncoder
@@ -179,7 +178,7 @@ def run_export(args: argparse.Namespace) -> int:
         parity.setdefault("windows_per_second", {})[name] = windows_per_second(run, rows)
     parity["dev"] = scores
     temperature = 1.0
-    if dev_docs and pipeline.defaults.decoding is not Decoding.CRF and args.calibrate:  # a CRF's scores are its own marginals
+    if dev_docs and args.calibrate:
         from train.calibrate import calibrate
 
         shipped = runners.get("onnx_int8", runners["onnx_fp32"])

@@ -210,12 +210,15 @@ def entities_from_scores(
     transitions: Transitions | None = None,
     calibrated: np.ndarray | None = None,
     alternatives: int = 0,
+    temperature: float = 1.0,
 ) -> list[Entity]:
     """Turn per-token probabilities of one text into entities with offsets into ``text``.
 
     ``transitions`` (a CRF bundle's) are required by, and only used by, ``Decoding.CRF``.
     ``calibrated`` (the same tokens' temperature-scaled probabilities) gives the scores and the
     ``alternatives`` while ``probs`` alone decides the spans, so calibration never moves a span.
+    Under ``Decoding.CRF`` the scores are marginals instead, and ``temperature`` tempers the
+    whole CRF (emissions and transition scores alike), which leaves its best path unchanged.
     """
     if probs.shape[0] == 0:
         return []
@@ -232,7 +235,7 @@ def entities_from_scores(
         log_probs, (allowed, start) = np.log(np.maximum(words.probs, 1e-12)), allowed_transitions(scheme)
         chosen = viterbi(log_probs, allowed, start, crf)
         if crf is not None:
-            confidence = crf_marginals(log_probs, allowed, start, crf)
+            confidence = crf_marginals(log_probs / temperature, allowed, start, crf.tempered(temperature))
     chosen_p = confidence[np.arange(len(chosen)), chosen]
     prefixes = [scheme.prefixes[c] for c in chosen]
     types = [scheme.types[c] for c in chosen]

@@ -4,17 +4,23 @@ One temperature ``T`` divides every logit before the softmax. It is fitted at ex
 minimising the negative log-likelihood of the dev words' gold labels, so an entity's score
 becomes a probability that means what it says: of the entities scored 0.8, about 80% are right.
 Decoding still uses the raw probabilities, so a temperature never moves a span.
+
+A CRF model's scores are its marginals; there ``T`` divides the emissions and the transition
+scores alike, which tempers the whole sequence distribution and leaves the Viterbi path as it
+was. It is fitted on the NLL of the dev words' gold labels under those marginals.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from service.decoding.aggregate import softmax
+from service.decoding.aggregate import allowed_transitions, crf_marginals, softmax
+from service.decoding.crf import Transitions
+from service.decoding.labels import LabelScheme
 
 
 def nll(logits: np.ndarray, gold: np.ndarray, temperature: float) -> float:
@@ -26,21 +32,47 @@ def nll(logits: np.ndarray, gold: np.ndarray, temperature: float) -> float:
 
 
 def fit_temperature(logits: np.ndarray, gold: np.ndarray, low: float = 0.25, high: float = 8.0, steps: int = 60) -> float:
-    """Golden-section search for the NLL-minimising T on a log scale (NLL is unimodal in log T)."""
+    """The ``T`` that minimises the NLL of ``gold`` under ``softmax(logits / T)``."""
+    return minimise_over_temperature(lambda t: nll(logits, gold, t), low, high, steps)
+
+
+def minimise_over_temperature(loss: Callable[[float], float], low: float = 0.25, high: float = 8.0, steps: int = 60) -> float:
+    """Golden-section search on a log scale: both NLLs here are unimodal in log T."""
     a, b = math.log(low), math.log(high)
     ratio = (math.sqrt(5) - 1) / 2
     c, d = b - ratio * (b - a), a + ratio * (b - a)
-    fc, fd = nll(logits, gold, math.exp(c)), nll(logits, gold, math.exp(d))
+    fc, fd = loss(math.exp(c)), loss(math.exp(d))
     for _ in range(steps):
         if fc < fd:
             b, d, fd = d, c, fc
             c = b - ratio * (b - a)
-            fc = nll(logits, gold, math.exp(c))
+            fc = loss(math.exp(c))
         else:
             a, c, fc = c, d, fd
             d = a + ratio * (b - a)
-            fd = nll(logits, gold, math.exp(d))
+            fd = loss(math.exp(d))
     return math.exp((a + b) / 2)
+
+
+def crf_nll(
+    words: Sequence[np.ndarray], gold: Sequence[np.ndarray], scheme: LabelScheme, transitions: Transitions, temperature: float
+) -> float:
+    """Mean negative log of the tempered CRF's marginal probability of each gold word label.
+
+    ``words`` are the texts' per-word log-probabilities (the emissions the service decodes).
+    The marginals are what a CRF model serves as scores, so this is the NLL the scores incur;
+    a gold label the constraints forbid (a stray I- tag) counts at the floor, not as infinity.
+    """
+    allowed, start = allowed_transitions(scheme)
+    tempered = transitions.tempered(temperature)
+    total, count = 0.0, 0
+    for scores, labels in zip(words, gold):
+        if not len(labels):
+            continue
+        marginals = crf_marginals(scores / temperature, allowed, start, tempered)
+        total -= float(np.log(np.maximum(marginals[np.arange(len(labels)), labels], 1e-9)).sum())
+        count += len(labels)
+    return total / max(count, 1)
 
 
 def at_bound(temperature: float, low: float = 0.25, high: float = 8.0) -> bool:

@@ -46,5 +46,10 @@ class Transitions:
             raise ValueError(f"'crf' scores are not numbers: {exc}") from exc
         return cls(*arrays)
 
+    def tempered(self, temperature: float) -> Transitions:
+        """The scores divided by ``T``: with the emissions divided too, the CRF's distribution is
+        tempered (its marginals calibrated) while its best path stays the same."""
+        return Transitions(self.matrix / temperature, self.start / temperature, self.end / temperature)
+
     def to_json(self) -> dict[str, Any]:
         return {"transitions": self.matrix.tolist(), "start": self.start.tolist(), "end": self.end.tolist()}

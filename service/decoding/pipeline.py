@@ -285,6 +285,7 @@ class Pipeline:
             head.transitions,
             calibrated_probs(logits, head.temperature),
             options.alternatives,
+            head.temperature,
         )
         return [replace(e, source=head.name) for e in found] if head.name else found
 

@@ -103,6 +103,14 @@ def test_crf_checkpoint_and_bundle_carry_learned_transitions(crf_bundle: Path) -
     assert "Decoding: `crf`" in card and "--head crf" in card
 
 
+def test_crf_bundle_is_calibrated_on_its_marginals(crf_bundle: Path) -> None:
+    calibration = json.loads((crf_bundle / "parity.json").read_text())["calibration"]
+    assert calibration["fitted_on"] == "word marginals of the CRF"
+    assert calibration["nll_after"] <= calibration["nll_before"] + 1e-9  # the fitted T is at least as good as T = 1
+    assert read_serving(crf_bundle).temperature == calibration["temperature"] != 1.0
+    assert (crf_bundle / "reliability.png").stat().st_size > 0
+
+
 def test_bad_config_combinations_are_refused() -> None:
     from train.finetune import TrainConfig
 

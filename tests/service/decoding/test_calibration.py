@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 from pathlib import Path
 
@@ -10,7 +12,10 @@ import numpy as np
 import pytest
 
 from service.app import create_app
-from service.decoding.calibration import fit_temperature, nll, reliability
+from service.decoding.aggregate import allowed_transitions, softmax
+from service.decoding.calibration import crf_nll, fit_temperature, minimise_over_temperature, nll, reliability
+from service.decoding.crf import Transitions
+from service.decoding.labels import LabelScheme
 from service.settings import Settings
 
 
@@ -72,3 +77,51 @@ def test_max_aggregation_reads_calibrated_scores_from_the_subword_it_picked() ->
     offsets, word_ids = np.array([[0, 3], [3, 5]]), np.array([0, 0])
     [entity] = entities_from_scores("p53ab", offsets, word_ids, raw, scheme, Strategy.MAX, Decoding.GREEDY, None, softmax(logits / 4))
     assert entity.label == "protein" and entity.score == pytest.approx(float(softmax(logits / 4)[0, 1]))
+
+
+def _tempered_crf_samples(
+    rng: np.random.Generator, n: int, length: int, true_t: float
+) -> tuple[list[np.ndarray], list[np.ndarray], LabelScheme, Transitions]:
+    """Texts with gold labels drawn from a CRF whose whole score is divided by ``true_t``."""
+    scheme = LabelScheme.from_id2label({0: "O", 1: "B-protein", 2: "I-protein", 3: "B-DNA", 4: "I-DNA"})
+    crf = Transitions(rng.normal(0, 1.5, (5, 5)), rng.normal(0, 1, 5), rng.normal(0, 1, 5))
+    allowed, start = allowed_transitions(scheme)
+    paths = np.array(
+        [p for p in itertools.product(range(5), repeat=length) if start[p[0]] and all(allowed[a, b] for a, b in zip(p, p[1:]))]
+    )
+    moves = crf.start[paths[:, 0]] + crf.end[paths[:, -1]] + crf.matrix[paths[:, :-1], paths[:, 1:]].sum(axis=1)
+    words, gold = [], []
+    for _ in range(n):
+        emissions = np.log(softmax(rng.normal(0, 3, (length, 5))))
+        score = (emissions[np.arange(length), paths].sum(axis=1) + moves) / true_t
+        weights = np.exp(score - score.max())
+        words.append(emissions)
+        gold.append(paths[rng.choice(len(paths), p=weights / weights.sum())])
+    return words, gold, scheme, crf
+
+
+def test_crf_fit_recovers_the_temperature_that_generated_the_labels() -> None:
+    rng = np.random.default_rng(1)
+    words, gold, scheme, crf = _tempered_crf_samples(rng, 3000, 3, true_t=2.0)
+    loss = functools.partial(crf_nll, words, gold, scheme, crf)
+    fitted = minimise_over_temperature(loss, steps=30)
+    assert fitted == pytest.approx(2.0, rel=0.1)
+    assert loss(fitted) < loss(1.0)
+
+
+def test_crf_temperature_softens_marginal_scores_and_keeps_the_path() -> None:
+    from service.decoding.aggregate import Decoding, entities_from_scores
+
+    scheme = LabelScheme.from_id2label({0: "O", 1: "B-protein", 2: "I-protein", 3: "B-DNA", 4: "I-DNA"})
+    text, offsets, word_ids = "the p53 myc gene", np.array([[0, 3], [4, 7], [8, 11], [12, 16]]), np.arange(4)
+    probs = softmax(np.array([[4.0, 0, 0, 0, 0], [0, 3.0, 0, 2.0, 0], [0, 0, 2.5, 0, 1.0], [1.0, 0, 0, 0, 2.0]]))
+    rng = np.random.default_rng(2)
+    crf = Transitions(rng.normal(0, 1, (5, 5)), rng.normal(0, 1, 5), rng.normal(0, 1, 5))
+    answers = {
+        t: entities_from_scores(text, offsets, word_ids, probs, scheme, decoding=Decoding.CRF, transitions=crf, temperature=t)
+        for t in (1.0, 3.0, 0.5)
+    }
+    spans = {t: [(e.start, e.end, e.label) for e in found] for t, found in answers.items()}
+    assert spans[1.0] and spans[3.0] == spans[1.0] == spans[0.5]
+    scores = {t: [e.score for e in found] for t, found in answers.items()}
+    assert all(soft < raw < sharp for soft, raw, sharp in zip(scores[3.0], scores[1.0], scores[0.5]))
