@@ -57,7 +57,7 @@ def calibrate(docs: Sequence[Document], pipeline: Pipeline, run: RunBatch, out_d
     else:  # the served scores are CRF marginals: fit the tempered CRF on the same words
         emissions = [np.log(np.maximum(softmax(w), 1e-12)) for w in words]
         loss = functools.partial(crf_nll, emissions, gold, pipeline.scheme, transitions)
-        temperature = minimise_over_temperature(loss, steps=30)
+        temperature = minimise_over_temperature(loss)
     curves = {}
     per_type: dict[str, dict[str, float]] = {}
     for name, t in (("before", 1.0), ("after", temperature)):

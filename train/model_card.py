@@ -64,6 +64,7 @@ def _calibration_lines(calibration: dict[str, Any] | None) -> list[str]:
     return [
         "## Score calibration",
         f"Temperature {calibration['temperature']:.3f}, fitted on the {calibration['words']:,} dev words' gold labels "
+        f"under the {calibration.get('fitted_on', 'word softmax')} "
         "(negative log-likelihood "
         f"{calibration['nll_before']:.4f} -> {calibration['nll_after']:.4f}); it changes the scores, never the spans."
         + (

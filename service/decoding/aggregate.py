@@ -199,6 +199,17 @@ def crf_marginals(scores: np.ndarray, allowed: np.ndarray, start: np.ndarray, tr
     return marginals
 
 
+def tempered_crf_marginals(log_probs: np.ndarray, scheme: LabelScheme, transitions: Transitions, temperature: float) -> np.ndarray:
+    """Marginals of the CRF whose whole score (emissions and transitions) is divided by ``T``.
+
+    ``log_probs`` may be log-softmaxed: a constant per word cancels in the normaliser at any ``T``.
+    Dividing every path's score by ``T`` leaves the best path where it was, so a fitted ``T``
+    moves the scores and never the spans.
+    """
+    allowed, start = allowed_transitions(scheme)
+    return crf_marginals(log_probs / temperature, allowed, start, transitions.tempered(temperature))
+
+
 def entities_from_scores(
     text: str,
     offsets: np.ndarray,
@@ -235,7 +246,7 @@ def entities_from_scores(
         log_probs, (allowed, start) = np.log(np.maximum(words.probs, 1e-12)), allowed_transitions(scheme)
         chosen = viterbi(log_probs, allowed, start, crf)
         if crf is not None:
-            confidence = crf_marginals(log_probs / temperature, allowed, start, crf.tempered(temperature))
+            confidence = tempered_crf_marginals(log_probs, scheme, crf, temperature)
     chosen_p = confidence[np.arange(len(chosen)), chosen]
     prefixes = [scheme.prefixes[c] for c in chosen]
     types = [scheme.types[c] for c in chosen]

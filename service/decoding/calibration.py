@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.decoding.aggregate import allowed_transitions, crf_marginals, softmax
+from service.decoding.aggregate import softmax, tempered_crf_marginals
 from service.decoding.crf import Transitions
 from service.decoding.labels import LabelScheme
 
@@ -31,14 +31,20 @@ def nll(logits: np.ndarray, gold: np.ndarray, temperature: float) -> float:
     return float((log_z - scaled[np.arange(len(gold)), gold]).mean())
 
 
-def fit_temperature(logits: np.ndarray, gold: np.ndarray, low: float = 0.25, high: float = 8.0, steps: int = 60) -> float:
+def fit_temperature(logits: np.ndarray, gold: np.ndarray, low: float = 0.25, high: float = 8.0) -> float:
     """The ``T`` that minimises the NLL of ``gold`` under ``softmax(logits / T)``."""
-    return minimise_over_temperature(lambda t: nll(logits, gold, t), low, high, steps)
+    return minimise_over_temperature(lambda t: nll(logits, gold, t), low, high)
 
 
-def minimise_over_temperature(loss: Callable[[float], float], low: float = 0.25, high: float = 8.0, steps: int = 60) -> float:
-    """Golden-section search on a log scale: both NLLs here are unimodal in log T."""
-    a, b = math.log(low), math.log(high)
+def minimise_over_temperature(loss: Callable[[float], float], low: float = 0.25, high: float = 8.0, steps: int = 40) -> float:
+    """A coarse log-spaced grid, then golden-section search between the best point's neighbours.
+
+    The softmax NLL is convex in 1/T; the CRF marginals' NLL need not be unimodal, so the grid
+    picks the basin before the search narrows it.
+    """
+    grid = np.geomspace(low, high, 13)
+    best = int(np.argmin([loss(float(t)) for t in grid]))
+    a, b = math.log(grid[max(best - 1, 0)]), math.log(grid[min(best + 1, len(grid) - 1)])
     ratio = (math.sqrt(5) - 1) / 2
     c, d = b - ratio * (b - a), a + ratio * (b - a)
     fc, fd = loss(math.exp(c)), loss(math.exp(d))
@@ -63,13 +69,11 @@ def crf_nll(
     The marginals are what a CRF model serves as scores, so this is the NLL the scores incur;
     a gold label the constraints forbid (a stray I- tag) counts at the floor, not as infinity.
     """
-    allowed, start = allowed_transitions(scheme)
-    tempered = transitions.tempered(temperature)
     total, count = 0.0, 0
     for scores, labels in zip(words, gold):
         if not len(labels):
             continue
-        marginals = crf_marginals(scores / temperature, allowed, start, tempered)
+        marginals = tempered_crf_marginals(scores, scheme, transitions, temperature)
         total -= float(np.log(np.maximum(marginals[np.arange(len(labels)), labels], 1e-9)).sum())
         count += len(labels)
     return total / max(count, 1)

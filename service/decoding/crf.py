@@ -48,7 +48,7 @@ class Transitions:
 
     def tempered(self, temperature: float) -> Transitions:
         """The scores divided by ``T``: with the emissions divided too, the CRF's distribution is
-        tempered (its marginals calibrated) while its best path stays the same."""
+        tempered (flatter for ``T`` > 1) while its best path stays the same."""
         return Transitions(self.matrix / temperature, self.start / temperature, self.end / temperature)
 
     def to_json(self) -> dict[str, Any]:

@@ -213,6 +213,8 @@ class Pipeline:
         """Refuses what this model cannot do: the only place these rules are checked."""
         if options.decoding not in self.decodings:
             raise UnsupportedOptionError(f"decoding '{options.decoding.value}' needs a model trained with a CRF head; this one has none")
+        if options.decoding is Decoding.CRF and options.strategy is not Strategy.FIRST:
+            raise UnsupportedOptionError("decoding 'crf' reads each word's first subword, as the CRF was trained; strategy must be 'first'")
         unknown = sorted((options.labels or frozenset()) - set(self.labels))
         if unknown:
             raise UnsupportedOptionError(f"unknown labels {unknown}; this model knows {list(self.labels)}")
@@ -274,6 +276,10 @@ class Pipeline:
         return out
 
     def _decode_head(self, text: TextPlan, logits: np.ndarray, head: Head, options: Options) -> list[Entity]:
+        crf = options.decoding is Decoding.CRF
+        # A temperature calibrates the scores it was fitted on: CRF marginals under a CRF default,
+        # else the word softmax. A request that switches between the two gets raw scores.
+        temperature = head.temperature if crf == (self.defaults.decoding is Decoding.CRF) else 1.0
         found = entities_from_scores(
             text.text,
             text.encoded.offsets,
@@ -283,9 +289,9 @@ class Pipeline:
             options.strategy,
             options.decoding,
             head.transitions,
-            calibrated_probs(logits, head.temperature),
+            None if crf else calibrated_probs(logits, temperature),
             options.alternatives,
-            head.temperature,
+            temperature if crf else 1.0,
         )
         return [replace(e, source=head.name) for e in found] if head.name else found
 

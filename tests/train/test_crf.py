@@ -111,6 +111,32 @@ def test_crf_bundle_is_calibrated_on_its_marginals(crf_bundle: Path) -> None:
     assert (crf_bundle / "reliability.png").stat().st_size > 0
 
 
+def test_crf_temperature_applies_to_crf_scores_only(crf_bundle: Path) -> None:
+    from service.decoding.aggregate import Strategy
+    from service.errors import UnsupportedOptionError
+    from train.backends import onnx_runner
+
+    serving = read_serving(crf_bundle)
+    scheme = LabelScheme.from_id2label(json.loads((crf_bundle / "config.json").read_text())["id2label"])
+    calibrated = pipeline_for(serving, TextEncoder.from_file(crf_bundle / "tokenizer.json"), scheme)
+    raw = calibrated.with_temperature(1.0)
+    texts = ["the p53 kinase binds the myc gene in cells .", "myc gene p53 kinase the myc"]
+    run = onnx_runner(crf_bundle / "model.onnx")
+
+    def answers(pipeline: object, **options: object) -> list[tuple[int, int, str, float]]:
+        chosen = pipeline.options(**options)  # type: ignore[attr-defined]
+        found = pipeline.predict(texts, run, options=chosen)  # type: ignore[attr-defined]
+        return [(e.start, e.end, e.label, round(e.score, 6)) for ents in found for e in ents]
+
+    crf_calibrated, crf_raw = answers(calibrated), answers(raw)
+    assert crf_calibrated and [a[:3] for a in crf_calibrated] == [a[:3] for a in crf_raw]
+    assert [a[3] for a in crf_calibrated] != [a[3] for a in crf_raw]
+    # The temperature was fitted on CRF marginals: softmax scores under another decoding stay raw.
+    assert answers(calibrated, decoding=Decoding.CONSTRAINED) == answers(raw, decoding=Decoding.CONSTRAINED)
+    with pytest.raises(UnsupportedOptionError, match="first"):
+        calibrated.options(strategy=Strategy.AVERAGE)
+
+
 def test_bad_config_combinations_are_refused() -> None:
     from train.finetune import TrainConfig
 

@@ -104,7 +104,7 @@ def test_spans_always_slice_the_input(runtime: tuple[Bundle, OnnxSession]) -> No
     def spans_slice(text: str) -> None:
         crf = Transitions(np.random.default_rng(len(text)).normal(size=(n, n)), np.zeros(n), np.zeros(n))
         pipeline = Pipeline(bundle.encoder, bundle.scheme, WindowConfig(8, 2), transitions=crf)
-        for strategy, decoding in [(s, d) for s in Strategy for d in Decoding]:
+        for strategy, decoding in [(s, d) for s in Strategy for d in Decoding if d is not Decoding.CRF or s is Strategy.FIRST]:
             [entities] = pipeline.predict([text], session.run, options=pipeline.options(strategy, decoding))
             previous_end = 0
             for e in entities:
