@@ -253,15 +253,15 @@ class ModelEntryOut(BaseModel):
                 {
                     "name": "bioner-minilm-jnlpba",
                     "default": True,
-                    "version": "1.2.0",
-                    "sha256": "8e146d663adf8c1d9cd20fe48a8cd8f7947ae0205af417357f51615d5ad556de",
+                    "version": "1.3.0",
+                    "sha256": "43511611c508bffd3c3da8beb7529dc93d0d4fe9d966c838c07dcf6bc1301a55",
                     "heads": [{"name": "bioner-minilm-jnlpba", "labels": ["DNA", "RNA", "cell_line", "cell_type", "protein"]}],
                     "labels": ["DNA", "RNA", "cell_line", "cell_type", "protein"],
                     "max_length": 128,
                     "stride": 32,
                     "window_align": "tokens",
                     "provider": "CPUExecutionProvider",
-                    "decoding": "constrained",
+                    "decoding": "crf",
                     "aggregation_strategy": "first",
                 }
             ]
