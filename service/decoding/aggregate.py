@@ -170,32 +170,32 @@ def viterbi(scores: np.ndarray, allowed: np.ndarray, start: np.ndarray, transiti
     return path
 
 
-def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
-    top = x.max(axis=axis, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    with np.errstate(divide="ignore"):
-        out: np.ndarray = np.squeeze(top, axis=axis) + np.log(np.exp(x - top).sum(axis=axis))
-    return out
-
-
 def crf_marginals(scores: np.ndarray, allowed: np.ndarray, start: np.ndarray, transitions: Transitions) -> np.ndarray:
     """``p(label of word t = j | text)`` under the CRF (forward-backward); ``(W, L)``, rows sum to 1.
 
     A CRF's per-word emission softmax is not a probability of the decoded label; these marginals
-    are, so a CRF model's entity scores mean what every other model's do.
+    are, so a CRF model's entity scores mean what every other model's do. The recursions run in
+    probability space, each step rescaled to sum 1 (a matrix-vector product per word instead of
+    a log-sum-exp over a matrix): the scales cancel in each word's marginal.
     """
-    trans = np.where(allowed, transitions.matrix, -np.inf)
+    allowed_scores = transitions.matrix[allowed]
+    moves = np.where(allowed, np.exp(transitions.matrix - allowed_scores.max()), 0.0)
+    emit = np.exp(scores - scores.max(axis=1, keepdims=True), dtype=np.float64)
+    first = np.where(start, np.exp(transitions.start - transitions.start[start].max()), 0.0)
     n = scores.shape[0]
-    alpha = np.empty_like(scores, dtype=np.float64)
-    beta = np.empty_like(scores, dtype=np.float64)
-    alpha[0] = scores[0] + transitions.start + np.where(start, 0.0, -np.inf)
+    alpha = np.empty(scores.shape, dtype=np.float64)
+    beta = np.empty(scores.shape, dtype=np.float64)
+    alpha[0] = first * emit[0]
+    alpha[0] /= alpha[0].sum()
     for t in range(1, n):
-        alpha[t] = _logsumexp(alpha[t - 1][:, None] + trans, axis=0) + scores[t]
-    beta[-1] = transitions.end
+        alpha[t] = (alpha[t - 1] @ moves) * emit[t]
+        alpha[t] /= alpha[t].sum()
+    beta[-1] = np.exp(transitions.end - transitions.end.max())
     for t in range(n - 2, -1, -1):
-        beta[t] = _logsumexp(trans + (scores[t + 1] + beta[t + 1])[None, :], axis=1)
-    log_z = _logsumexp(alpha[-1] + transitions.end, axis=0)
-    marginals: np.ndarray = np.clip(np.exp(alpha + beta - log_z), 0.0, 1.0)
+        beta[t] = moves @ (emit[t + 1] * beta[t + 1])
+        beta[t] /= beta[t].sum()
+    joint = alpha * beta
+    marginals: np.ndarray = np.clip(joint / joint.sum(axis=1, keepdims=True), 0.0, 1.0)
     return marginals
 
 
