@@ -23,7 +23,6 @@ from service.decoding.calibration import (
     Reliability,
     at_bound,
     crf_nll,
-    fit_temperature,
     minimise_over_temperature,
     nll,
     reliability,
@@ -52,12 +51,11 @@ def calibrate(docs: Sequence[Document], pipeline: Pipeline, run: RunBatch, out_d
     word_logits, gold_ids = np.concatenate(words), np.concatenate(gold)
     transitions = pipeline.heads[0].transitions if pipeline.defaults.decoding is Decoding.CRF else None
     if transitions is None:
-        temperature = fit_temperature(word_logits, gold_ids)
         loss = functools.partial(nll, word_logits, gold_ids)
     else:  # the served scores are CRF marginals: fit the tempered CRF on the same words
         emissions = [np.log(np.maximum(softmax(w), 1e-12)) for w in words]
         loss = functools.partial(crf_nll, emissions, gold, pipeline.scheme, transitions)
-        temperature = minimise_over_temperature(loss)
+    temperature = minimise_over_temperature(loss)
     curves = {}
     per_type: dict[str, dict[str, float]] = {}
     for name, t in (("before", 1.0), ("after", temperature)):
