@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from train.run_log import epoch_records
+
 # run name -> extra `bioner train` flags
 RUNS: dict[str, list[str]] = {
     "ce": ["--loss", "ce"],
@@ -61,8 +63,7 @@ def train_run(args: argparse.Namespace, corpus: str, run: str, out: Path) -> Non
 
 def summarise(corpus: str, run: str, out: Path) -> dict[str, Any]:
     best = json.loads((out / "best.json").read_text(encoding="utf-8"))
-    epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
-    epochs = [e for e in epochs if "epoch" in e]
+    epochs = epoch_records(out)
     micro = best["dev"]["micro"]
     return {
         "corpus": corpus,

@@ -4,7 +4,7 @@ The joint model's heads were trained on different text, so one calibration sampl
 of fp32 nodes may suit some heads and not others. Each variant is ``CALIBRATION:GROUPS``:
 ``first256`` (the first windows in corpus order, the 0.2.0 export) or ``shares256`` (equal shares
 per corpus, the export since 0.3.0), and ``+``-joined node groups kept in fp32
-(``train.quantize.NODE_GROUPS`` names, or ``heads`` for the per-corpus classifiers).
+(``train.quantize.NODE_GROUPS`` names; ``classifier`` is the per-corpus heads).
 
     python scripts/joint_int8_study.py --checkpoint runs/joint2/joint \
         --variants shares256:attention_scores+ffn_out shares256:attention_scores+ffn_out+ffn_in
@@ -18,8 +18,6 @@ import re
 import tempfile
 from pathlib import Path
 
-import onnx
-
 from service.bundle_format import TOKENIZER_FILE, pipeline_for
 from service.decoding.labels import LabelScheme
 from service.decoding.windows import TextEncoder
@@ -29,11 +27,6 @@ from train.export import sample_rows
 from train.export_joint import calibration_rows, dev_splits, export_graph
 from train.joint import ENCODER_DIR, load_checkpoint
 from train.quantize import node_groups, quantize_static
-
-
-def head_nodes(model_path: Path, heads: list[str]) -> list[str]:
-    graph = onnx.load(str(model_path), load_external_data=False).graph
-    return [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and any(f"/{h}/" in n.name for h in heads)]
 
 
 def main() -> None:
@@ -50,7 +43,7 @@ def main() -> None:
     pipeline = pipeline_for(serving, encoder, LabelScheme.from_id2label(dict(enumerate(labels))))
     dev = dev_splits(serving.extra["train_config"])
     texts = {head: [d.text for d in train] for head, (train, _) in dev.items()}
-    groups = node_groups(fp32) | {"heads": head_nodes(fp32, [h.name for h in serving.heads])}
+    groups = node_groups(fp32, heads=[h.name for h in serving.heads])
 
     def scores(path: Path) -> dict[str, float]:
         run = onnx_runner(path, n_labels=len(labels))

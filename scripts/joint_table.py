@@ -13,15 +13,15 @@ other flags: same base, recipe, epochs, documents and dev split.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
+
+from train.run_log import epoch_records, train_seconds
 
 
 def epochs(run: Path) -> list[dict[str, Any]]:
     """The per-epoch records of a run (the header line naming the heads is skipped)."""
-    lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    return [r for r in map(json.loads, lines) if "epoch" in r and "dev" in r]
+    return [r for r in epoch_records(run) if "dev" in r]
 
 
 def kept(run: Path) -> dict[str, Any]:
@@ -30,10 +30,6 @@ def kept(run: Path) -> dict[str, Any]:
     if not records:
         raise SystemExit(f"{run}: no finished epoch in metrics.jsonl")
     return max(records, key=lambda r: (r["mean_f1"], -r["epoch"]))
-
-
-def seconds(run: Path) -> float:
-    return sum(r["epoch_seconds"] for r in epochs(run))
 
 
 def prf(report: dict[str, Any]) -> str:
@@ -63,9 +59,9 @@ def main() -> None:
     mean_single = sum(s["dev"][n]["micro"]["f1"] for n, s in singles.items()) / len(singles)
     mean_joint = sum(joint["dev"][n]["micro"]["f1"] for n in singles) / len(singles)
     print(f"\nmean micro F1 over {len(singles)} corpora: single {mean_single:.4f}, joint {mean_joint:.4f}")
-    print(f"joint: kept epoch {joint['epoch']}, {seconds(args.joint):.0f} s training")
+    print(f"joint: kept epoch {joint['epoch']}, {train_seconds(args.joint):.0f} s training")
     for name, folder in single_runs.items():
-        print(f"{name}: kept epoch {singles[name]['epoch']}, {seconds(Path(folder)):.0f} s training")
+        print(f"{name}: kept epoch {singles[name]['epoch']}, {train_seconds(Path(folder)):.0f} s training")
 
 
 if __name__ == "__main__":

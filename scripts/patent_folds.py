@@ -34,6 +34,7 @@ from transfer_study import bioner  # the sibling script: one `bioner` step, logg
 
 from service.corpora import read_corpus
 from service.runtime.golden import cpu_summary
+from train.run_log import train_seconds
 
 PUBLISHED = (0.54, 0.15)  # mean, sd of test F1 over the five folds (Chinese BERT, LM fine-tuning, CRF)
 
@@ -90,7 +91,7 @@ def run_fold(args: argparse.Namespace, fold: int) -> dict[str, Any]:
         "density_train": density(Path(train)),
         "density_test": density(Path(test)),
         "mlm_seconds": mlm.get("head_warmup_seconds", 0.0) + mlm.get("adapt_seconds", 0.0),
-        "ner_seconds": sum(json.loads(line).get("epoch_seconds", 0.0) for line in (ner / "metrics.jsonl").open(encoding="utf-8")),
+        "ner_seconds": train_seconds(ner),
         "best_epoch": best["epoch"],
         "dev_f1": best["dev"]["micro"]["f1"],
         "test": {k: scored["micro"][k] for k in ("precision", "recall", "f1", "support")},

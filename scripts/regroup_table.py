@@ -16,9 +16,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from joint_table import epochs, kept, seconds  # the sibling script: runs and their kept epochs
+from joint_table import epochs, kept  # the sibling script: runs and their kept epochs
 
 from train.corpus_spec import parse_heads
+from train.run_log import train_seconds
 
 Counts = tuple[int, int, int]  # true positives, predicted, gold
 
@@ -95,7 +96,7 @@ def main() -> None:
     print("\n".join(lines))
     print(f"\nmean micro F1 over corpus files: A {mean_a:.4f}, B {mean_b:.4f} ({mean_b - mean_a:+.4f})")
     for name, run in (("A", args.a), ("B", args.b)):
-        print(f"{name}: {run}, epoch {record_of(run, args.epoch)['epoch']}, {seconds(run):.0f} s training")
+        print(f"{name}: {run}, epoch {record_of(run, args.epoch)['epoch']}, {train_seconds(run):.0f} s training")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from train.run_log import train_seconds
+
 UN_TAG_MAP = "I-PRG=I-ORG,I-I-MISC=I-MISC,VMISC=I-MISC,I-=O,0=O"
 
 
@@ -39,8 +41,7 @@ def bioner(*args: str, log: Path) -> None:
 
 def best(run: Path) -> dict[str, Any]:
     record = json.loads((run / "best.json").read_text(encoding="utf-8"))
-    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
-    record["train_seconds"] = sum(e.get("epoch_seconds", 0.0) for e in epochs)
+    record["train_seconds"] = train_seconds(run)
     return record
 
 

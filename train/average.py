@@ -21,7 +21,7 @@ from service.bundle_format import read_serving
 from train.config import EPOCHS_DIR, TrainConfig
 from train.data import load_documents
 from train.finetune import save_checkpoint, score_dev
-from train.loop import read_log
+from train.run_log import read_log
 from train.task import prepare
 
 REPORT_FILE = "average.json"

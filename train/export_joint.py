@@ -127,7 +127,7 @@ def run_export_joint(args: argparse.Namespace) -> int:
     if args.quantize == "static":
         fp32 = output / "model.fp32.onnx"
         (output / MODEL_FILE).rename(fp32)
-        groups = node_groups(fp32)
+        groups = node_groups(fp32, heads=[h.name for h in serving.heads])
         keep = [n for group in ("attention_scores", "ffn_out") for n in groups[group]]
         texts = {head: [d.text for d in train] for head, (train, _) in dev.items()} or {"golden": list(GOLDEN_TEXTS)}
         seed = int((serving.extra.get("train_config") or {}).get("seed", 13))

@@ -16,7 +16,6 @@ resumed run repeats the epoch and, being the same computation, writes the same w
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,18 +28,11 @@ from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from train.resume import STATE_FILE, load_state, save_state
+from train.run_log import LOG_FILE, append_record
 from train.seeding import restore_rng_state, rng_state
 
 Batch = TypeVar("Batch")
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm", "norm.weight")
-
-
-LOG_FILE = "metrics.jsonl"  # in a run folder: the header line, then one record per epoch
-
-
-def read_log(folder: Path) -> list[dict[str, Any]]:
-    """A run's metrics.jsonl records, in order (the header first)."""
-    return [json.loads(line) for line in (folder / LOG_FILE).read_text(encoding="utf-8").splitlines()]
 
 
 def decay_groups(modules: Sequence[torch.nn.Module], weight_decay: float) -> list[dict[str, Any]]:
@@ -124,8 +116,7 @@ class TrainingLoop:
 
     def log(self, record: dict[str, Any]) -> None:
         """One line of metrics.jsonl."""
-        with self.log_path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+        append_record(self.folder, record)
 
     def run(self, phase: Phase[Any], on_epoch_end: Callable[[EpochStats], None]) -> None:
         """The epochs of ``phase`` not yet done; none once the run is paused or at the phase's ``max_steps``."""

@@ -86,15 +86,25 @@ NODE_GROUPS = {
 }
 
 
-def node_groups(model_path: Path) -> dict[str, list[str]]:
-    """Names of the MatMul/Gemm/Gather nodes in each group of :data:`NODE_GROUPS`."""
+def node_groups(model_path: Path, heads: Sequence[str] = ()) -> dict[str, list[str]]:
+    """Names of the MatMul/Gemm/Gather nodes in each group of :data:`NODE_GROUPS`.
+
+    Works on the fp32 graph and on its QDQ int8 form. A joint graph names its classifiers after its
+    heads (``/model/<name>/``), not ``classifier``;
+    pass ``heads`` so that they land in the ``classifier`` group too.
+    """
     graph = onnx.load(str(model_path), load_external_data=False).graph
     weights = {i.name for i in graph.initializer}
+    # In a QDQ (int8) graph a weight reaches its MatMul through a DequantizeLinear of an initializer.
+    weights |= {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights}
     groups: dict[str, list[str]] = {name: [] for name in NODE_GROUPS}
     for node in graph.node:
         if node.op_type not in ("MatMul", "Gemm", "Gather"):
             continue
         has_weight = any(i in weights for i in node.input)
+        if has_weight and node.op_type != "Gather" and any(f"/{h}/" in node.name for h in heads):
+            groups["classifier"].append(node.name)
+            continue
         for name, test in NODE_GROUPS.items():
             if test(node, has_weight):
                 groups[name].append(node.name)
