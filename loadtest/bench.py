@@ -1,8 +1,9 @@
 """Side-by-side benchmark on one machine, same texts, one run: what users run today vs the service.
 
 1. transformers ``pipeline("token-classification")`` on PyTorch with the same fine-tuned weights
-   (``--checkpoint``; skipped with a message without the train extra or a checkpoint), at its best
-   setting: ``aggregation_strategy="first"`` with the model's own training window and stride.
+   (``--checkpoint``; or, with ``--pipeline-base``, the base encoder under an untrained head, for its
+   speed alone; skipped with a message without the train extra or either), at its best setting:
+   ``aggregation_strategy="first"`` with the model's own training window and stride.
 2. a raw ONNX Runtime session on the same bundle: pre-tokenised windows, length-sorted batches,
    no HTTP, no queue: the ceiling for this model on this machine.
 3. the service over HTTP (a real server process) at client concurrencies 1, 4, 16, 64 with the
@@ -125,17 +126,26 @@ def bench_raw_ort(model: Path, texts: list[str], threads: int, batch_size: int, 
 
 
 # ---------------------------------------------------------------------------------- transformers pipeline
-def bench_pipeline(checkpoint: Path | None, texts: list[str], threads: int, max_length: int, stride: int) -> dict[str, Any] | str:
+def bench_pipeline(
+    checkpoint: Path | None, texts: list[str], threads: int, max_length: int, stride: int, labels: dict[int, str] | None = None
+) -> dict[str, Any] | str:
+    """The pipeline on ``checkpoint``; with ``labels``, ``checkpoint`` is a base encoder under a fresh head of those labels.
+
+    The fresh head times the same network (what a fine-tuned checkpoint of this architecture costs)
+    when no fine-tuned PyTorch weights are at hand; its answers are noise, so its F1 is not scored.
+    """
     if checkpoint is None or not (checkpoint / "config.json").exists():
-        return "skipped: no PyTorch checkpoint given (--checkpoint)"
+        return "skipped: no PyTorch checkpoint given (--checkpoint or --pipeline-base)"
     try:
         import torch
         from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
     except ImportError:
         return "skipped: the train extra (torch, transformers) is not installed"
     torch.set_num_threads(threads)
+    torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint, model_max_length=max_length)
-    model = AutoModelForTokenClassification.from_pretrained(checkpoint)
+    head = {"id2label": labels, "label2id": {v: k for k, v in labels.items()}} if labels else {}
+    model = AutoModelForTokenClassification.from_pretrained(checkpoint, **head)
     ner = pipeline("token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="first", stride=stride, device=-1)
     ner(texts[0])
     latencies, predicted = [], []
@@ -146,7 +156,8 @@ def bench_pipeline(checkpoint: Path | None, texts: list[str], threads: int, max_
         latencies.append(time.perf_counter() - t0)
         predicted.append([(int(e["start"]), int(e["end"]), e["entity_group"]) for e in out])
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "texts_per_s": len(texts) / seconds, "predicted": predicted, **percentiles(latencies)}
+    result = {"seconds": seconds, "texts_per_s": len(texts) / seconds, "predicted": predicted, **percentiles(latencies)}
+    return {**result, "untrained_head": True, "base": str(checkpoint)} if labels else result
 
 
 # ---------------------------------------------------------------------------------- the service over HTTP
@@ -317,6 +328,12 @@ def main() -> None:
     add_common_args(parser)
     parser.add_argument("--checkpoint", type=Path, default=None, help="PyTorch checkpoint of the same weights (pipeline baseline)")
     parser.add_argument(
+        "--pipeline-base",
+        type=Path,
+        default=None,
+        help="without --checkpoint: time the pipeline on this base encoder under an untrained head of the bundle's labels (speed only)",
+    )
+    parser.add_argument(
         "--reference", type=Path, default=None, help="another bundle (the larger model a smaller one replaces): its raw ORT row too"
     )
     parser.add_argument("--limit", type=int, default=200)
@@ -343,15 +360,22 @@ def main() -> None:
     results["raw_ort"] = raw
     if args.reference:
         results["reference_raw_ort"] = bench_raw_ort(args.reference, texts, args.threads, args.raw_batch_size, window)
-    pipe = bench_pipeline(args.checkpoint, texts, args.threads, bundle.serving.window.max_length, bundle.serving.window.stride)
+    labels = None
+    if args.checkpoint is None and args.pipeline_base is not None:
+        config = json.loads((args.model / "config.json").read_text(encoding="utf-8"))
+        labels = {int(k): v for k, v in config["id2label"].items()}
+    pipe = bench_pipeline(
+        args.checkpoint or args.pipeline_base, texts, args.threads, bundle.serving.window.max_length, bundle.serving.window.stride, labels
+    )
     results["pipeline"] = pipe
     results["service"] = bench_service(args.model, texts, args.threads, args.concurrency, extra, args.loads, args.load_seconds)
     if not args.no_unbatched:
         results["service_unbatched"] = bench_service(args.model, texts, args.threads, [16], {**extra, "BIONER_MAX_BATCH_SIZE": "1"})
 
-    rows: list[tuple[str, str, float, dict[str, Any] | None, str, float]] = []
+    rows: list[tuple[str, str, float, dict[str, Any] | None, str, float | None]] = []
     if isinstance(pipe, dict):
-        rows.append(("transformers pipeline (PyTorch, first)", "1", pipe["texts_per_s"], pipe, "-", f1(gold, pipe["predicted"])))
+        name = "transformers pipeline (PyTorch, first)" + (", untrained head: speed only" if labels else "")
+        rows.append((name, "1", pipe["texts_per_s"], pipe, "-", None if labels else f1(gold, pipe["predicted"])))
     if "reference_raw_ort" in results:
         ref = results["reference_raw_ort"]
         rows.append((f"raw ONNX Runtime, reference {args.reference.name}", "-", ref["texts_per_s"], None, "-", f1(gold, ref["predicted"])))
@@ -380,7 +404,7 @@ def main() -> None:
         ms = (lambda k: f"{lat[k] * 1000:.0f}") if lat else (lambda k: "-")
         lines.append(
             f"| {name} | {conc} | {tps:.1f} | {tps * tokens / len(texts):.0f} | {ms('p50')} | {ms('p95')} | {ms('p99')} "
-            f"| {batch} | {score:.4f} |"
+            f"| {batch} | {'-' if score is None else f'{score:.4f}'} |"
         )
     ratios = {}
     if at16:
