@@ -88,7 +88,7 @@ def build_features(
         if len(encoded) == 0:
             continue
         labels = token_labels(doc, encoded, label2id, policy, stats)
-        for span in config.plan(len(encoded), encoder.n_special):
+        for span in config.plan_text(doc.text, encoded, encoder.n_special):
             window_labels = np.concatenate([np.full(n_prefix, IGNORE), labels[span.start : span.end], np.full(n_suffix, IGNORE)]).astype(
                 np.int64
             )

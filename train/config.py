@@ -39,6 +39,14 @@ class TrainConfig:
     dropout: float = field(default=0.3, metadata=flag("classifier dropout"))
     max_length: int = field(default=128, metadata=flag("window length in tokens, specials included"))
     stride: int = field(default=32, metadata=flag("overlap between windows in tokens"))
+    window_align: str = field(
+        default="tokens",
+        metadata=flag(
+            "where windows end, in training, dev scoring and the bundle's serving default: every max_length - stride "
+            "tokens, or at a sentence start in a window's second half (overlap only inside long sentences)",
+            choices=("tokens", "sentences"),
+        ),
+    )
     label_policy: str = field(
         default="first", metadata=flag("first: train each word's first subword; all: every subword", choices=("first", "all"))
     )

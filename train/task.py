@@ -21,7 +21,7 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer
 from service.corpora import Document
 from service.decoding.aggregate import Decoding, Strategy
 from service.decoding.labels import LabelScheme
-from service.decoding.windows import TextEncoder, WindowConfig
+from service.decoding.windows import Align, TextEncoder, WindowConfig
 from train.align import IGNORE, Feature, LabelPolicy, build_features, label_list
 from train.batches import collate, length_grouped_batches, mixed_batches
 from train.config import TrainConfig
@@ -147,7 +147,7 @@ def prepare(config: TrainConfig, train_docs: list[Document], dev_docs: list[Docu
     """Windows and labels from the documents, class weights, then the model and its heads."""
     labels = label_list(train_docs + dev_docs)
     tokenizer = AutoTokenizer.from_pretrained(config.base_model, use_fast=True)
-    window, policy = WindowConfig(config.max_length, config.stride), LabelPolicy(config.label_policy)
+    window, policy = WindowConfig(config.max_length, config.stride, Align(config.window_align)), LabelPolicy(config.label_policy)
     encoder = TextEncoder(tokenizer.backend_tokenizer)
     features, stats = build_features(train_docs, encoder, {label: i for i, label in enumerate(labels)}, window, policy)
     print(

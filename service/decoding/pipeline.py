@@ -27,7 +27,7 @@ from service.decoding.aggregate import Decoding, Entity, Strategy, entities_from
 from service.decoding.calibration import calibrated_probs
 from service.decoding.crf import Transitions
 from service.decoding.labels import LabelScheme
-from service.decoding.windows import DEFAULT_WINDOW, Align, Encoded, TextEncoder, WindowConfig, WindowSpan, sentence_starts, stitch
+from service.decoding.windows import DEFAULT_WINDOW, Encoded, TextEncoder, WindowConfig, WindowSpan, stitch
 from service.errors import UnsupportedOptionError
 
 # (input_ids, attention_mask) both (rows, padded_len) int64 -> logits (rows, padded_len, labels)
@@ -232,17 +232,9 @@ class Pipeline:
         """Tokenise (unless ``encoded`` is given) and cut every text into window rows."""
         encoder = self.encoder
         encoded = encoder.encode_batch(texts) if encoded is None else encoded
-        plans = tuple(TextPlan(t, e, self._spans(t, e)) for t, e in zip(texts, encoded))
+        plans = tuple(TextPlan(t, e, tuple(self.window.plan_text(t, e, encoder.n_special))) for t, e in zip(texts, encoded))
         rows = tuple(encoder.window_ids(p.encoded, span) for p in plans for span in p.spans)
         return Plan(plans, rows)
-
-    def _spans(self, text: str, encoded: Encoded) -> tuple[WindowSpan, ...]:
-        n, n_special, window = len(encoded), self.encoder.n_special, self.window
-        if not n:
-            return ()
-        if window.align is Align.SENTENCES and n > window.content_length(n_special):
-            return tuple(window.plan(n, n_special, sentence_starts(text, encoded)))
-        return tuple(window.plan(n, n_special))
 
     def token_logits(self, plan: Plan, window_logits: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Per text, stitched content logits ``(n_tokens, columns)`` from each row's logits."""

@@ -72,6 +72,16 @@ class WindowConfig:
             return plan_sentence_windows(n_tokens, content, self.stride, sentence_starts)
         return plan_windows(n_tokens, content, self.stride)
 
+    def plan_text(self, text: str, encoded: Encoded, n_special: int) -> list[WindowSpan]:
+        """The windows of one encoded text, as both the service and training cut them. Sentence starts
+        are looked for only when aligned to sentences and the text needs more than one window."""
+        n = len(encoded)
+        if not n:
+            return []
+        if self.align is Align.SENTENCES and n > self.content_length(n_special):
+            return self.plan(n, n_special, sentence_starts(text, encoded))
+        return self.plan(n, n_special)
+
     def max_windows(self, n_tokens: int, n_special: int) -> int:
         """An upper bound on ``len(plan(n_tokens, ...))`` whatever the sentences: admission's estimate."""
         if n_tokens <= 0:

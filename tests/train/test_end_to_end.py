@@ -24,7 +24,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("e2e")
     base = make_base_model(root / "base")
     corpus = make_corpus(root / "corpus")
-    best = train(tiny_train_config(base, corpus, root / "ckpt", epochs=2))
+    best = train(tiny_train_config(base, corpus, root / "ckpt", epochs=2, window_align="sentences"))
     records = [json.loads(line) for line in (root / "ckpt" / "metrics.jsonl").read_text().splitlines()]
     assert [r.get("epoch") for r in records] == [None, 1, 2] and records[0]["loss"] == "ce"
     dev_f1 = [r["dev"]["micro"]["f1"] for r in records[1:]]
@@ -39,7 +39,9 @@ def test_bundle_has_card_and_parity(exported: Path) -> None:
     parity = json.loads((exported / "parity.json").read_text())
     assert parity["max_abs_logit_diff_fp32"] < 1e-3
     assert set(parity["dev"]) == {"pytorch", "onnx_fp32", "onnx_int8"}
-    assert "## Reproduce" in (exported / "MODEL_CARD.md").read_text()
+    card = (exported / "MODEL_CARD.md").read_text()
+    assert "## Reproduce" in card and "--window-align sentences" in card
+    assert json.loads((exported / "serving.json").read_text())["window_align"] == "sentences"  # served as it was trained
 
 
 def test_optimum_can_load_the_bundle(exported: Path) -> None:

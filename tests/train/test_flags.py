@@ -29,6 +29,7 @@ TRAIN_FLAGS = [
     "--dropout",
     "--max-length",
     "--stride",
+    "--window-align",
     "--label-policy",
     "--loss",
     "--ens-beta",
