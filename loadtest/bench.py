@@ -363,6 +363,10 @@ def main() -> None:
     labels = None
     if args.checkpoint is None and args.pipeline_base is not None:
         config = json.loads((args.model / "config.json").read_text(encoding="utf-8"))
+        base = json.loads((args.pipeline_base / "config.json").read_text(encoding="utf-8"))
+        shape = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads")
+        if any(config.get(k) != base.get(k) for k in shape):
+            raise SystemExit(f"--pipeline-base {args.pipeline_base} is not the bundle's network ({', '.join(shape)} differ)")
         labels = {int(k): v for k, v in config["id2label"].items()}
     pipe = bench_pipeline(
         args.checkpoint or args.pipeline_base, texts, args.threads, bundle.serving.window.max_length, bundle.serving.window.stride, labels

@@ -102,7 +102,7 @@ def node_groups(model_path: Path, heads: Sequence[str] = ()) -> dict[str, list[s
         if node.op_type not in ("MatMul", "Gemm", "Gather"):
             continue
         has_weight = any(i in weights for i in node.input)
-        if has_weight and node.op_type != "Gather" and any(f"/{h}/" in node.name for h in heads):
+        if has_weight and node.op_type != "Gather" and any(node.name.startswith(f"/model/{h}/") for h in heads):
             groups["classifier"].append(node.name)
             continue
         for name, test in NODE_GROUPS.items():

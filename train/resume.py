@@ -19,6 +19,8 @@ import torch
 STATE_FILE = "resume.pt"
 # Settings a run may resume under other values of: they change how fast it runs, not what it learns.
 FREE_TO_CHANGE = frozenset({"threads", "device", "keep_epochs"})  # a run may go on on other hardware, keeping more
+# Settings added after runs were saved, with the value every earlier run had: such a run still resumes.
+ADDED_SETTINGS: dict[str, Any] = {"window_align": "tokens"}
 
 
 class ResumeError(ValueError):
@@ -42,7 +44,7 @@ def load_state(folder: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     if not path.exists():
         return None
     state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)  # load_state_dict moves tensors to the params
-    saved = state["config"]
+    saved = {**{k: v for k, v in ADDED_SETTINGS.items() if k in config}, **state["config"]}
     changed = sorted(k for k in saved.keys() | config.keys() if k not in FREE_TO_CHANGE and saved.get(k) != config.get(k))
     if changed:
         what = ", ".join(f"{k} {saved.get(k)!r} -> {config.get(k)!r}" for k in changed)

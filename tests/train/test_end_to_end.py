@@ -24,7 +24,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("e2e")
     base = make_base_model(root / "base")
     corpus = make_corpus(root / "corpus")
-    best = train(tiny_train_config(base, corpus, root / "ckpt", epochs=2, window_align="sentences"))
+    best = train(tiny_train_config(base, corpus, root / "ckpt", epochs=2))
     records = [json.loads(line) for line in (root / "ckpt" / "metrics.jsonl").read_text().splitlines()]
     assert [r.get("epoch") for r in records] == [None, 1, 2] and records[0]["loss"] == "ce"
     dev_f1 = [r["dev"]["micro"]["f1"] for r in records[1:]]
@@ -39,9 +39,23 @@ def test_bundle_has_card_and_parity(exported: Path) -> None:
     parity = json.loads((exported / "parity.json").read_text())
     assert parity["max_abs_logit_diff_fp32"] < 1e-3
     assert set(parity["dev"]) == {"pytorch", "onnx_fp32", "onnx_int8"}
-    card = (exported / "MODEL_CARD.md").read_text()
-    assert "## Reproduce" in card and "--window-align sentences" in card
-    assert json.loads((exported / "serving.json").read_text())["window_align"] == "sentences"  # served as it was trained
+    assert "## Reproduce" in (exported / "MODEL_CARD.md").read_text()
+
+
+def test_sentence_aligned_training_is_served_so(tmp_path: Path) -> None:
+    """Windows cut at sentence starts in training are the checkpoint's (and so the bundle's) serving default."""
+    from train.finetune import train
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    sentence = "The p53 kinase binds the myc gene in cells. "
+    for i in range(8):  # several windows of 24 tokens per document, with capitalised sentence starts to cut at
+        (corpus / f"d{i}.txt").write_text(sentence * 4, encoding="utf-8")
+        spans = [(k * len(sentence) + 4, k * len(sentence) + 14) for k in range(4)]
+        (corpus / f"d{i}.ann").write_text("".join(f"T{n}\tprotein {s} {e}\tp53 kinase\n" for n, (s, e) in enumerate(spans)))
+    config = tiny_train_config(make_base_model(tmp_path / "base"), corpus, tmp_path / "ckpt", window_align="sentences")
+    train(config)
+    assert json.loads((tmp_path / "ckpt" / "serving.json").read_text())["window_align"] == "sentences"
 
 
 def test_optimum_can_load_the_bundle(exported: Path) -> None:

@@ -142,3 +142,13 @@ def test_pretrain_paused_and_resumed_equals_the_uninterrupted_run(tiny: tuple[Pa
     _assert_same(record, straight)
     assert (tmp_path / "parts" / "model.safetensors").read_bytes() == (tmp_path / "straight" / "model.safetensors").read_bytes()
     assert pretrain(parts, resume=True) == record  # finished: the record back, nothing trained
+
+
+def test_a_run_saved_before_a_setting_existed_still_resumes(tmp_path: Path) -> None:
+    """A state saved before ``window_align`` existed ran on token windows: it resumes as such, and only as such."""
+    from train.resume import ResumeError, load_state, save_state
+
+    save_state(tmp_path, {"config": {"epochs": 3}, "epoch": 1})
+    assert load_state(tmp_path, {"epochs": 3, "window_align": "tokens"}) is not None
+    with pytest.raises(ResumeError, match="window_align 'tokens' -> 'sentences'"):
+        load_state(tmp_path, {"epochs": 3, "window_align": "sentences"})
