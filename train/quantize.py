@@ -90,8 +90,7 @@ def node_groups(model_path: Path, heads: Sequence[str] = ()) -> dict[str, list[s
     """Names of the MatMul/Gemm/Gather nodes in each group of :data:`NODE_GROUPS`.
 
     Works on the fp32 graph and on its QDQ int8 form. A joint graph names its classifiers after its
-    heads (``/model/<name>/``), not ``classifier``;
-    pass ``heads`` so that they land in the ``classifier`` group too.
+    heads (``/model/<name>/``), not ``classifier``: pass ``heads`` so that they land in that group too.
     """
     graph = onnx.load(str(model_path), load_external_data=False).graph
     weights = {i.name for i in graph.initializer}
