@@ -31,11 +31,6 @@ def nll(logits: np.ndarray, gold: np.ndarray, temperature: float) -> float:
     return float((log_z - scaled[np.arange(len(gold)), gold]).mean())
 
 
-def fit_temperature(logits: np.ndarray, gold: np.ndarray, low: float = 0.25, high: float = 8.0) -> float:
-    """The ``T`` that minimises the NLL of ``gold`` under ``softmax(logits / T)``."""
-    return minimise_over_temperature(lambda t: nll(logits, gold, t), low, high)
-
-
 def minimise_over_temperature(loss: Callable[[float], float], low: float = 0.25, high: float = 8.0, steps: int = 40) -> float:
     """A coarse log-spaced grid, then golden-section search between the best point's neighbours.
 

@@ -13,6 +13,7 @@ from in_process import app_client  # noqa: E402
 from tiny_bert import make_base_model, make_corpus  # noqa: E402
 
 from service.settings import Settings  # noqa: E402
+from train.quantize import node_groups  # noqa: E402
 
 TEXT = "the p53 kinase binds the myc gene in cells ."
 
@@ -60,8 +61,6 @@ def test_bundle_describes_its_heads(joint_bundle: Path) -> None:
     assert all(set(scores) == {"pytorch", "onnx_fp32", "onnx_int8"} for scores in report["dev_f1"].values())
     assert report["dev_f1"]["jnlpba"]["onnx_fp32"] == pytest.approx(report["dev_f1"]["jnlpba"]["pytorch"], abs=1e-6)
     config = json.loads((joint_bundle / "config.json").read_text())
-    from train.quantize import node_groups
-
     # QDQ keeps the MatMuls' names: each head's projection is found as the joint graph's classifier
     classifier = node_groups(joint_bundle / "model.onnx", heads=["jnlpba", "species"])["classifier"]
     assert len(classifier) == 2 and all("/jnlpba/" in n or "/species/" in n for n in classifier)

@@ -13,7 +13,7 @@ import pytest
 
 from service.app import create_app
 from service.decoding.aggregate import allowed_transitions, softmax
-from service.decoding.calibration import crf_nll, fit_temperature, minimise_over_temperature, nll, reliability
+from service.decoding.calibration import crf_nll, minimise_over_temperature, nll, reliability
 from service.decoding.crf import Transitions
 from service.decoding.labels import LabelScheme
 from service.settings import Settings
@@ -25,7 +25,7 @@ def test_fit_recovers_the_temperature_that_generated_the_labels() -> None:
     true_t = 2.5  # labels drawn from softmax(logits / 2.5): the raw logits are over-confident
     probs = np.exp(logits / true_t) / np.exp(logits / true_t).sum(axis=1, keepdims=True)
     gold = np.array([rng.choice(5, p=p) for p in probs])
-    fitted = fit_temperature(logits, gold)
+    fitted = minimise_over_temperature(lambda t: nll(logits, gold, t))  # the softmax fit of train/calibrate.py
     assert fitted == pytest.approx(true_t, rel=0.05)
     assert nll(logits, gold, fitted) < nll(logits, gold, 1.0)
 
