@@ -93,6 +93,13 @@ class TrainConfig:
     student_layers: int = field(
         default=0, metadata=flag("keep this many of the base encoder's layers, evenly spaced, ending with the last (0: all)")
     )
+    qat_epochs: int = field(
+        default=0,
+        metadata=flag(
+            "train the last N of --epochs through simulated int8 (every linear layer, s7 weights), so that "
+            "`bioner export --quantize static --keep-fp32 attention_scores` keeps the accuracy"
+        ),
+    )
     keep_epochs: bool = field(
         default=False, metadata=flag("also keep every epoch's weights under epochs/ (for `bioner average`: checkpoint averaging)")
     )
@@ -116,6 +123,8 @@ class TrainConfig:
             raise ValueError("--distill-text needs a --teacher to label it")
         if not 0.0 <= self.distill_alpha <= 1.0 or self.distill_temperature <= 0.0:
             raise ValueError("--distill-alpha must be in [0, 1] and --distill-temperature above 0")
+        if not 0 <= self.qat_epochs <= self.epochs:
+            raise ValueError(f"--qat-epochs must be between 0 and --epochs ({self.epochs}), not {self.qat_epochs}")
         if self.student_layers < 0:
             raise ValueError(f"student layers must be 0 (all) or more, not {self.student_layers}")
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from service.bundle_format import BUNDLE_FILES, MODEL_FILE, TOKENIZER_FILE, pipeline_for, read_serving, write_serving
 from service.decoding.labels import LabelScheme
-from service.decoding.pipeline import Pipeline, pad_windows
+from service.decoding.pipeline import Pipeline, RunBatch, pad_windows
 from service.decoding.windows import TextEncoder
 from service.runtime.bundle import file_sha256
 from train.model_card import portable, write_model_card
@@ -111,6 +111,20 @@ def write_golden_answers(output: Path, runners: dict[str, Any], pipeline: Pipeli
     print(f"golden answers: {len(texts)} texts, {same} with the same spans as fp32 ({graph})")
 
 
+def simulated_int8_difference(model: Any, ranges: dict[str, tuple[float, float]], run_int8: RunBatch, rows: list[np.ndarray]) -> float:
+    """How far the int8 graph is from the rounding the model trained through (``--qat-epochs``):
+    it should be far closer than to fp32, or export and training disagree on the scheme."""
+    from train.backends import torch_runner
+    from train.qat import QuantSim
+
+    sim = QuantSim(model)
+    sim.restore(ranges)
+    try:
+        return max_logit_difference(torch_runner(model), run_int8, rows)
+    finally:
+        sim.enable(False)
+
+
 def run_export(args: argparse.Namespace) -> int:
     from transformers import AutoModelForTokenClassification
 
@@ -119,9 +133,12 @@ def run_export(args: argparse.Namespace) -> int:
     from train.backends import onnx_runner, torch_runner
     from train.data import read_all
     from train.evaluate import evaluate_documents
+    from train.qat import WEIGHTS as QAT_WEIGHTS
+    from train.qat import read_ranges
     from train.quantize import node_groups, quantize_dynamic, quantize_static
 
     checkpoint, output = Path(args.checkpoint), Path(args.output)
+    ranges = None
     serving = read_serving(checkpoint)
     model = AutoModelForTokenClassification.from_pretrained(checkpoint)
     scheme = LabelScheme.from_id2label(model.config.id2label)
@@ -159,6 +176,12 @@ def run_export(args: argparse.Namespace) -> int:
             groups = node_groups(raw_dir / "model.onnx")
             keep = [*(args.exclude_nodes or ()), *(n for g in args.keep_fp32 for n in groups[g])]
             parity["int8_nodes_kept_fp32"] = {"groups": args.keep_fp32, "nodes": len(keep)}
+            ranges = read_ranges(checkpoint)
+            if ranges is not None and args.int8_weights != QAT_WEIGHTS:
+                raise ValueError(
+                    f"this checkpoint was trained for {QAT_WEIGHTS} int8 weights (--qat-epochs): export with --int8-weights {QAT_WEIGHTS}"
+                )
+            parity["int8_ranges"] = "trained (--qat-epochs)" if ranges is not None else f"calibrated ({args.calibration_method})"
             quantize_static(
                 raw_dir / "model.onnx",
                 output / "model.onnx",
@@ -166,9 +189,13 @@ def run_export(args: argparse.Namespace) -> int:
                 exclude=keep,
                 method=args.calibration_method,
                 weights=args.int8_weights,
+                ranges=ranges,
             )
         runners["onnx_int8"] = onnx_runner(output / "model.onnx")
         parity["max_abs_logit_diff_int8"] = max_logit_difference(runners["pytorch"], runners["onnx_int8"], rows)
+        if args.quantize == "static" and ranges is not None:
+            parity["max_abs_logit_diff_int8_simulated"] = simulated_int8_difference(model, ranges, runners["onnx_int8"], rows)
+            print(f"parity: max |logit(PyTorch, simulated int8) - logit(ONNX int8)| = {parity['max_abs_logit_diff_int8_simulated']:.2e}")
 
     scores: dict[str, Any] = {}
     for name, run in runners.items():

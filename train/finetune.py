@@ -8,12 +8,16 @@ shared encoder on the main corpus and an auxiliary (general-domain) corpus at on
 corpus, batches mixed at ``aux_ratio``; a second phase fine-tunes on the main corpus alone. Only
 the main head is ever saved, so the checkpoint exports like any other.
 
+With ``qat_epochs`` the last epochs of fine-tuning run through simulated int8 (:mod:`train.qat`),
+on the same optimiser and schedule; only those epochs compete for the kept checkpoint.
+
 Runs in the shared loop (:mod:`train.loop`): ``resume=True`` continues a killed run in ``output``
 after its last completed epoch, with the same result as if it had never stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict
 from functools import partial
@@ -32,6 +36,7 @@ from train.config import EPOCHS_DIR, TrainConfig
 from train.data import load_documents
 from train.evaluate import evaluate_documents
 from train.loop import EpochStats, Phase, TrainingLoop, adamw, decay_groups
+from train.qat import RANGES_FILE
 from train.resume import save_atomically
 from train.seeding import seed_everything
 from train.task import Item, Task, prepare
@@ -56,7 +61,12 @@ def phases(config: TrainConfig, task: Task, rng: np.random.Generator) -> list[Ph
     optimizer, scheduler = adamw(groups, config.learning_rate, config.max_steps or steps_per_epoch * config.epochs, config.warmup_ratio)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     plan = partial(task.main_plan, config.batch_size, rng)
-    found.append(Phase("finetune", config.epochs, optimizer, scheduler, params, plan, task.step, config.max_steps))
+    fp32_epochs = config.epochs - config.qat_epochs
+    if fp32_epochs:
+        found.append(Phase("finetune", fp32_epochs, optimizer, scheduler, params, plan, task.step, config.max_steps))
+    if task.quant_sim is not None:  # the same optimiser and schedule go on, through simulated int8
+        switch_on = task.quant_sim.enable
+        found.append(Phase("finetune-qat", config.qat_epochs, optimizer, scheduler, params, plan, task.step, config.max_steps, switch_on))
     return found
 
 
@@ -70,16 +80,23 @@ def _tensorboard(out: Path) -> Any:
 
 
 def score_dev(task: Task, dev_docs: list[Document], transitions: Transitions | None) -> dict[str, Any]:
-    """Strict span P/R/F1 on dev, decoded by the service's own pipeline as the exported model will be."""
+    """Strict span P/R/F1 on dev, decoded by the service's own pipeline as the exported model will be
+    (in simulated int8 during QAT epochs, with the ranges held still)."""
     pipeline = Pipeline(task.encoder, task.scheme, task.window, task.strategy, task.decoding, transitions)
-    return evaluate_documents(dev_docs, pipeline, torch_runner(task.model))
+    with task.quant_sim.frozen() if task.quant_sim is not None else contextlib.nullcontext():
+        return evaluate_documents(dev_docs, pipeline, torch_runner(task.model))
 
 
 def save_checkpoint(out: Path, task: Task, transitions: Transitions | None, extra: dict[str, Any]) -> None:
-    """The checkpoint ``bioner export`` reads: weights, tokenizer and serving.json with the run's settings."""
+    """The checkpoint ``bioner export`` reads: weights, tokenizer and serving.json with the run's
+    settings, and after a QAT epoch the ranges it trained with."""
     task.model.save_pretrained(out)
     task.tokenizer.save_pretrained(out)
     write_serving(out, ServingConfig(task.window, task.strategy, task.decoding, transitions, extra=extra))
+    if task.quant_sim is not None and task.quant_sim.enabled:
+        task.quant_sim.save(out)
+    else:
+        (out / RANGES_FILE).unlink(missing_ok=True)  # an earlier run's ranges do not belong to these weights
 
 
 class KeepBest:
@@ -112,7 +129,9 @@ class KeepBest:
             f"{stats.phase} epoch {stats.epoch}: loss {stats.loss:.4f}, dev P {micro['precision']:.4f} "
             f"R {micro['recall']:.4f} F1 {micro['f1']:.4f} ({stats.seconds:.0f} s)"
         )
-        if micro["f1"] > self.loop.extra["best"]["dev"]["micro"]["f1"]:
+        # With --qat-epochs only the int8-aware epochs compete: an fp32 epoch's score says little of its int8 graph.
+        eligible = self.task.quant_sim is None or self.task.quant_sim.enabled
+        if eligible and micro["f1"] > self.loop.extra["best"]["dev"]["micro"]["f1"]:
             self.loop.extra["best"] = record
             self.save(stats.epoch, transitions)
 

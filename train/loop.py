@@ -1,10 +1,10 @@
 """The one optimiser and epoch loop behind fine-tuning and pretraining, resumable at every epoch end.
 
 A run is a list of phases (multi-task then fine-tune; head warm-up then adaptation), each with its
-own optimiser and schedule; epochs and steps are counted over the whole run. A step is: loss,
-backward, gradient norm clipped to 1, optimiser, scheduler. At each epoch end the caller's callback
-runs (dev scores, best checkpoint), then the resume state is saved, so a state never names an epoch
-whose callback did not finish.
+own optimiser and schedule or sharing the one before's (fine-tuning, then its int8-aware epochs);
+epochs and steps are counted over the whole run. A step is: loss, backward, gradient norm clipped to
+1, optimiser, scheduler. At each epoch end the caller's callback runs (dev scores, best checkpoint),
+then the resume state is saved, so a state never names an epoch whose callback did not finish.
 
 Resuming restores the weights, the optimiser and scheduler of the phase in progress, every random
 generator, the counters, the caller's values in ``extra`` (best-so-far) and metrics.jsonl's length
@@ -64,6 +64,7 @@ class Phase(Generic[Batch]):
     plan: Callable[[], Sequence[Batch]]  # one epoch's batches, drawn as the epoch starts (from the run's generator)
     step: Callable[[Batch], tuple[torch.Tensor, int]]  # one batch -> its loss and its number of tokens
     max_steps: int = 0  # the run's step count at which the phase stops (0: all its epochs)
+    before_epoch: Callable[[], None] | None = None  # e.g. switch on simulated int8 (resumed runs too)
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,8 @@ class TrainingLoop:
         for phase_epoch in range(start + 1, phase.epochs + 1):
             if self.paused or (phase.max_steps and self.step >= phase.max_steps):
                 break
+            if phase.before_epoch is not None:
+                phase.before_epoch()
             on_epoch_end(self._epoch(phase))
             self._save(phase, phase_epoch)
             self.paused = bool(self.stop_after) and self.epoch >= self.stop_after

@@ -24,8 +24,9 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -120,7 +121,11 @@ def quantize_static(
     per_channel: bool = True,
     embeddings: bool = True,
     weights: str = "s7",
+    ranges: Mapping[str, tuple[float, float]] | None = None,
 ) -> Path:
+    """``ranges``: the input range of each layer by node scope, from quantisation-aware training
+    (:mod:`train.qat`); those inputs are quantised over the ranges the model learned with, not
+    over calibrated ones. The calibration windows still range whatever else is quantised."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -132,6 +137,7 @@ def quantize_static(
     with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(src_model), str(prepared), skip_symbolic_shape=True)
+        overrides = range_overrides(prepared, ranges) if ranges else {}
         ort_quantize_static(
             str(prepared),
             str(dst_model),
@@ -149,6 +155,75 @@ def quantize_static(
                 "WeightSymmetric": weights != "u8",
                 "CalibPercentile": 99.999,
                 "CalibTensorRangeSymmetric": False,
+                "TensorQuantOverrides": overrides,
+                "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"],
             },
         )
+    rounded_where_needed(dst_model)
     return dst_model
+
+
+def rounded_where_needed(model_path: Path) -> int:
+    """Only the quantised MatMul/Gemm nodes read a tensor's rounded copy; every other reader gets it back in fp32.
+
+    ONNX Runtime's QDQ quantiser rewires *every* reader of a quantised tensor to its dequantised
+    copy. In a BERT graph that puts the rounding into the residual stream (the Add after attention
+    and after the FFN reads the uint8-rounded LayerNorm output the next Q/K/V or FFN MatMul needs),
+    which no training simulates and which costs accuracy for no speed: the Add runs in fp32 either
+    way. Tensors that a ``Gather`` produces keep their pair (the table is int8, the pair only
+    restates its grid, and ONNX Runtime fuses it into an int8 Gather). Returns how many inputs were
+    rewired; pairs left without readers are dropped.
+    """
+    model = onnx.load(str(model_path))
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    quantized = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+    fp32_of = {
+        n.output[0]: quantized[n.input[0]]
+        for n in graph.node
+        if n.op_type == "DequantizeLinear"
+        and n.input[0] in quantized
+        and getattr(producer.get(quantized[n.input[0]]), "op_type", "") != "Gather"
+    }
+    rewired = 0
+    for node in graph.node:
+        if node.op_type in ("MatMul", "Gemm", "QuantizeLinear"):
+            continue
+        for i, name in enumerate(node.input):
+            if name in fp32_of:
+                node.input[i] = fp32_of[name]
+                rewired += 1
+    outputs = {o.name for o in graph.output}
+    while True:  # drop DQ nodes nobody reads, then the Q nodes that fed only them
+        read = {i for n in graph.node for i in n.input} | outputs
+        dead = [n for n in graph.node if n.op_type in ("DequantizeLinear", "QuantizeLinear") and n.output[0] not in read]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    onnx.save(model, str(model_path))
+    return rewired
+
+
+def range_overrides(model_path: Path, ranges: Mapping[str, tuple[float, float]]) -> dict[str, list[dict[str, Any]]]:
+    """ONNX Runtime's ``TensorQuantOverrides``: each scope's MatMul/Gemm input tensor with its range.
+
+    Layers that read one tensor (query, key and value) share one quantiser in the graph: it gets the
+    union of their ranges. Every scope must name a node of the graph, or the ranges belong to
+    another model.
+    """
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    weights = {i.name for i in graph.initializer}
+    by_tensor: dict[str, tuple[float, float]] = {}
+    missing = []
+    for scope, (lo, hi) in ranges.items():
+        nodes = [n for n in graph.node if n.op_type in ("MatMul", "Gemm") and n.name.startswith(scope + "/")]
+        if not nodes:
+            missing.append(scope)
+        for node in nodes:
+            tensor = next(i for i in node.input if i not in weights)
+            old = by_tensor.get(tensor, (lo, hi))
+            by_tensor[tensor] = (min(old[0], lo), max(old[1], hi))
+    if missing:
+        raise ValueError(f"{len(missing)} trained ranges name no layer of this graph (first: {missing[0]}): not this model's ranges")
+    return {t: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}] for t, (lo, hi) in by_tensor.items()}

@@ -30,6 +30,7 @@ from train.data import read_all, read_texts
 from train.device import resolve, to_device
 from train.distill import Teacher, distill_loss, shrink, teacher_probabilities
 from train.losses import class_weights, label_counts
+from train.qat import QuantSim
 
 Item = tuple[str, list[int]]  # ("main" | "aux", window indices): one batch of a plan
 
@@ -76,6 +77,7 @@ class Task:
     teacher: Teacher | None = None
     extra_features: list[Feature] = field(default_factory=list)  # unlabelled windows (--distill-text): soft labels only
     extra_teacher: Teacher | None = None
+    quant_sim: QuantSim | None = None  # --qat-epochs: int8 rounding simulated in the model's layers
 
     @property
     def scheme(self) -> LabelScheme:
@@ -97,6 +99,8 @@ class Task:
             modules["crf"] = self.tagger.crf
         if self.aux_head is not None:
             modules["aux"] = self.aux_head
+        if self.quant_sim is not None:
+            modules["qat"] = self.quant_sim  # the observed ranges resume with the weights
         return modules
 
     def main_plan(self, batch_size: int, rng: np.random.Generator) -> list[Item]:
@@ -118,7 +122,7 @@ class Task:
         """Every trained module and the class weights on ``device`` (built on the CPU first, so the
         seed gives the same initial weights wherever the run trains)."""
         self.device = device
-        for module in (self.model, self.tagger.crf if self.tagger else None, self.aux_head):
+        for module in (self.model, self.tagger.crf if self.tagger else None, self.aux_head, self.quant_sim):
             if module is not None:
                 module.to(device)
         if self.loss_weight is not None:
@@ -173,6 +177,8 @@ def prepare(config: TrainConfig, train_docs: list[Document], dev_docs: list[Docu
             raise ValueError(f"{bad} gold label moves are invalid BIO; a CRF cannot learn them")
     if config.aux_train:
         add_auxiliary(task, config)
+    if config.qat_epochs:
+        task.quant_sim = QuantSim(model)
     task.place(resolve(config.device))
     return task
 

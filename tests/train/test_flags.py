@@ -53,6 +53,7 @@ TRAIN_FLAGS = [
     "--distill-alpha",
     "--distill-temperature",
     "--student-layers",
+    "--qat-epochs",
     "--keep-epochs",
     "--resume",
 ]

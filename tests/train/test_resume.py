@@ -64,8 +64,9 @@ def keep_last_state(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ({"epochs": 2, "aux_train": "corpus", "aux_epochs": 1}, [1, 2]),  # after the multi-task phase, then inside fine-tuning
         ({"epochs": 2, "head": "crf", "crf_learning_rate": 0.1}, [1]),  # the CRF transitions come back too
+        ({"epochs": 3, "qat_epochs": 2}, [1, 2]),  # before the int8-aware epochs, then inside them (observed ranges)
     ],
-    ids=["multitask", "crf"],
+    ids=["multitask", "crf", "qat"],
 )
 def test_finetune_paused_and_resumed_equals_the_uninterrupted_run(
     tiny: tuple[Path, Path], tmp_path: Path, keep_last_state: None, overrides: dict[str, Any], pauses: list[int]
@@ -80,7 +81,7 @@ def test_finetune_paused_and_resumed_equals_the_uninterrupted_run(
     for n, pause in enumerate(pauses):
         paused = train(config, resume=n > 0, stop_after=pause)
         assert [r["epoch"] for r in _metrics(tmp_path / "parts")[1:]] == list(range(1, pause + 1))
-        assert not (tmp_path / "parts" / "best.json").exists() and paused["epoch"] <= pause
+        assert not (tmp_path / "parts" / "best.json").exists() and paused.get("epoch", 0) <= pause  # none yet: no int8-aware epoch
     best = train(config, resume=True)
 
     _assert_same(_state(tmp_path / "parts"), _state(tmp_path / "straight"))  # weights, optimiser, scheduler, RNG, best

@@ -1,0 +1,137 @@
+"""Quantisation-aware fine-tuning on a tiny BERT: what training simulates is what the exported int8 graph computes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("optimum")
+
+from tiny_bert import export_bundle, make_base_model, make_corpus, tiny_train_config  # noqa: E402
+
+from train.qat import RANGES_FILE, QuantSim, graph_scope, read_ranges  # noqa: E402
+
+INT8 = ["--quantize", "static", "--keep-fp32", "attention_scores", "--dev-fraction", "0.25", "--name", "qat", "--version", "0"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("qat")
+    return make_base_model(root / "base"), make_corpus(root / "corpus")
+
+
+@pytest.fixture(scope="module")
+def qat_run(tiny: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    from train.finetune import train
+
+    base, corpus = tiny
+    out = tmp_path_factory.mktemp("qat-run") / "ckpt"
+    best = train(tiny_train_config(base, corpus, out, epochs=2, qat_epochs=1, head="crf", crf_learning_rate=0.1))
+    return out, best
+
+
+def _token_classifier(base: Path) -> Any:
+    from transformers import AutoModelForTokenClassification
+
+    torch.manual_seed(0)
+    return AutoModelForTokenClassification.from_pretrained(base, num_labels=5).eval()
+
+
+def test_switched_off_the_simulation_is_the_fp32_model_and_its_state_dict(tiny: tuple[Path, Path]) -> None:
+    model = _token_classifier(tiny[0])
+    ids = torch.tensor([[2, 5, 6, 7, 8, 5, 9, 10, 3]])
+    plain = model(input_ids=ids).logits
+    keys = set(model.state_dict())
+    sim = QuantSim(model)
+    assert torch.equal(model(input_ids=ids).logits, plain)
+    assert set(model.state_dict()) == keys  # the checkpoint saves as any other
+    sim.enable()
+    model.train()
+    rounded = model(input_ids=ids).logits
+    assert not torch.equal(rounded, plain)
+    rounded.sum().backward()  # straight through the rounding, down to the embeddings
+    assert model.bert.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+    assert {graph_scope(n) for n in sim.activation_ranges()} >= {"/classifier", "/bert/encoder/layer.1/output/dense"}
+
+
+def test_only_the_int8_aware_epochs_compete_and_their_ranges_are_kept(qat_run: tuple[Path, dict[str, Any]]) -> None:
+    out, best = qat_run
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()[1:]]
+    assert [(r["epoch"], r["phase"]) for r in records] == [(1, "finetune"), (2, "finetune-qat")]
+    assert best["epoch"] == 2  # epoch 1 was scored in fp32: it says little of its int8 graph
+    ranges = read_ranges(out)
+    assert ranges is not None and len(ranges) == 2 * 6 + 1  # six linear layers in each of two layers, and the classifier
+    assert all(lo <= 0.0 <= hi and hi > lo for lo, hi in ranges.values())
+    assert json.loads((out / "serving.json").read_text())["train_config"]["qat_epochs"] == 1
+
+
+def test_the_exported_int8_graph_is_what_training_simulated(
+    tiny: tuple[Path, Path], qat_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    out, best = qat_run
+    assert export_bundle(out, tmp_path / "bundle", "--data", str(tiny[1]), *INT8) == 0
+    parity = json.loads((tmp_path / "bundle" / "parity.json").read_text())
+    assert parity["int8_ranges"] == "trained (--qat-epochs)"
+    # int8 rounding moves the logits; the simulation moves them the same way, to float rounding
+    assert parity["max_abs_logit_diff_int8"] > 1e-3
+    assert parity["max_abs_logit_diff_int8_simulated"] < 1e-4
+    assert parity["dev"]["onnx_int8"]["micro"]["f1"] == pytest.approx(best["dev"]["micro"]["f1"])
+
+
+def test_export_refuses_a_weight_format_the_run_did_not_simulate(
+    tiny: tuple[Path, Path], qat_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="--int8-weights s7"):
+        export_bundle(qat_run[0], tmp_path / "bundle", "--data", str(tiny[1]), *INT8, "--int8-weights", "s8")
+
+
+def test_int8_graphs_round_only_what_the_matmuls_read(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    """Every static int8 export, with or without QAT: the residual stream and the MatMul outputs stay fp32."""
+    from train.finetune import train
+
+    base, corpus = tiny
+    train(tiny_train_config(base, corpus, tmp_path / "ckpt"))
+    assert (tmp_path / "ckpt" / RANGES_FILE).exists() is False
+    flags = ["--quantize", "static", "--keep-fp32", "attention_scores", "--dev-fraction", "0.25"]
+    assert export_bundle(tmp_path / "ckpt", tmp_path / "bundle", "--data", str(corpus), *flags) == 0
+    assert json.loads((tmp_path / "bundle" / "parity.json").read_text())["int8_ranges"] == "calibrated (minmax)"
+    graph = onnx.load(str(tmp_path / "bundle" / "model.onnx")).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    weights = {i.name for i in graph.initializer}
+    dequantized = {
+        n.output[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] not in weights and "Gather" not in n.input[0]
+    }
+    readers = [n for n in graph.node if any(i in dequantized for i in n.input)]
+    assert readers and {n.op_type for n in readers} == {"MatMul"}
+    normed = {o for n in graph.node if n.op_type == "LayerNormalization" for o in n.output}
+    residual_adds = [n for n in graph.node if n.op_type == "Add" and normed & set(n.input)]
+    assert len(residual_adds) == 2 * 2  # after attention and after the FFN, in both layers, fed the fp32 LayerNorm output
+    quantized_outputs = {n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+    assert not any(producer[t].op_type == "MatMul" for t in quantized_outputs if t in producer)
+
+
+def test_qat_epochs_must_fit_the_run(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--qat-epochs"):
+        tiny_train_config(*tiny, tmp_path / "x", epochs=2, qat_epochs=3)
+
+
+def test_ranges_of_another_model_are_refused(qat_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    from train.quantize import range_overrides
+
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["x", "w"], ["y"], name="/other/MatMul")],
+        "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2])],
+        [onnx.numpy_helper.from_array(np.eye(2, dtype=np.float32), "w")],
+    )
+    onnx.save(onnx.helper.make_model(graph), str(tmp_path / "other.onnx"))
+    assert range_overrides(tmp_path / "other.onnx", {"/other": (-1.0, 1.0)}) == {"x": [{"rmin": np.float32(-1.0), "rmax": np.float32(1.0)}]}
+    with pytest.raises(ValueError, match="not this model's ranges"):
+        range_overrides(tmp_path / "other.onnx", read_ranges(qat_run[0]) or {})
