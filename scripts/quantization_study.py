@@ -7,6 +7,10 @@ same way under any load). Writes a Markdown table and a JSON file.
 
     python scripts/quantization_study.py --checkpoint runs/jnlpba-minilm \
         --data ../shared/data/jnlpba/train --out runs/quant-study
+
+A scheme is a name below or ``static:GROUP+GROUP@METHOD``: static int8 with those node groups of
+``train.quantize.NODE_GROUPS`` kept in fp32 (``-``: none) and calibration METHOD (minmax,
+percentile, entropy); ``--no-speed`` skips the timing (while the CPU is shared).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ def main() -> None:
     parser.add_argument("--dev-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--max-dev-docs", type=int, default=0, help="score only the first N dev documents (0: all)")
+    parser.add_argument("--no-speed", action="store_true", help="dev F1 and the batching check only (e.g. while the CPU is shared)")
     parser.add_argument(
         "--schemes",
         nargs="*",
@@ -93,19 +98,28 @@ def main() -> None:
             "static_skip_ends": lambda d: quantize_static(raw / "model.onnx", d / "model.onnx", calibration, exclude=ends),
         }
     )
+
+    def static_spec(spec: str) -> Any:
+        """``static:GROUP+GROUP@METHOD``: those groups kept in fp32 (``-`` for none), ranges by METHOD."""
+        kept, _, method = spec.removeprefix("static:").partition("@")
+        keep = [n for g in kept.split("+") if g != "-" for n in groups[g]]
+        return lambda d: quantize_static(raw / "model.onnx", d / "model.onnx", calibration, exclude=keep, method=method or "minmax")
+
+    builders.update({name: static_spec(name) for name in args.schemes if name.startswith("static:")})
     results: dict[str, dict[str, Any]] = {}
     for name in args.schemes:
-        folder = out / name
+        folder = out / name.replace(":", "-").replace("+", "-").replace("@", "-")
         folder.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         builders[name](folder)
         run = onnx_runner(folder / "model.onnx", n_labels=len(scheme))
         report = evaluate_documents(dev_docs, pipeline, run)
-        windows_per_second(run, speed_rows[:16])  # warm-up
+        if not args.no_speed:
+            windows_per_second(run, speed_rows[:16])  # warm-up
         results[name] = {
             "f1": report["micro"]["f1"],
             "per_type": {k: v["f1"] for k, v in report["per_type"].items()},
-            "windows_per_second": windows_per_second(run, speed_rows, repeats=2),
+            "windows_per_second": float("nan") if args.no_speed else windows_per_second(run, speed_rows, repeats=2),
             "mb": (folder / "model.onnx").stat().st_size / 1e6,
             "texts_changed_by_batching": determinism([d.text for d in dev_docs[:100]], pipeline, run)[0],
             "scores_changed_by_batching": determinism([d.text for d in dev_docs[:100]], pipeline, run)[1],

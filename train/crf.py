@@ -59,6 +59,16 @@ class CrfHead(nn.Module):
             alpha = torch.where(mask[:, t : t + 1], step, alpha)
         return torch.logsumexp(alpha + self.end, dim=1)
 
+    def load(self, transitions: Transitions) -> None:
+        """Scores learned before (continuing a CRF checkpoint); forbidden moves stay pinned by :meth:`matrix`."""
+        if len(transitions) != self.transitions.shape[0]:
+            raise ValueError(f"{len(transitions)} CRF labels in the checkpoint, {self.transitions.shape[0]} in this run")
+        allowed = self.allowed.numpy()
+        with torch.no_grad():
+            self.transitions.copy_(torch.from_numpy(transitions.matrix * allowed))
+            self.start.copy_(torch.from_numpy(transitions.start))
+            self.end.copy_(torch.from_numpy(transitions.end))
+
     def to_transitions(self) -> Transitions:
         with torch.no_grad():
             return Transitions(*(t.double().cpu().numpy().copy() for t in (self.matrix(), self.start, self.end)))

@@ -10,14 +10,17 @@ classifier, :class:`AuxHead`, for that corpus's labels; it is trained, never sav
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
+from service.bundle_format import CONFIG_FILE, SERVING_FILE, read_serving
 from service.corpora import Document
 from service.decoding.aggregate import Decoding, Strategy
 from service.decoding.labels import LabelScheme
@@ -159,6 +162,7 @@ def prepare(config: TrainConfig, train_docs: list[Document], dev_docs: list[Docu
         f"{stats.misaligned_spans} entity boundaries inside a word"
     )
     header, loss_weight = weighting(config, labels, features)
+    check_continued_labels(Path(config.base_model), labels)
     model = AutoModelForTokenClassification.from_pretrained(
         config.base_model,
         num_labels=len(labels),
@@ -173,6 +177,8 @@ def prepare(config: TrainConfig, train_docs: list[Document], dev_docs: list[Docu
         add_teacher(task, config)
     if config.head == "crf":
         task.tagger = CrfTagger(model, task.scheme)
+        if (continued := read_serving(Path(config.base_model)).transitions) is not None:
+            task.tagger.crf.load(continued)  # continuing a CRF checkpoint (e.g. with --qat-epochs): its transitions too
         if bad := invalid_moves([f.labels for f in features], task.scheme):
             raise ValueError(f"{bad} gold label moves are invalid BIO; a CRF cannot learn them")
     if config.aux_train:
@@ -181,6 +187,17 @@ def prepare(config: TrainConfig, train_docs: list[Document], dev_docs: list[Docu
         task.quant_sim = QuantSim(model)
     task.place(resolve(config.device))
     return task
+
+
+def check_continued_labels(base: Path, labels: list[str]) -> None:
+    """A token-classification checkpoint as base (continuing training) must tag with this run's labels in
+    this order: its classifier rows would otherwise silently mean other labels."""
+    if not (base / SERVING_FILE).exists():
+        return  # a plain encoder: the classifier starts fresh
+    saved = json.loads((base / CONFIG_FILE).read_text(encoding="utf-8")).get("id2label", {})
+    theirs = [saved[k] for k in sorted(saved, key=int)]
+    if theirs != labels:
+        raise ValueError(f"{base} tags {theirs}, this run's data {labels}: continue a checkpoint only on data with its labels")
 
 
 def weighting(config: TrainConfig, labels: list[str], features: list[Feature]) -> tuple[dict[str, Any], torch.Tensor | None]:

@@ -135,3 +135,28 @@ def test_ranges_of_another_model_are_refused(qat_run: tuple[Path, dict[str, Any]
     assert range_overrides(tmp_path / "other.onnx", {"/other": (-1.0, 1.0)}) == {"x": [{"rmin": np.float32(-1.0), "rmax": np.float32(1.0)}]}
     with pytest.raises(ValueError, match="not this model's ranges"):
         range_overrides(tmp_path / "other.onnx", read_ranges(qat_run[0]) or {})
+
+
+def test_a_crf_checkpoint_continues_with_its_transitions_and_only_on_its_labels(
+    tiny: tuple[Path, Path], qat_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """How QAT starts from a shipped model: ``--base-model`` the checkpoint, ``--head crf``."""
+    from service.bundle_format import read_serving
+    from train.data import load_documents
+    from train.task import prepare
+
+    checkpoint = qat_run[0]
+    config = tiny_train_config(checkpoint, tiny[1], tmp_path / "more", head="crf", qat_epochs=1)
+    task = prepare(config, *load_documents(config))
+    saved = read_serving(checkpoint).transitions
+    assert saved is not None and task.tagger is not None
+    np.testing.assert_allclose(task.tagger.crf.to_transitions().matrix, saved.matrix, atol=1e-6)
+    assert np.abs(saved.start).max() > 0  # learned, so the equality above is not two fresh zero heads
+
+    other = tmp_path / "proteins"
+    other.mkdir()
+    (other / "d.txt").write_text("the p53 kinase binds", encoding="utf-8")
+    (other / "d.ann").write_text("T1\tprotein 4 14\tp53 kinase\n", encoding="utf-8")
+    config = tiny_train_config(checkpoint, other, tmp_path / "other", head="crf", dev_fraction=0.0, dev=[str(other)])
+    with pytest.raises(ValueError, match="only on data with its labels"):
+        prepare(config, *load_documents(config))
