@@ -50,6 +50,9 @@ def main() -> None:
     parser.add_argument("--dev-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--max-dev-docs", type=int, default=0, help="score only the first N dev documents (0: all)")
+    parser.add_argument(
+        "--graph", action="append", default=[], metavar="NAME=PATH", help="also a ready graph (a shipped bundle's model.onnx)"
+    )
     parser.add_argument("--no-speed", action="store_true", help="dev F1 and the batching check only (e.g. while the CPU is shared)")
     parser.add_argument(
         "--schemes",
@@ -106,8 +109,10 @@ def main() -> None:
         return lambda d: quantize_static(raw / "model.onnx", d / "model.onnx", calibration, exclude=keep, method=method or "minmax")
 
     builders.update({name: static_spec(name) for name in args.schemes if name.startswith("static:")})
+    ready = dict(g.split("=", 1) for g in args.graph)
+    builders.update({name: (lambda d, path=path: shutil.copy(path, d / "model.onnx")) for name, path in ready.items()})
     results: dict[str, dict[str, Any]] = {}
-    for name in args.schemes:
+    for name in [*args.schemes, *ready]:
         folder = out / name.replace(":", "-").replace("+", "-").replace("@", "-")
         folder.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()

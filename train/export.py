@@ -111,16 +111,36 @@ def write_golden_answers(output: Path, runners: dict[str, Any], pipeline: Pipeli
     print(f"golden answers: {len(texts)} texts, {same} with the same spans as fp32 ({graph})")
 
 
-def simulated_int8_difference(model: Any, ranges: dict[str, tuple[float, float]], run_int8: RunBatch, rows: list[np.ndarray]) -> float:
-    """How far the int8 graph is from the rounding the model trained through (``--qat-epochs``):
-    it should be far closer than to fp32, or export and training disagree on the scheme."""
+def mean_logit_difference(run_a: Any, run_b: Any, rows: list[np.ndarray], batch_size: int = 8) -> float:
+    """Mean |difference| over the real positions' logits: the typical gap, where the max is one position's."""
+    total = count = 0.0
+    for lo in range(0, len(rows), batch_size):
+        ids, mask = pad_windows(rows[lo : lo + batch_size])
+        gap = np.abs(run_a(ids, mask) - run_b(ids, mask))
+        total += float(gap[mask.astype(bool)].sum())
+        count += float(mask.sum()) * gap.shape[-1]
+    return total / max(count, 1.0)
+
+
+def simulated_int8_agreement(
+    model: Any, ranges: dict[str, tuple[float, float]], run_int8: RunBatch, rows: list[np.ndarray]
+) -> dict[str, float]:
+    """How far the int8 graph is from the rounding the model trained through (``--qat-epochs``).
+
+    Same scheme, same ranges, so the gap is float noise: where torch's and ONNX Runtime's fp32
+    (GELU, LayerNorm) put an activation on the other side of a rounding boundary, one quantum
+    differs, and the later layers carry it on. On a tiny model nothing crosses (6e-8); on MiniLM
+    the typical gap is a fraction of the int8 graph's gap from fp32, which is the comparison.
+    """
     from train.backends import torch_runner
     from train.qat import QuantSim
 
     sim = QuantSim(model)
     sim.restore(ranges)
     try:
-        return max_logit_difference(torch_runner(model), run_int8, rows)
+        simulated = torch_runner(model)
+        worst = max_logit_difference(simulated, run_int8, rows)
+        return {"max_abs_logit_diff": worst, "mean_abs_logit_diff": mean_logit_difference(simulated, run_int8, rows)}
     finally:
         sim.enable(False)
 
@@ -194,8 +214,10 @@ def run_export(args: argparse.Namespace) -> int:
         runners["onnx_int8"] = onnx_runner(output / "model.onnx")
         parity["max_abs_logit_diff_int8"] = max_logit_difference(runners["pytorch"], runners["onnx_int8"], rows)
         if args.quantize == "static" and ranges is not None:
-            parity["max_abs_logit_diff_int8_simulated"] = simulated_int8_difference(model, ranges, runners["onnx_int8"], rows)
-            print(f"parity: max |logit(PyTorch, simulated int8) - logit(ONNX int8)| = {parity['max_abs_logit_diff_int8_simulated']:.2e}")
+            agreement = simulated_int8_agreement(model, ranges, runners["onnx_int8"], rows)
+            agreement["mean_abs_logit_diff_fp32"] = mean_logit_difference(runners["pytorch"], runners["onnx_int8"], rows)
+            parity["int8_vs_simulated"] = agreement
+            print(f"parity: ONNX int8 against PyTorch with the simulated int8 it trained through: {agreement}")
 
     scores: dict[str, Any] = {}
     for name, run in runners.items():

@@ -149,9 +149,10 @@ def write_model_card(folder: Path, meta: dict[str, Any], parity: dict[str, Any],
         *(
             [
                 "## Quantisation",
-                "Static int8 (ONNX Runtime QDQ): weights per channel (int8, symmetric), activations uint8 with ranges "
-                "calibrated on training windows and fixed in the graph, so a text's result never depends on what it is "
-                "batched with. Node groups kept in fp32 (measured to lose the most accuracy in int8): "
+                "Static int8 (ONNX Runtime QDQ): weights per channel (int8 in [-64, 64], symmetric), activations uint8 with "
+                f"ranges {parity.get('int8_ranges', 'calibrated on training windows')} and fixed in the graph, so a text's "
+                "result never depends on what it is batched with. Only the MatMuls read rounded inputs: their outputs, the "
+                "residual stream and everything between stay fp32. Node groups kept in fp32: "
                 f"{', '.join(parity['int8_nodes_kept_fp32']['groups']) or 'none'} ({parity['int8_nodes_kept_fp32']['nodes']} nodes).",
                 "",
             ]
