@@ -253,8 +253,8 @@ class ModelEntryOut(BaseModel):
                 {
                     "name": "bioner-minilm-jnlpba",
                     "default": True,
-                    "version": "1.3.0",
-                    "sha256": "43511611c508bffd3c3da8beb7529dc93d0d4fe9d966c838c07dcf6bc1301a55",
+                    "version": "1.4.0",
+                    "sha256": "65bfae795eec1f7f61029b5ee8698ae40fe5f482e1e664d819cba1c4fad8daf1",
                     "heads": [{"name": "bioner-minilm-jnlpba", "labels": ["DNA", "RNA", "cell_line", "cell_type", "protein"]}],
                     "labels": ["DNA", "RNA", "cell_line", "cell_type", "protein"],
                     "max_length": 128,

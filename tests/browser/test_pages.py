@@ -78,7 +78,7 @@ def test_viewer_highlights_the_readme_example(open_page: Any, server: str) -> No
 
     page.hover("mark.entity >> nth=0")  # IL-2 gene: DNA, and protein among the alternatives
     tip = page.locator("#tip").inner_text()
-    assert tip.startswith(f"DNA {expected[0]['score']:.2f}") and "protein" in tip and "characters 0–9" in tip
+    assert tip.startswith(f"DNA {expected[0]['score']:.3f}") and "protein" in tip and "characters 0–9" in tip
     page.hover("mark.entity >> nth=-1")  # for the screenshot: the last entity, nothing under its tooltip
     bottom = max(box["y"] + box["height"] for box in (page.locator("#result").bounding_box(), page.locator("#tip").bounding_box()))
     path = save_screenshot(page, "viewer.png", clip={"x": 0, "y": 0, "width": 1280, "height": bottom + 16})
