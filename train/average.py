@@ -57,6 +57,8 @@ def average(run: Path, epochs: list[int], output: Path) -> dict[str, Any]:
     kept = read_epochs(run, epochs)
     serving = read_serving(run)
     saved = dict(serving.extra["train_config"])
+    if saved.get("qat_epochs"):
+        raise ValueError("a --qat-epochs run's int8 ranges do not average: average the fp32 run, then fine-tune the mean with --qat-epochs")
     # the network is rebuilt as the run built it; teachers and auxiliary corpora shaped only its training
     config = replace(TrainConfig(**saved), output=str(output), teacher=[], distill_text=[], aux_train=[])
     train_docs, dev_docs = load_documents(config)

@@ -96,7 +96,7 @@ class TrainConfig:
     qat_epochs: int = field(
         default=0,
         metadata=flag(
-            "train the last N of --epochs through simulated int8 (every linear layer, s7 weights), so that "
+            "train the last N of --epochs through simulated int8 (every linear layer and embedding table, s7 weights), so that "
             "`bioner export --quantize static --keep-fp32 attention_scores` keeps the accuracy"
         ),
     )

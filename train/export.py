@@ -123,7 +123,7 @@ def mean_logit_difference(run_a: Any, run_b: Any, rows: list[np.ndarray], batch_
 
 
 def simulated_int8_agreement(
-    model: Any, ranges: dict[str, tuple[float, float]], run_int8: RunBatch, rows: list[np.ndarray]
+    model: Any, ranges: dict[str, tuple[float, float]], run_int8: RunBatch, rows: list[np.ndarray], kept_fp32: list[str]
 ) -> dict[str, float]:
     """How far the int8 graph is from the rounding the model trained through (``--qat-epochs``).
 
@@ -136,7 +136,7 @@ def simulated_int8_agreement(
     from train.qat import QuantSim
 
     sim = QuantSim(model)
-    sim.restore(ranges)
+    sim.restore(ranges, {node.rsplit("/", 1)[0] for node in kept_fp32})  # the layers export kept fp32 stay so
     try:
         simulated = torch_runner(model)
         worst = max_logit_difference(simulated, run_int8, rows)
@@ -202,6 +202,9 @@ def run_export(args: argparse.Namespace) -> int:
                     f"this checkpoint was trained for {QAT_WEIGHTS} int8 weights (--qat-epochs): export with --int8-weights {QAT_WEIGHTS}"
                 )
             parity["int8_ranges"] = "trained (--qat-epochs)" if ranges is not None else f"calibrated ({args.calibration_method})"
+            parity["int8_weights"] = args.int8_weights
+            if ranges is not None and "attention_scores" not in args.keep_fp32:
+                print("warning: the attention products rounded here were not simulated in training", file=sys.stderr)
             quantize_static(
                 raw_dir / "model.onnx",
                 output / "model.onnx",
@@ -214,7 +217,7 @@ def run_export(args: argparse.Namespace) -> int:
         runners["onnx_int8"] = onnx_runner(output / "model.onnx")
         parity["max_abs_logit_diff_int8"] = max_logit_difference(runners["pytorch"], runners["onnx_int8"], rows)
         if args.quantize == "static" and ranges is not None:
-            agreement = simulated_int8_agreement(model, ranges, runners["onnx_int8"], rows)
+            agreement = simulated_int8_agreement(model, ranges, runners["onnx_int8"], rows, keep)
             agreement["mean_abs_logit_diff_fp32"] = mean_logit_difference(runners["pytorch"], runners["onnx_int8"], rows)
             parity["int8_vs_simulated"] = agreement
             print(f"parity: ONNX int8 against PyTorch with the simulated int8 it trained through: {agreement}")

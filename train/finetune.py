@@ -45,7 +45,8 @@ __all__ = ["TrainConfig", "train"]
 
 
 def phases(config: TrainConfig, task: Task, rng: np.random.Generator) -> list[Phase[Item]]:
-    """The multi-task phase when there is an auxiliary corpus, then fine-tuning on the main corpus alone."""
+    """The multi-task phase when there is an auxiliary corpus, then fine-tuning on the main corpus alone,
+    its last ``qat_epochs`` a phase of their own (simulated int8) on the same optimiser and schedule."""
     steps_per_epoch = task.batches_per_epoch(config.batch_size)
     found: list[Phase[Item]] = []
     if task.aux_head is not None:
@@ -181,6 +182,8 @@ def train(
     for phase in phases(config, task, rng):
         loop.run(phase, keep_best)
     best: dict[str, Any] = loop.extra["best"]
+    if not loop.paused and "epoch" not in best:  # only int8-aware epochs compete, and none ran
+        raise ValueError(f"no epoch of {out} ran in simulated int8 (--max-steps ended it first): no checkpoint to keep")
     if not loop.paused:
         (out / "best.json").write_text(json.dumps(best, indent=2), encoding="utf-8")
         loop.finish()

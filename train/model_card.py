@@ -6,6 +6,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+WEIGHT_FORMATS = {"s7": "int8 in [-64, 64], symmetric", "s8": "int8, symmetric", "u8": "uint8, asymmetric"}
+
 
 def _scores_table(dev: dict[str, Any]) -> list[str]:
     if not dev:
@@ -149,7 +151,8 @@ def write_model_card(folder: Path, meta: dict[str, Any], parity: dict[str, Any],
         *(
             [
                 "## Quantisation",
-                "Static int8 (ONNX Runtime QDQ): weights per channel (int8 in [-64, 64], symmetric), activations uint8 with "
+                "Static int8 (ONNX Runtime QDQ): weights per channel ("
+                f"{WEIGHT_FORMATS.get(parity.get('int8_weights', 's7'), parity.get('int8_weights'))}), activations uint8 with "
                 f"ranges {parity.get('int8_ranges', 'calibrated on training windows')} and fixed in the graph, so a text's "
                 "result never depends on what it is batched with. Only the MatMuls read rounded inputs: their outputs, the "
                 "residual stream and everything between stay fp32. Node groups kept in fp32: "

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,7 @@ class QuantSim(torch.nn.Module):
         # typed views of the registered modules below (torch's attribute typing hides their methods)
         self._inputs: dict[str, Any] = {n: _activation_quantizer() for n in self.linears}
         weights: dict[str, Any] = {n: _weight_quantizer() for n in self.linears}
+        self._weights = weights
         tables: dict[str, Any] = {n: _table_quantizer() for n in self.tables}
         self._all: list[Any] = [*self._inputs.values(), *weights.values(), *tables.values()]
         self.inputs = torch.nn.ModuleDict({_key(n): fq for n, fq in self._inputs.items()})
@@ -153,18 +154,26 @@ class QuantSim(torch.nn.Module):
             out[name] = (min(lo, 0.0), max(hi, 0.0))
         return out
 
-    def restore(self, ranges: dict[str, tuple[float, float]]) -> None:
+    def restore(self, ranges: dict[str, tuple[float, float]], fp32_scopes: Collection[str] = ()) -> None:
         """Input ranges as saved (by node scope), switched on and held still: the checkpoint runs in
-        PyTorch as its int8 graph will (the weights' and tables' ranges follow from the weights)."""
+        PyTorch as its int8 graph will (the weights' and tables' ranges follow from the weights).
+        Layers in ``fp32_scopes`` (kept fp32 at export) or without a range stay unrounded."""
+        self.enable(True)
         for name in self.linears:
             fq = self._inputs[name]
-            lo, hi = ranges[graph_scope(name)]
+            scope = graph_scope(name)
+            if scope in fp32_scopes or scope not in ranges:
+                for off in (fq, self._weights[name]):
+                    off.enable_fake_quant(False)
+                    off.enable_observer(False)
+                continue
+            lo, hi = ranges[scope]
             observer = fq.activation_post_process
-            observer.min_val, observer.max_val = torch.tensor(lo), torch.tensor(hi)
+            observer.min_val.fill_(lo)
+            observer.max_val.fill_(hi)
             scale, zero_point = observer.calculate_qparams()
             fq.scale.copy_(scale)
             fq.zero_point.copy_(zero_point)
-        self.enable(True)
         for fq in self._inputs.values():
             fq.enable_observer(False)
 

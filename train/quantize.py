@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -159,12 +159,13 @@ def quantize_static(
                 "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"],
             },
         )
-    rounded_where_needed(dst_model)
+    rounded_where_needed(dst_model, exclude)
     return dst_model
 
 
-def rounded_where_needed(model_path: Path) -> int:
-    """Only the quantised MatMul/Gemm nodes read a tensor's rounded copy; every other reader gets it back in fp32.
+def rounded_where_needed(model_path: Path, kept_fp32: Collection[str] = ()) -> int:
+    """Only the quantised MatMul/Gemm nodes read a tensor's rounded copy; every other reader (``kept_fp32``
+    MatMuls included) gets it back in fp32.
 
     ONNX Runtime's QDQ quantiser rewires *every* reader of a quantised tensor to its dequantised
     copy. In a BERT graph that puts the rounding into the residual stream (the Add after attention
@@ -187,7 +188,7 @@ def rounded_where_needed(model_path: Path) -> int:
     }
     rewired = 0
     for node in graph.node:
-        if node.op_type in ("MatMul", "Gemm", "QuantizeLinear"):
+        if node.op_type == "QuantizeLinear" or (node.op_type in ("MatMul", "Gemm") and node.name not in kept_fp32):
             continue
         for i, name in enumerate(node.input):
             if name in fp32_of:

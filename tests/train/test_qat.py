@@ -52,10 +52,10 @@ def test_switched_off_the_simulation_is_the_fp32_model_and_its_state_dict(tiny: 
     assert torch.equal(model(input_ids=ids).logits, plain)
     assert set(model.state_dict()) == keys  # the checkpoint saves as any other
     sim.enable()
-    model.train()
-    rounded = model(input_ids=ids).logits
+    rounded = model(input_ids=ids).logits  # still eval mode: no dropout, so only the rounding differs
     assert not torch.equal(rounded, plain)
-    rounded.sum().backward()  # straight through the rounding, down to the embeddings
+    model.train()
+    model(input_ids=ids).logits.sum().backward()  # straight through the rounding, down to the embeddings
     assert model.bert.embeddings.word_embeddings.weight.grad.abs().sum() > 0
     assert {graph_scope(n) for n in sim.activation_ranges()} >= {"/classifier", "/bert/encoder/layer.1/output/dense"}
 
@@ -67,7 +67,7 @@ def test_only_the_int8_aware_epochs_compete_and_their_ranges_are_kept(qat_run: t
     assert best["epoch"] == 2  # epoch 1 was scored in fp32: it says little of its int8 graph
     ranges = read_ranges(out)
     assert ranges is not None and len(ranges) == 2 * 6 + 1  # six linear layers in each of two layers, and the classifier
-    assert all(lo <= 0.0 <= hi and hi > lo for lo, hi in ranges.values())
+    assert all(hi > lo for lo, hi in ranges.values())
     assert json.loads((out / "serving.json").read_text())["train_config"]["qat_epochs"] == 1
 
 
@@ -162,3 +162,22 @@ def test_a_crf_checkpoint_continues_with_its_transitions_and_only_on_its_labels(
     config = tiny_train_config(checkpoint, other, tmp_path / "other", head="crf", dev_fraction=0.0, dev=[str(other)])
     with pytest.raises(ValueError, match="only on data with its labels"):
         prepare(config, *load_documents(config))
+
+
+def test_a_run_whose_steps_end_before_its_int8_epochs_says_so(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    from train.finetune import train
+
+    with pytest.raises(ValueError, match="no epoch .* ran in simulated int8"):
+        train(tiny_train_config(*tiny, tmp_path / "run", epochs=2, qat_epochs=1, max_steps=2))
+
+
+def test_restored_ranges_leave_the_layers_export_kept_fp32_unrounded(qat_run: tuple[Path, dict[str, Any]]) -> None:
+    from transformers import AutoModelForTokenClassification
+
+    model = AutoModelForTokenClassification.from_pretrained(qat_run[0]).eval()
+    ranges = read_ranges(qat_run[0]) or {}
+    sim = QuantSim(model)
+    sim.restore({k: v for k, v in ranges.items() if "layer.1/output" not in k}, fp32_scopes={"/classifier"})
+    rounded = {graph_scope(n) for n, fq in sim._inputs.items() if bool(fq.fake_quant_enabled[0])}
+    assert "/classifier" not in rounded and "/bert/encoder/layer.1/output/dense" not in rounded  # kept; no range
+    assert "/bert/encoder/layer.0/output/dense" in rounded and len(rounded) == len(ranges) - 2
