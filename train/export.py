@@ -77,13 +77,18 @@ def sample_rows(pipeline: Pipeline, texts: list[str], limit: int) -> list[np.nda
     return rows[:limit]
 
 
-def max_logit_difference(run_a: Any, run_b: Any, rows: list[np.ndarray], batch_size: int = 8) -> float:
-    worst = 0.0
+def logit_gaps(run_a: Any, run_b: Any, rows: list[np.ndarray], batch_size: int = 8) -> tuple[float, float]:
+    """Max and mean |difference| over the real positions' logits, in one pass over ``rows``."""
+    worst = total = count = 0.0
     for lo in range(0, len(rows), batch_size):
         ids, mask = pad_windows(rows[lo : lo + batch_size])
-        a, b = run_a(ids, mask), run_b(ids, mask)
-        worst = max(worst, float(np.abs((a - b) * mask[..., None]).max()))
-    return worst
+        gap = np.abs(run_a(ids, mask) - run_b(ids, mask))[mask.astype(bool)]
+        worst, total, count = max(worst, float(gap.max(initial=0.0))), total + float(gap.sum()), count + gap.size
+    return worst, total / max(count, 1.0)
+
+
+def max_logit_difference(run_a: Any, run_b: Any, rows: list[np.ndarray], batch_size: int = 8) -> float:
+    return logit_gaps(run_a, run_b, rows, batch_size)[0]
 
 
 def windows_per_second(run: Any, rows: list[np.ndarray], batch_size: int = 8, repeats: int = 1) -> float:
@@ -111,17 +116,6 @@ def write_golden_answers(output: Path, runners: dict[str, Any], pipeline: Pipeli
     print(f"golden answers: {len(texts)} texts, {same} with the same spans as fp32 ({graph})")
 
 
-def mean_logit_difference(run_a: Any, run_b: Any, rows: list[np.ndarray], batch_size: int = 8) -> float:
-    """Mean |difference| over the real positions' logits: the typical gap, where the max is one position's."""
-    total = count = 0.0
-    for lo in range(0, len(rows), batch_size):
-        ids, mask = pad_windows(rows[lo : lo + batch_size])
-        gap = np.abs(run_a(ids, mask) - run_b(ids, mask))
-        total += float(gap[mask.astype(bool)].sum())
-        count += float(mask.sum()) * gap.shape[-1]
-    return total / max(count, 1.0)
-
-
 def simulated_int8_agreement(
     model: Any, ranges: dict[str, tuple[float, float]], run_int8: RunBatch, rows: list[np.ndarray], kept_fp32: list[str]
 ) -> dict[str, float]:
@@ -138,9 +132,8 @@ def simulated_int8_agreement(
     sim = QuantSim(model)
     sim.restore(ranges, {node.rsplit("/", 1)[0] for node in kept_fp32})  # the layers export kept fp32 stay so
     try:
-        simulated = torch_runner(model)
-        worst = max_logit_difference(simulated, run_int8, rows)
-        return {"max_abs_logit_diff": worst, "mean_abs_logit_diff": mean_logit_difference(simulated, run_int8, rows)}
+        worst, mean = logit_gaps(torch_runner(model), run_int8, rows)
+        return {"max_abs_logit_diff": worst, "mean_abs_logit_diff": mean}
     finally:
         sim.enable(False)
 
@@ -215,10 +208,10 @@ def run_export(args: argparse.Namespace) -> int:
                 ranges=ranges,
             )
         runners["onnx_int8"] = onnx_runner(output / "model.onnx")
-        parity["max_abs_logit_diff_int8"] = max_logit_difference(runners["pytorch"], runners["onnx_int8"], rows)
+        parity["max_abs_logit_diff_int8"], mean_int8 = logit_gaps(runners["pytorch"], runners["onnx_int8"], rows)
         if args.quantize == "static" and ranges is not None:
             agreement = simulated_int8_agreement(model, ranges, runners["onnx_int8"], rows, keep)
-            agreement["mean_abs_logit_diff_fp32"] = mean_logit_difference(runners["pytorch"], runners["onnx_int8"], rows)
+            agreement["mean_abs_logit_diff_fp32"] = mean_int8
             parity["int8_vs_simulated"] = agreement
             print(f"parity: ONNX int8 against PyTorch with the simulated int8 it trained through: {agreement}")
 
