@@ -87,6 +87,13 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     )
     x.add_argument("--calibration-windows", type=int, default=256, help="training windows used to calibrate static int8")
     x.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy"], default="minmax")
+    x.add_argument(
+        "--int8-ranges",
+        choices=["trained", "calibrated"],
+        default="trained",
+        help="activation ranges of a QAT checkpoint (--qat-epochs): the ranges it trained through, or calibrated afresh "
+        "with --calibration-method as for any other checkpoint",
+    )
     x.add_argument("--exclude-nodes", nargs="*", default=[], help="graph nodes kept in fp32 by static int8")
     x.add_argument(
         "--int8-weights",

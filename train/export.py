@@ -189,7 +189,7 @@ def run_export(args: argparse.Namespace) -> int:
             groups = node_groups(raw_dir / "model.onnx")
             keep = [*(args.exclude_nodes or ()), *(n for g in args.keep_fp32 for n in groups[g])]
             parity["int8_nodes_kept_fp32"] = {"groups": args.keep_fp32, "nodes": len(keep)}
-            ranges = read_ranges(checkpoint)
+            ranges = read_ranges(checkpoint) if args.int8_ranges == "trained" else None
             if ranges is not None and args.int8_weights != QAT_WEIGHTS:
                 raise ValueError(
                     f"this checkpoint was trained for {QAT_WEIGHTS} int8 weights (--qat-epochs): export with --int8-weights {QAT_WEIGHTS}"

@@ -35,16 +35,22 @@ from service.decoding.pipeline import pad_windows
 
 
 class WindowReader:
-    """Feeds calibration batches of real training windows to ONNX Runtime's calibrator."""
+    """Feeds calibration batches of real training windows to ONNX Runtime's calibrator.
+
+    Every batch has one shape: the histogram calibrators (percentile, entropy) stack all batches'
+    activations into one array and fail on ragged ones. So rows are padded to the longest window,
+    and a trailing partial batch is dropped when full batches exist."""
 
     def __init__(self, rows: Sequence[np.ndarray], input_names: Sequence[str], batch_size: int = 8) -> None:
         self._batches: Iterator[dict[str, np.ndarray]] = iter(self._make(rows, input_names, batch_size))
 
     @staticmethod
     def _make(rows: Sequence[np.ndarray], names: Sequence[str], batch_size: int) -> list[dict[str, np.ndarray]]:
+        all_ids, all_mask = pad_windows(rows)
+        whole = len(rows) - len(rows) % batch_size if len(rows) >= batch_size else len(rows)
         out = []
-        for lo in range(0, len(rows), batch_size):
-            ids, mask = pad_windows(rows[lo : lo + batch_size])
+        for lo in range(0, whole, batch_size):
+            ids, mask = all_ids[lo : lo + batch_size], all_mask[lo : lo + batch_size]
             feed = {"input_ids": ids, "attention_mask": mask}
             if "token_type_ids" in names:
                 feed["token_type_ids"] = np.zeros_like(ids)

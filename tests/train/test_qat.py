@@ -94,6 +94,17 @@ def test_export_refuses_a_weight_format_the_run_did_not_simulate(
         export_bundle(qat_run[0], tmp_path / "bundle", "--data", str(tiny[1]), *INT8, "--int8-weights", "s8")
 
 
+def test_a_qat_run_can_be_exported_over_freshly_calibrated_ranges(
+    tiny: tuple[Path, Path], qat_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Its fp32 weights are a checkpoint like any other: post-training ranges are then one measured alternative."""
+    flags = ("--int8-ranges", "calibrated", "--calibration-method", "percentile")
+    assert export_bundle(qat_run[0], tmp_path / "bundle", "--data", str(tiny[1]), *INT8, *flags) == 0
+    parity = json.loads((tmp_path / "bundle" / "parity.json").read_text())
+    assert parity["int8_ranges"] == "calibrated (percentile)"
+    assert "int8_vs_simulated" not in parity  # no simulation to compare against
+
+
 def test_int8_graphs_round_only_what_the_matmuls_read(tiny: tuple[Path, Path], tmp_path: Path) -> None:
     """Every static int8 export, with or without QAT: the residual stream and the MatMul outputs stay fp32."""
     from train.finetune import train
