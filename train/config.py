@@ -142,6 +142,14 @@ class PretrainConfig:
     max_length: int = field(default=128, metadata=flag("window length in tokens, specials included"))
     mask_probability: float = field(default=0.15, metadata=flag("share of words masked (whole-word masking)"))
     held_out_fraction: float = field(default=0.05, metadata=flag("texts kept aside for perplexity before/after"))
+    exclude_dev_of: list[str] = field(
+        default_factory=list,
+        metadata=flag(
+            "NER corpora whose dev split (--dev-fraction, --seed, as `bioner train` carves it) is left out of the "
+            "adaptation text, so their dev F1 stays a measure on text the encoder never read"
+        ),
+    )
+    dev_fraction: float = field(default=0.1, metadata=flag("the dev share --exclude-dev-of carves"))
     head_warmup_steps: int = field(default=0, metadata=flag("train only the masked-LM head first (base models shipped without one)"))
     head_learning_rate: float = field(default=1e-3, metadata=flag("peak learning rate of the head warm-up"))
     add_vocab_from: list[str] = field(

@@ -66,6 +66,15 @@ def held_out_split(texts: Sequence[Item], fraction: float, seed: int) -> tuple[l
     return [texts[i] for i in order[:n_held]], [texts[i] for i in order[n_held:]]
 
 
+def without_texts_of(texts: Sequence[str], documents: Sequence[str]) -> list[str]:
+    """``texts`` less every one that is, or is part of, one of ``documents``.
+
+    Containment, not equality, because training may join a column file's sentences into one
+    document: each sentence of a joined dev document is then dev text too."""
+    whole = "\n".join(documents)
+    return [t for t in texts if t not in whole]
+
+
 def read_texts(path: str | Path, separator: str = " ") -> list[str]:
     """Raw texts: ``.txt`` files give one text per non-empty line; anything else goes through the NER readers."""
     path = Path(path)

@@ -30,11 +30,12 @@ import numpy as np
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
+from service.corpora.load import split_dev
 from service.decoding.windows import TextEncoder
 from train.align import IGNORE
 from train.batches import pad_labelled, sorted_batches
 from train.config import PretrainConfig
-from train.data import held_out_split, read_texts
+from train.data import held_out_split, read_all, read_texts, without_texts_of
 from train.device import device_of, resolve, to_device
 from train.loop import EpochStats, Phase, TrainingLoop, adamw
 from train.seeding import seed_everything
@@ -199,6 +200,12 @@ class Adaptation:
 def prepare(config: PretrainConfig, out: Path, rng: np.random.Generator) -> Adaptation:
     """Texts split into held-out and training windows, the (extended) tokenizer and the masked-LM model."""
     texts = [t for p in config.text for t in read_texts(p, config.separator)]
+    left_out = 0
+    if config.exclude_dev_of:
+        dev = split_dev(read_all(config.exclude_dev_of, None, config.separator), config.dev_fraction, config.seed)[1]
+        kept = without_texts_of(texts, [d.text for d in dev])
+        print(f"{len(texts) - len(kept)} texts left out: the dev split of {', '.join(config.exclude_dev_of)} ({len(dev)} documents)")
+        texts, left_out = kept, len(texts) - len(kept)
     held_texts, train_texts = held_out_split(texts, config.held_out_fraction, config.seed)
     tokenizer, added = adapted_tokenizer(config, out)
     model, head_initialised = masked_lm(config, len(tokenizer) if added else None)
@@ -217,7 +224,13 @@ def prepare(config: PretrainConfig, out: Path, rng: np.random.Generator) -> Adap
     fixed = np.random.default_rng(config.seed + 7)
     held_out = [mask(c, rng=fixed) for c in held_chunks]
     print(f"{len(train_texts)} texts ({len(train_chunks)} windows) to adapt on, {len(held_texts)} held out ({len(held_chunks)} windows)")
-    sizes = {"texts": len(texts), "train_windows": len(train_chunks), "held_out_windows": len(held_chunks), "added_vocabulary": len(added)}
+    sizes = {
+        "texts": len(texts),
+        "dev_texts_left_out": left_out,
+        "train_windows": len(train_chunks),
+        "held_out_windows": len(held_chunks),
+        "added_vocabulary": len(added),
+    }
     return Adaptation(
         model, tokenizer, train_chunks, held_out, mask, config.batch_size, rng, {**sizes, "head_initialised": head_initialised}
     )

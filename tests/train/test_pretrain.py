@@ -17,7 +17,7 @@ from tiny_bert import export_bundle, make_base_model  # noqa: E402
 
 from service.decoding.windows import TextEncoder  # noqa: E402
 from train.align import IGNORE  # noqa: E402
-from train.data import read_texts  # noqa: E402
+from train.data import read_texts, without_texts_of  # noqa: E402
 from train.pretrain import Chunk, chunk_texts, mask_words, masked_loss  # noqa: E402
 from train.vocab import extend_vocabulary  # noqa: E402
 
@@ -95,6 +95,29 @@ def test_read_texts_formats(tmp_path: Path) -> None:
     (tmp_path / "docs.jsonl").write_text(json.dumps({"text": "json text", "entities": []}) + "\n", encoding="utf-8")
     assert read_texts(tmp_path / "docs.jsonl") == ["json text"]
     assert read_texts(_chinese_columns(tmp_path / "zh.bio", repeat=1), separator="") == [c for c, _ in CHINESE]
+
+
+def test_dev_text_is_left_out_whole_or_as_a_sentence_of_a_joined_document() -> None:
+    texts = ["IL-2 binds its receptor.", "NF-kB enters the nucleus.", "p53 is mutated.", "IL-2 binds its receptor. Twice."]
+    joined_dev = ["NF-kB enters the nucleus. p53 is mutated."]
+    assert without_texts_of(texts, joined_dev) == ["IL-2 binds its receptor.", "IL-2 binds its receptor. Twice."]
+    assert without_texts_of(texts, ["IL-2 binds its receptor."]) == texts[1:]  # a longer text only starting alike stays
+
+
+def test_pretraining_leaves_out_the_ner_dev_split(tmp_path: Path) -> None:
+    from service.corpora.load import split_dev
+    from train.cli import main
+    from train.data import read_all
+
+    corpus = tmp_path / "docs.jsonl"
+    docs = [{"text": f"document {i} names the p53 kinase and gene {i} .", "entities": []} for i in range(20)]
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
+    argv = ["pretrain", "--text", str(corpus), "--base-model", str(make_base_model(tmp_path / "base")), "--output", str(tmp_path / "mlm")]
+    argv += ["--exclude-dev-of", str(corpus), "--max-steps", "1", "--batch-size", "4", "--held-out-fraction", "0.2"]
+    assert main(argv) == 0
+    record = json.loads((tmp_path / "mlm" / "pretrain.json").read_text())
+    dev = split_dev(read_all([str(corpus)], None, " "), 0.1, 13)[1]  # what `bioner train --dev-fraction 0.1` scores on
+    assert record["dev_texts_left_out"] == len(dev) == 2 and record["texts"] == 18
 
 
 def test_vocabulary_extension_appends_unknown_characters(tmp_path: Path) -> None:
