@@ -119,15 +119,18 @@ def main() -> None:
         builders[name](folder)
         run = onnx_runner(folder / "model.onnx", n_labels=len(scheme))
         report = evaluate_documents(dev_docs, pipeline, run)
+        speed = None
         if not args.no_speed:
             windows_per_second(run, speed_rows[:16])  # warm-up
+            speed = windows_per_second(run, speed_rows, repeats=2)
+        changed_spans, changed_scores = determinism([d.text for d in dev_docs[:100]], pipeline, run)
         results[name] = {
             "f1": report["micro"]["f1"],
             "per_type": {k: v["f1"] for k, v in report["per_type"].items()},
-            "windows_per_second": float("nan") if args.no_speed else windows_per_second(run, speed_rows, repeats=2),
+            "windows_per_second": speed,  # null (not NaN, which is no JSON) under --no-speed
             "mb": (folder / "model.onnx").stat().st_size / 1e6,
-            "texts_changed_by_batching": determinism([d.text for d in dev_docs[:100]], pipeline, run)[0],
-            "scores_changed_by_batching": determinism([d.text for d in dev_docs[:100]], pipeline, run)[1],
+            "texts_changed_by_batching": changed_spans,
+            "scores_changed_by_batching": changed_scores,
             "build_seconds": time.perf_counter() - started,
         }
         print(name, json.dumps(results[name]))
@@ -138,10 +141,12 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
+        rate, ratio = "—", "—"
+        if r["windows_per_second"] is not None and base["windows_per_second"] is not None:
+            rate, ratio = f"{r['windows_per_second']:.1f}", f"{r['windows_per_second'] / base['windows_per_second']:.2f}x"
         lines.append(
-            f"| {name} | {r['f1']:.4f} | {100 * (r['f1'] - base['f1']):+.2f} | {r['windows_per_second']:.1f} | "
-            f"{r['windows_per_second'] / base['windows_per_second']:.2f}x | {r['mb']:.1f} | {r['texts_changed_by_batching']} | "
-            f"{r['scores_changed_by_batching']} |"
+            f"| {name} | {r['f1']:.4f} | {100 * (r['f1'] - base['f1']):+.2f} | {rate} | {ratio} | {r['mb']:.1f} | "
+            f"{r['texts_changed_by_batching']} | {r['scores_changed_by_batching']} |"
         )
     (out / "study.md").write_text("\n".join(lines) + "\n")
     (out / "study.json").write_text(json.dumps(results, indent=2))
