@@ -117,8 +117,8 @@ class TrainConfig:
             raise ValueError(f"aux ratio must be in (0, 1), not {self.aux_ratio}")
         if self.aux_train and self.head == "crf":
             raise ValueError("multi-task training (--aux-train) is implemented for the linear head only")
-        if self.teacher and (self.head == "crf" or self.aux_train):
-            raise ValueError("distillation (--teacher) is implemented for the linear head without --aux-train")
+        if self.teacher and self.aux_train:
+            raise ValueError("distillation (--teacher) is implemented without --aux-train")
         if self.distill_text and not self.teacher:
             raise ValueError("--distill-text needs a --teacher to label it")
         if not 0.0 <= self.distill_alpha <= 1.0 or self.distill_temperature <= 0.0:

@@ -59,6 +59,23 @@ class CrfHead(nn.Module):
             alpha = torch.where(mask[:, t : t + 1], step, alpha)
         return torch.logsumexp(alpha + self.end, dim=1)
 
+    def log_marginals(self, emissions: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """``log p(label of word t = j | window)`` (forward-backward, differentiable), for the CRF whose
+        every score is divided by ``temperature``; ``(B, W, L)``, meaningful where ``mask`` is set."""
+        trans, start, end = self.matrix() / temperature, self.start / temperature, self.end / temperature
+        emissions = emissions / temperature
+        width = emissions.shape[1]
+        alphas = [start + emissions[:, 0]]
+        for t in range(1, width):
+            step = torch.logsumexp(alphas[-1].unsqueeze(2) + trans, dim=1) + emissions[:, t]
+            alphas.append(torch.where(mask[:, t : t + 1], step, alphas[-1]))
+        log_z = torch.logsumexp(alphas[-1] + end, dim=1)
+        betas = [end.expand_as(alphas[0])]  # position W-1; a row's last real word ends there too
+        for t in range(width - 2, -1, -1):
+            step = torch.logsumexp(trans.unsqueeze(0) + (emissions[:, t + 1] + betas[-1]).unsqueeze(1), dim=2)
+            betas.append(torch.where(mask[:, t + 1 : t + 2], step, end.expand_as(step)))
+        return torch.stack(alphas, 1) + torch.stack(betas[::-1], 1) - log_z[:, None, None]
+
     def load(self, transitions: Transitions) -> None:
         """Scores learned before (continuing a CRF checkpoint); forbidden moves stay pinned by :meth:`matrix`."""
         if len(transitions) != self.transitions.shape[0]:
@@ -109,6 +126,25 @@ class CrfTagger(nn.Module):
         if emissions.shape[0] == 0:  # nothing labelled in the batch: a zero that keeps the graph
             return logits.sum() * 0.0
         return self.crf.nll(emissions, tags, mask)
+
+    def distill_loss(self, batch: dict[str, torch.Tensor], soft: torch.Tensor, alpha: float, temperature: float) -> torch.Tensor:
+        """``alpha * T^2 * KL(teacher || CRF marginals at T) + (1 - alpha) * NLL(gold)``, both summed over a
+        window's words and averaged over windows (the NLL's own scale).
+
+        ``soft`` holds the teacher's word-level distributions, left-aligned as :func:`labelled_positions`
+        aligns the emissions. Matching the student's CRF marginals, not its emission softmax, is the
+        posterior distillation of a CRF (Wang et al., 2020): the transitions take part, as in decoding.
+        """
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        emissions, tags, mask = labelled_positions(logits, batch["labels"])
+        if emissions.shape[0] == 0:
+            return logits.sum() * 0.0
+        log_student = self.crf.log_marginals(emissions, mask, temperature)
+        kl = (soft * (soft.clamp_min(1e-12).log() - log_student)).sum(-1)
+        loss = alpha * temperature * temperature * (kl * mask).sum(1).mean()
+        if alpha < 1.0:
+            loss = loss + (1.0 - alpha) * self.crf.nll(emissions, tags, mask)
+        return loss
 
 
 def invalid_moves(label_rows: list[np.ndarray], scheme: LabelScheme) -> int:

@@ -16,7 +16,7 @@ serve, whose lost accuracy the teacher's soft labels are there to win back.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.bundle_format import CONFIG_FILE, TOKENIZER_FILE
-from service.decoding.aggregate import softmax
+from service.bundle_format import CONFIG_FILE, TOKENIZER_FILE, read_serving
+from service.decoding.aggregate import allowed_transitions, crf_marginals, softmax
+from service.decoding.labels import LabelScheme
 from service.decoding.pipeline import run_rows
 from train.align import IGNORE, Feature
 from train.batches import sorted_batches
@@ -38,6 +39,15 @@ class Teacher:
     probabilities: list[np.ndarray]
     alpha: float
     temperature: float
+
+    def word_batch(self, indices: Sequence[int], width: int) -> torch.Tensor:
+        """Word-level soft labels (a CRF student's) of a batch's windows that have words, left-aligned
+        and padded to ``width`` as :func:`train.crf.labelled_positions` gathers the emissions."""
+        rows = [self.probabilities[i] for i in indices if len(self.probabilities[i])]
+        out = torch.zeros((len(rows), width, self.probabilities[indices[0]].shape[1]), dtype=torch.float32)
+        for r, row in enumerate(rows):
+            out[r, : len(row)] = torch.from_numpy(row)
+        return out
 
     def batch(self, indices: Sequence[int], width: int) -> torch.Tensor:
         """The soft labels of a batch's windows, right-padded with zeros (padding is never trained)."""
@@ -80,17 +90,50 @@ def distill_loss(
 def teacher_probabilities(
     teachers: Sequence[str], features: Sequence[Feature], labels: Sequence[str], vocabulary: dict[str, int], temperature: float
 ) -> list[np.ndarray]:
-    """Each window's soft labels at ``temperature``, averaged over the teachers."""
-    from train.evaluate_cli import load_runner
-
+    """Each window's soft labels at ``temperature``, per subword, averaged over the teachers."""
     total = [np.zeros((len(f.input_ids), len(labels)), dtype=np.float32) for f in features]
     for path in map(Path, teachers):
         check_teacher(path, labels, vocabulary)
-        run, _ = load_runner(path)
-        for group in sorted_batches([len(f.input_ids) for f in features], 32, None):
-            for i, logits in zip(group, run_rows(run, [features[i].input_ids for i in group])):
-                total[i] += softmax(logits.astype(np.float64) / temperature).astype(np.float32)
+        for i, logits in teacher_logits(path, features):
+            total[i] += softmax(logits.astype(np.float64) / temperature).astype(np.float32)
     return [t / len(teachers) for t in total]
+
+
+def teacher_word_marginals(
+    teachers: Sequence[str], features: Sequence[Feature], labels: Sequence[str], vocabulary: dict[str, int], temperature: float
+) -> list[np.ndarray]:
+    """Each window's soft labels for a CRF student: ``(words, labels)`` at its labelled positions (word
+    starts), averaged over the teachers.
+
+    A CRF teacher's emission softmax is not what it predicts; its marginals under its own transitions
+    are. So a CRF teacher gives its marginals (the whole CRF at ``temperature``), a linear teacher its
+    softmax. As in training, a window may open inside an entity: no start constraint."""
+    scheme = LabelScheme.from_id2label(dict(enumerate(labels)))
+    allowed, _ = allowed_transitions(scheme)
+    anywhere = np.ones(len(labels), dtype=bool)
+    words = [f.labels != IGNORE for f in features]
+    total = [np.zeros((int(w.sum()), len(labels)), dtype=np.float64) for w in words]
+    for path in map(Path, teachers):
+        check_teacher(path, labels, vocabulary)
+        transitions = read_serving(path).transitions
+        for i, logits in teacher_logits(path, features):
+            if not len(total[i]):
+                continue
+            scores = logits[words[i]].astype(np.float64) / temperature
+            if transitions is None:
+                total[i] += softmax(scores)
+            else:
+                total[i] += crf_marginals(scores, allowed, anywhere, transitions.tempered(temperature))
+    return [(t / len(teachers)).astype(np.float32) for t in total]
+
+
+def teacher_logits(path: Path, features: Sequence[Feature]) -> Iterator[tuple[int, np.ndarray]]:
+    """``(window index, logits)`` of one teacher over every window, in length-sorted batches."""
+    from train.evaluate_cli import load_runner
+
+    run, _ = load_runner(path)
+    for group in sorted_batches([len(f.input_ids) for f in features], 32, None):
+        yield from zip(group, run_rows(run, [features[i].input_ids for i in group]))
 
 
 def check_teacher(path: Path, labels: Sequence[str], vocabulary: dict[str, int]) -> None:

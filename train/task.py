@@ -31,7 +31,7 @@ from train.config import TrainConfig
 from train.crf import CrfTagger, invalid_moves
 from train.data import read_all, read_texts
 from train.device import resolve, to_device
-from train.distill import Teacher, distill_loss, shrink, teacher_probabilities
+from train.distill import Teacher, distill_loss, shrink, teacher_probabilities, teacher_word_marginals
 from train.losses import class_weights, label_counts
 from train.qat import QuantSim
 
@@ -139,6 +139,9 @@ class Task:
         teacher = self.extra_teacher if corpus == "extra" else self.teacher  # extra windows: soft labels alone
         if corpus == "aux":
             loss = self.aux_head.loss(self.model, batch)  # type: ignore[union-attr]
+        elif self.tagger is not None and teacher is not None:
+            soft = teacher.word_batch(indices, int((batch["labels"] != IGNORE).sum(1).max())).to(self.device)
+            loss = self.tagger.distill_loss(batch, soft, teacher.alpha, teacher.temperature)
         elif self.tagger is not None:
             loss = self.tagger.loss(batch)
         elif teacher is not None:
@@ -224,7 +227,8 @@ def add_teacher(task: Task, config: TrainConfig) -> None:
         record["text"] = {"paths": config.distill_text, "texts": len(texts), "windows": len(task.extra_features)}
     # one pass per teacher over the labelled and unlabelled windows together
     vocabulary = task.tokenizer.backend_tokenizer.get_vocab()
-    soft = teacher_probabilities(config.teacher, task.features + task.extra_features, task.labels, vocabulary, t)
+    soft_labels = teacher_word_marginals if config.head == "crf" else teacher_probabilities
+    soft = soft_labels(config.teacher, task.features + task.extra_features, task.labels, vocabulary, t)
     n = len(task.features)
     task.teacher = Teacher(soft[:n], config.distill_alpha, t)
     if task.extra_features:

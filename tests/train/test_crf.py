@@ -57,6 +57,59 @@ def test_nll_equals_enumeration_over_ragged_batches() -> None:
     assert float(head.nll(emissions, tags, mask).detach()) == pytest.approx(expected, rel=1e-5)
 
 
+def _random_head_and_ragged_batch() -> tuple[CrfHead, torch.Tensor, torch.Tensor, list[int]]:
+    torch.manual_seed(1)
+    head = CrfHead(SCHEME)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.normal_()
+    lengths = [3, 1, 4]
+    mask = torch.arange(4).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+    return head, torch.randn(3, 4, 5), mask, lengths
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_marginals_equal_the_services_forward_backward_over_ragged_batches(temperature: float) -> None:
+    from service.decoding.aggregate import crf_marginals
+
+    head, emissions, mask, lengths = _random_head_and_ragged_batch()
+    log_q = head.log_marginals(emissions, mask, temperature).detach().double()
+    allowed, _ = allowed_transitions(SCHEME)
+    tempered = head.to_transitions().tempered(temperature)
+    for i, n in enumerate(lengths):
+        expected = crf_marginals(emissions[i, :n].double().numpy() / temperature, allowed, np.ones(5, dtype=bool), tempered)
+        assert np.allclose(log_q[i, :n].exp().numpy(), expected, atol=1e-6)
+
+
+def test_marginals_are_the_gradient_of_the_log_partition() -> None:
+    head, emissions, mask, lengths = _random_head_and_ragged_batch()
+    emissions.requires_grad_(True)
+    log_z = head._log_partition(emissions, mask, head.matrix()).sum()
+    (grad,) = torch.autograd.grad(log_z, emissions)
+    q = head.log_marginals(emissions, mask).exp()
+    assert torch.allclose((q * mask.unsqueeze(-1)).detach(), grad, atol=1e-5)
+
+
+def test_crf_distillation_loss_limits() -> None:
+    from train.crf import CrfTagger
+
+    class Emitting(torch.nn.Module):  # a "model" whose logits are the input: the loss alone under test
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> object:
+            return type("Out", (), {"logits": input_ids})()
+
+    head, emissions, mask, lengths = _random_head_and_ragged_batch()
+    tagger = CrfTagger(Emitting(), SCHEME)
+    tagger.crf = head
+    labels = torch.where(mask, torch.randint(0, 1, mask.shape), torch.full(mask.shape, IGNORE))  # all O: valid BIO
+    batch = {"input_ids": emissions, "attention_mask": mask.long(), "labels": labels}
+    own = head.log_marginals(emissions, mask, 2.0).exp().detach()
+    # alpha 0: the CRF's own likelihood
+    assert torch.allclose(tagger.distill_loss(batch, own, 0.0, 2.0), tagger.loss(batch))
+    # a student that already has the teacher's marginals has nothing left to learn from it
+    assert float(tagger.distill_loss(batch, own, 1.0, 2.0).detach()) == pytest.approx(0.0, abs=1e-5)
+    assert float(tagger.distill_loss(batch, torch.full_like(own, 0.2), 1.0, 2.0).detach()) > 0.01
+
+
 def test_forbidden_moves_are_pinned_and_untrained() -> None:
     head = CrfHead(SCHEME)
     allowed, _ = allowed_transitions(SCHEME)

@@ -109,3 +109,41 @@ def test_soft_labels_are_distributions(tiny_runs: tuple[Path, Path, Path]) -> No
     probabilities = teacher_probabilities([str(teacher)], features, labels, tokenizer.backend_tokenizer.get_vocab(), 2.0)
     assert [len(p) for p in probabilities] == [len(f.input_ids) for f in features]
     assert np.allclose(np.concatenate(probabilities).sum(-1), 1.0, atol=1e-5)
+
+
+def test_a_crf_student_learns_the_crf_teachers_marginals_and_exports(tiny_runs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """CRF teachers (a checkpoint and its bundle) -> a one-layer CRF student, with unlabelled text too."""
+    from transformers import AutoTokenizer
+
+    from service.bundle_format import read_serving
+    from service.decoding.windows import TextEncoder, WindowConfig
+    from train.align import LabelPolicy, build_features, label_list
+    from train.data import read_all
+    from train.distill import teacher_word_marginals
+
+    base, corpus, _ = tiny_runs
+    teacher = tmp_path / "crf-teacher"
+    train(tiny_train_config(base, corpus, teacher, epochs=3, head="crf", crf_learning_rate=0.1))
+    assert export_bundle(teacher, tmp_path / "crf-teacher-bundle", "--quantize", "none") == 0
+    teachers = [str(teacher), str(tmp_path / "crf-teacher-bundle")]
+
+    docs = read_all([str(corpus)], {}, " ")
+    labels = label_list(docs)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    window = WindowConfig(24, 6)
+    label2id = {k: i for i, k in enumerate(labels)}
+    features, _ = build_features(docs, TextEncoder(tokenizer.backend_tokenizer), label2id, window, LabelPolicy.FIRST)
+    marginals = teacher_word_marginals(teachers, features, labels, tokenizer.backend_tokenizer.get_vocab(), 1.0)
+    assert [len(m) for m in marginals] == [int((f.labels != IGNORE).sum()) for f in features]  # one row per word
+    assert np.allclose(np.concatenate(marginals).sum(-1), 1.0, atol=1e-5)
+    assert read_serving(teacher).transitions is not None  # so these are CRF marginals, not an emission softmax
+
+    raw = tmp_path / "raw.txt"
+    raw.write_text("the myc gene binds p53 .\nkinase in the cells .\n", encoding="utf-8")
+    # alpha 1: no gold term, so all the student learns comes through the marginals' KL
+    settings = {"epochs": 5, "teacher": teachers, "distill_alpha": 1.0, "student_layers": 1, "distill_text": [str(raw)]}
+    student = tmp_path / "student"
+    best = train(tiny_train_config(base, corpus, student, head="crf", crf_learning_rate=0.1, **settings))
+    assert best["dev"]["micro"]["f1"] > 0.5  # learnable from the teacher alone; a broken KL would not get there
+    assert read_serving(student).transitions is not None
+    assert export_bundle(student, tmp_path / "bundle", "--quantize", "none") == 0
