@@ -194,10 +194,15 @@ def prepare(config: TrainConfig, train_docs: list[Document], dev_docs: list[Docu
 
 def check_continued_labels(base: Path, labels: list[str]) -> None:
     """A token-classification checkpoint as base (continuing training) must tag with this run's labels in
-    this order: its classifier rows would otherwise silently mean other labels."""
-    if not (base / SERVING_FILE).exists():
-        return  # a plain encoder: the classifier starts fresh
-    saved = json.loads((base / CONFIG_FILE).read_text(encoding="utf-8")).get("id2label", {})
+    this order: its classifier rows would otherwise silently mean other labels. That is a bioner
+    checkpoint (``serving.json``) or any Hugging Face ``...ForTokenClassification`` one."""
+    if not (base / CONFIG_FILE).exists():
+        return  # a hub name: resolved (and refused offline) by transformers
+    config = json.loads((base / CONFIG_FILE).read_text(encoding="utf-8"))
+    tagger = any(str(a).endswith("ForTokenClassification") for a in config.get("architectures") or ())
+    if not (base / SERVING_FILE).exists() and not tagger:
+        return  # a plain encoder (or a masked-LM one): the classifier starts fresh
+    saved = config.get("id2label", {})
     theirs = [saved[k] for k in sorted(saved, key=int)]
     if theirs != labels:
         raise ValueError(f"{base} tags {theirs}, this run's data {labels}: continue a checkpoint only on data with its labels")

@@ -176,6 +176,27 @@ def test_a_crf_checkpoint_continues_with_its_transitions_and_only_on_its_labels(
         prepare(config, *load_documents(config))
 
 
+def test_any_token_classification_checkpoint_is_label_checked_and_an_encoder_is_not(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    """A Hugging Face NER checkpoint without serving.json: same-sized classifier rows would mean other labels."""
+    from transformers import AutoModelForTokenClassification
+
+    from train.data import load_documents
+    from train.task import prepare
+
+    base, corpus = tiny
+    config = tiny_train_config(base, corpus, tmp_path / "plain")
+    prepare(config, *load_documents(config))  # a masked-LM encoder: no labels to check
+    labels = ["O", "B-chemical", "I-chemical", "B-disease", "I-disease"]  # as many as the tiny corpus's, not the same
+    hf = AutoModelForTokenClassification.from_pretrained(base, num_labels=5, id2label=dict(enumerate(labels)))
+    hf.save_pretrained(tmp_path / "hf-ner")
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (base / name).exists():
+            (tmp_path / "hf-ner" / name).write_bytes((base / name).read_bytes())
+    config = tiny_train_config(tmp_path / "hf-ner", corpus, tmp_path / "other")
+    with pytest.raises(ValueError, match="only on data with its labels"):
+        prepare(config, *load_documents(config))
+
+
 def test_a_run_whose_steps_end_before_its_int8_epochs_says_so(tiny: tuple[Path, Path], tmp_path: Path) -> None:
     from train.finetune import train
 
