@@ -3,9 +3,10 @@ student could at best inherit from those teachers (issue #14).
 
 Each member's word-level CRF marginals (forward-backward under its own transitions, whole-text
 start constraint, as the service scores) are averaged over the members; the entities are the
-best BIO-valid path through the averaged marginals (minimum-risk decoding). Each member alone is
-also scored through that decoding and through its own Viterbi path (the service's), so the
-ensemble's gain is read against the same decoding.
+BIO-valid path with the largest product of averaged marginals ("marginal path"). Each member
+alone is also scored through that decoding and through its own Viterbi path (the service's), so
+the ensemble's gain is read against the same decoding. Members must share labels and tokenizer;
+the dev split is carved as the first member's training carved it.
 
     python scripts/ensemble_dev.py --models runs/jnlpba-crf5 runs/jnlpba-crf10 \
         --data ../shared/data/jnlpba/train --out runs/ensemble-dev.json
@@ -82,12 +83,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    docs = split_dev(read_all(args.data, None, " "), args.dev_fraction, args.seed)[1]
+    models = [Path(m) for m in args.models]
+    join = int((read_serving(models[0]).extra.get("train_config") or {}).get("join_sentences", 1))
+    docs = split_dev(read_all(args.data, None, " ", join), args.dev_fraction, args.seed)[1]
     total: list[np.ndarray] = []
     results: dict[str, Any] = {"dev_documents": len(docs), "members": {}}
-    for model in map(Path, args.models):
+    first: tuple[LabelScheme, list[int]] | None = None
+    for model in models:
         marginals, scheme, plan, own = word_marginals(model, docs)
-        results["members"][str(model)] = {"viterbi": own, "minimum_risk": decode(docs, plan, marginals, scheme)}
+        words = [len(m) for m in marginals]
+        if first is not None and (scheme.labels, words) != (first[0].labels, first[1]):
+            raise ValueError(f"{model} tags or splits words unlike {models[0]}: members must share labels and tokenizer")
+        first = first or (scheme, words)
+        results["members"][str(model)] = {"viterbi": own, "marginal_path": decode(docs, plan, marginals, scheme)}
         print(model, json.dumps(results["members"][str(model)]), flush=True)
         total = marginals if not total else [a + b for a, b in zip(total, marginals)]
     results["ensemble"] = decode(docs, plan, [t / len(args.models) for t in total], scheme)

@@ -150,6 +150,9 @@ class PretrainConfig:
         ),
     )
     dev_fraction: float = field(default=0.1, metadata=flag("the dev share --exclude-dev-of carves"))
+    dev_join_sentences: int = field(
+        default=1, metadata=flag("the --join-sentences of the training run whose dev split --exclude-dev-of leaves out")
+    )
     head_warmup_steps: int = field(default=0, metadata=flag("train only the masked-LM head first (base models shipped without one)"))
     head_learning_rate: float = field(default=1e-3, metadata=flag("peak learning rate of the head warm-up"))
     add_vocab_from: list[str] = field(

@@ -104,7 +104,7 @@ def labelled_positions(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torc
     # stable sort puts labelled positions first, in their original order
     order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :width]
     emissions = logits.gather(1, order.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
-    mask = torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)
+    mask = torch.arange(width, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
     tags = torch.where(mask, labels.gather(1, order), torch.zeros_like(order))
     return emissions, tags, mask
 

@@ -66,13 +66,25 @@ def held_out_split(texts: Sequence[Item], fraction: float, seed: int) -> tuple[l
     return [texts[i] for i in order[:n_held]], [texts[i] for i in order[n_held:]]
 
 
-def without_texts_of(texts: Sequence[str], documents: Sequence[str]) -> list[str]:
-    """``texts`` less every one that is, or is part of, one of ``documents``.
+def without_texts_of(texts: Sequence[str], documents: Sequence[str], shortest: int = 20) -> list[str]:
+    """``texts`` less every one that shares text with one of ``documents``: equal to one, part of one
+    (training may join a column file's sentences into one document), or holding one (a raw abstract
+    around a dev sentence). Whitespace is normalised on both sides (column files join tokens with
+    spaces); containment needs ``shortest`` characters, so a short heading is not dev text by chance."""
 
-    Containment, not equality, because training may join a column file's sentences into one
-    document: each sentence of a joined dev document is then dev text too."""
-    whole = "\n".join(documents)
-    return [t for t in texts if t not in whole]
+    def norm(text: str) -> str:
+        return " ".join(text.split())
+
+    docs = [norm(d) for d in documents]
+    exact, whole = set(docs), "\n".join(docs)
+    long_docs = [d for d in docs if len(d) >= shortest]
+
+    def shared(text: str) -> bool:
+        if text in exact:
+            return True
+        return len(text) >= shortest and (text in whole or any(d in text for d in long_docs))
+
+    return [t for t in texts if not shared(norm(t))]
 
 
 def read_texts(path: str | Path, separator: str = " ") -> list[str]:

@@ -94,6 +94,8 @@ def teacher_probabilities(
     total = [np.zeros((len(f.input_ids), len(labels)), dtype=np.float32) for f in features]
     for path in map(Path, teachers):
         check_teacher(path, labels, vocabulary)
+        if read_serving(path).transitions is not None:
+            raise ValueError(f"teacher {path} has a CRF head, whose emission softmax is not what it predicts: train the student --head crf")
         for i, logits in teacher_logits(path, features):
             total[i] += softmax(logits.astype(np.float64) / temperature).astype(np.float32)
     return [t / len(teachers) for t in total]

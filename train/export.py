@@ -189,11 +189,14 @@ def run_export(args: argparse.Namespace) -> int:
             groups = node_groups(raw_dir / "model.onnx")
             keep = [*(args.exclude_nodes or ()), *(n for g in args.keep_fp32 for n in groups[g])]
             parity["int8_nodes_kept_fp32"] = {"groups": args.keep_fp32, "nodes": len(keep)}
-            ranges = read_ranges(checkpoint) if args.int8_ranges == "trained" else None
-            if ranges is not None and args.int8_weights != QAT_WEIGHTS:
-                raise ValueError(
-                    f"this checkpoint was trained for {QAT_WEIGHTS} int8 weights (--qat-epochs): export with --int8-weights {QAT_WEIGHTS}"
-                )
+            trained = read_ranges(checkpoint)
+            ranges = trained if args.int8_ranges == "trained" else None
+            if trained is not None and args.int8_weights != QAT_WEIGHTS:
+                message = f"this checkpoint was trained for {QAT_WEIGHTS} int8 weights (--qat-epochs): export with --int8-weights "
+                message += QAT_WEIGHTS
+                if ranges is not None:
+                    raise ValueError(message)
+                print(f"warning: {message} (its trained ranges are set aside here, so the graph is yours to measure)", file=sys.stderr)
             parity["int8_ranges"] = "trained (--qat-epochs)" if ranges is not None else f"calibrated ({args.calibration_method})"
             parity["int8_weights"] = args.int8_weights
             if ranges is not None and "attention_scores" not in args.keep_fp32:

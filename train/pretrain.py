@@ -202,7 +202,9 @@ def prepare(config: PretrainConfig, out: Path, rng: np.random.Generator) -> Adap
     texts = [t for p in config.text for t in read_texts(p, config.separator)]
     left_out = 0
     if config.exclude_dev_of:
-        dev = split_dev(read_all(config.exclude_dev_of, None, config.separator), config.dev_fraction, config.seed)[1]
+        # carved exactly as `bioner train --train <these paths>` carves it (same order, seed, share and joining)
+        docs = read_all(config.exclude_dev_of, None, config.separator, config.dev_join_sentences)
+        dev = split_dev(docs, config.dev_fraction, config.seed)[1]
         kept = without_texts_of(texts, [d.text for d in dev])
         print(f"{len(texts) - len(kept)} texts left out: the dev split of {', '.join(config.exclude_dev_of)} ({len(dev)} documents)")
         texts, left_out = kept, len(texts) - len(kept)

@@ -37,20 +37,21 @@ from service.decoding.pipeline import pad_windows
 class WindowReader:
     """Feeds calibration batches of real training windows to ONNX Runtime's calibrator.
 
-    Every batch has one shape: the histogram calibrators (percentile, entropy) stack all batches'
-    activations into one array and fail on ragged ones. So rows are padded to the longest window,
-    and a trailing partial batch is dropped when full batches exist."""
+    ``uniform``: every batch has one shape. The histogram calibrators (percentile, entropy) stack
+    all batches' activations into one array and fail on ragged ones, so their rows are padded to
+    the longest window and a trailing partial batch is dropped when full batches exist. Min-max
+    keeps each batch padded to its own longest row: fewer padding positions in its ranges."""
 
-    def __init__(self, rows: Sequence[np.ndarray], input_names: Sequence[str], batch_size: int = 8) -> None:
-        self._batches: Iterator[dict[str, np.ndarray]] = iter(self._make(rows, input_names, batch_size))
+    def __init__(self, rows: Sequence[np.ndarray], input_names: Sequence[str], batch_size: int = 8, uniform: bool = False) -> None:
+        self._batches: Iterator[dict[str, np.ndarray]] = iter(self._make(rows, input_names, batch_size, uniform))
 
     @staticmethod
-    def _make(rows: Sequence[np.ndarray], names: Sequence[str], batch_size: int) -> list[dict[str, np.ndarray]]:
-        all_ids, all_mask = pad_windows(rows)
-        whole = len(rows) - len(rows) % batch_size if len(rows) >= batch_size else len(rows)
+    def _make(rows: Sequence[np.ndarray], names: Sequence[str], batch_size: int, uniform: bool) -> list[dict[str, np.ndarray]]:
+        width = max(len(r) for r in rows) if uniform else 0
+        whole = len(rows) - len(rows) % batch_size if uniform and len(rows) >= batch_size else len(rows)
         out = []
         for lo in range(0, whole, batch_size):
-            ids, mask = all_ids[lo : lo + batch_size], all_mask[lo : lo + batch_size]
+            ids, mask = pad_windows(rows[lo : min(lo + batch_size, whole)], width=width)
             feed = {"input_ids": ids, "attention_mask": mask}
             if "token_type_ids" in names:
                 feed["token_type_ids"] = np.zeros_like(ids)
@@ -147,7 +148,7 @@ def quantize_static(
         ort_quantize_static(
             str(prepared),
             str(dst_model),
-            WindowReader(rows, names),
+            WindowReader(rows, names, uniform=method != "minmax"),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=["MatMul", "Gemm", *(["Gather"] if embeddings else [])],
             per_channel=per_channel,

@@ -110,9 +110,9 @@ def resolve_overlaps(entities: Sequence[Entity], overlap: Overlap) -> list[Entit
     return sorted(kept, key=lambda e: (e.start, e.end, e.source, e.label))
 
 
-def pad_windows(rows: Sequence[np.ndarray], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad id rows to the longest; returns ``(input_ids, attention_mask)``."""
-    width = max(len(r) for r in rows)
+def pad_windows(rows: Sequence[np.ndarray], pad_id: int = 0, width: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad id rows to the longest (or to ``width``, if longer); returns ``(input_ids, attention_mask)``."""
+    width = max(width, *(len(r) for r in rows))
     ids = np.full((len(rows), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)
     for i, row in enumerate(rows):

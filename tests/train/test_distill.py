@@ -111,7 +111,25 @@ def test_soft_labels_are_distributions(tiny_runs: tuple[Path, Path, Path]) -> No
     assert np.allclose(np.concatenate(probabilities).sum(-1), 1.0, atol=1e-5)
 
 
-def test_a_crf_student_learns_the_crf_teachers_marginals_and_exports(tiny_runs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def crf_teachers(tiny_runs: tuple[Path, Path, Path], tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """A CRF checkpoint and its bundle."""
+    base, corpus, _ = tiny_runs
+    root = tmp_path_factory.mktemp("crf-teacher")
+    train(tiny_train_config(base, corpus, root / "ckpt", epochs=3, head="crf", crf_learning_rate=0.1))
+    assert export_bundle(root / "ckpt", root / "bundle", "--quantize", "none") == 0
+    return [str(root / "ckpt"), str(root / "bundle")]
+
+
+def test_a_linear_student_refuses_a_crf_teacher(tiny_runs: tuple[Path, Path, Path], crf_teachers: list[str], tmp_path: Path) -> None:
+    base, corpus, _ = tiny_runs
+    with pytest.raises(ValueError, match="train the student --head crf"):
+        train(tiny_train_config(base, corpus, tmp_path / "s", teacher=crf_teachers[:1]))
+
+
+def test_a_crf_student_learns_the_crf_teachers_marginals_and_exports(
+    tiny_runs: tuple[Path, Path, Path], crf_teachers: list[str], tmp_path: Path
+) -> None:
     """CRF teachers (a checkpoint and its bundle) -> a one-layer CRF student, with unlabelled text too."""
     from transformers import AutoTokenizer
 
@@ -122,10 +140,7 @@ def test_a_crf_student_learns_the_crf_teachers_marginals_and_exports(tiny_runs: 
     from train.distill import teacher_word_marginals
 
     base, corpus, _ = tiny_runs
-    teacher = tmp_path / "crf-teacher"
-    train(tiny_train_config(base, corpus, teacher, epochs=3, head="crf", crf_learning_rate=0.1))
-    assert export_bundle(teacher, tmp_path / "crf-teacher-bundle", "--quantize", "none") == 0
-    teachers = [str(teacher), str(tmp_path / "crf-teacher-bundle")]
+    teachers, teacher = crf_teachers, Path(crf_teachers[0])
 
     docs = read_all([str(corpus)], {}, " ")
     labels = label_list(docs)

@@ -97,11 +97,13 @@ def test_read_texts_formats(tmp_path: Path) -> None:
     assert read_texts(_chinese_columns(tmp_path / "zh.bio", repeat=1), separator="") == [c for c, _ in CHINESE]
 
 
-def test_dev_text_is_left_out_whole_or_as_a_sentence_of_a_joined_document() -> None:
-    texts = ["IL-2 binds its receptor.", "NF-kB enters the nucleus.", "p53 is mutated.", "IL-2 binds its receptor. Twice."]
-    joined_dev = ["NF-kB enters the nucleus. p53 is mutated."]
-    assert without_texts_of(texts, joined_dev) == ["IL-2 binds its receptor.", "IL-2 binds its receptor. Twice."]
-    assert without_texts_of(texts, ["IL-2 binds its receptor."]) == texts[1:]  # a longer text only starting alike stays
+def test_dev_text_is_left_out_whole_as_part_of_a_joined_document_or_around_one() -> None:
+    il2, nfkb, p53 = "IL-2 binds its receptor on T cells.", "NF-kB  enters the nucleus of B cells.", "p53 is mutated in most tumours."
+    texts = [il2, nfkb, p53, f"{il2} Twice.", "Results", f"Abstract. {p53} More."]
+    joined_dev = ["NF-kB enters the nucleus of B cells. p53 is mutated in most tumours."]  # whitespace differs from nfkb
+    assert without_texts_of(texts, joined_dev) == [il2, f"{il2} Twice.", "Results", texts[5]]  # [5] shares a sentence only
+    # a text around a dev text goes too; a short heading that happens to occur in dev text stays
+    assert without_texts_of(texts, [il2, "Results of the assay on T cells"]) == [nfkb, p53, "Results", texts[5]]
 
 
 def test_pretraining_leaves_out_the_ner_dev_split(tmp_path: Path) -> None:

@@ -94,6 +94,18 @@ def test_export_refuses_a_weight_format_the_run_did_not_simulate(
         export_bundle(qat_run[0], tmp_path / "bundle", "--data", str(tiny[1]), *INT8, "--int8-weights", "s8")
 
 
+def test_calibration_batches_share_one_shape_only_where_the_calibrator_stacks_them() -> None:
+    from train.quantize import WindowReader
+
+    rows = [np.arange(1, n + 1) for n in (3, 5, 2, 4, 6)]
+
+    def shapes(reader: WindowReader) -> list[tuple[int, ...]]:
+        return [batch["input_ids"].shape for batch in iter(reader.get_next, None)]
+
+    assert shapes(WindowReader(rows, ["input_ids", "attention_mask"], batch_size=2)) == [(2, 5), (2, 4), (1, 6)]
+    assert shapes(WindowReader(rows, ["input_ids", "attention_mask"], batch_size=2, uniform=True)) == [(2, 6), (2, 6)]
+
+
 def test_a_qat_run_can_be_exported_over_freshly_calibrated_ranges(
     tiny: tuple[Path, Path], qat_run: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:
