@@ -53,25 +53,17 @@ class CrfHead(nn.Module):
         return score + self.end[last]
 
     def _log_partition(self, emissions: torch.Tensor, mask: torch.Tensor, trans: torch.Tensor) -> torch.Tensor:
-        alpha = self.start + emissions[:, 0]  # (B, L)
-        for t in range(1, emissions.shape[1]):
-            step = torch.logsumexp(alpha.unsqueeze(2) + trans, dim=1) + emissions[:, t]
-            alpha = torch.where(mask[:, t : t + 1], step, alpha)
-        return torch.logsumexp(alpha + self.end, dim=1)
+        return torch.logsumexp(_forward(emissions, mask, trans, self.start)[-1] + self.end, dim=1)
 
     def log_marginals(self, emissions: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """``log p(label of word t = j | window)`` (forward-backward, differentiable), for the CRF whose
         every score is divided by ``temperature``; ``(B, W, L)``, meaningful where ``mask`` is set."""
         trans, start, end = self.matrix() / temperature, self.start / temperature, self.end / temperature
         emissions = emissions / temperature
-        width = emissions.shape[1]
-        alphas = [start + emissions[:, 0]]
-        for t in range(1, width):
-            step = torch.logsumexp(alphas[-1].unsqueeze(2) + trans, dim=1) + emissions[:, t]
-            alphas.append(torch.where(mask[:, t : t + 1], step, alphas[-1]))
+        alphas = _forward(emissions, mask, trans, start)
         log_z = torch.logsumexp(alphas[-1] + end, dim=1)
         betas = [end.expand_as(alphas[0])]  # position W-1; a row's last real word ends there too
-        for t in range(width - 2, -1, -1):
+        for t in range(emissions.shape[1] - 2, -1, -1):
             step = torch.logsumexp(trans.unsqueeze(0) + (emissions[:, t + 1] + betas[-1]).unsqueeze(1), dim=2)
             betas.append(torch.where(mask[:, t + 1 : t + 2], step, end.expand_as(step)))
         return torch.stack(alphas, 1) + torch.stack(betas[::-1], 1) - log_z[:, None, None]
@@ -89,6 +81,16 @@ class CrfHead(nn.Module):
     def to_transitions(self) -> Transitions:
         with torch.no_grad():
             return Transitions(*(t.double().cpu().numpy().copy() for t in (self.matrix(), self.start, self.end)))
+
+
+def _forward(emissions: torch.Tensor, mask: torch.Tensor, trans: torch.Tensor, start: torch.Tensor) -> list[torch.Tensor]:
+    """The forward recursion's log-scores at every position, ``W x (B, L)``; past a row's last word, its
+    last value carries on, so the final entry is every row's."""
+    alphas = [start + emissions[:, 0]]
+    for t in range(1, emissions.shape[1]):
+        step = torch.logsumexp(alphas[-1].unsqueeze(2) + trans, dim=1) + emissions[:, t]
+        alphas.append(torch.where(mask[:, t : t + 1], step, alphas[-1]))
+    return alphas
 
 
 def labelled_positions(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

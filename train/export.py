@@ -192,11 +192,10 @@ def run_export(args: argparse.Namespace) -> int:
             trained = read_ranges(checkpoint)
             ranges = trained if args.int8_ranges == "trained" else None
             if trained is not None and args.int8_weights != QAT_WEIGHTS:
-                message = f"this checkpoint was trained for {QAT_WEIGHTS} int8 weights (--qat-epochs): export with --int8-weights "
-                message += QAT_WEIGHTS
+                message = f"this checkpoint was trained for {QAT_WEIGHTS} int8 weights (--qat-epochs)"
                 if ranges is not None:
-                    raise ValueError(message)
-                print(f"warning: {message} (its trained ranges are set aside here, so the graph is yours to measure)", file=sys.stderr)
+                    raise ValueError(f"{message}: export with --int8-weights {QAT_WEIGHTS}")
+                print(f"warning: {message}; its trained ranges are set aside here, so measure this graph", file=sys.stderr)
             parity["int8_ranges"] = "trained (--qat-epochs)" if ranges is not None else f"calibrated ({args.calibration_method})"
             parity["int8_weights"] = args.int8_weights
             if ranges is not None and "attention_scores" not in args.keep_fp32:
