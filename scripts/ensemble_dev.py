@@ -28,9 +28,7 @@ from service.corpora.load import split_dev
 from service.corpora.scoring import score_documents
 from service.decoding.aggregate import Decoding, Strategy, entities_from_scores, softmax, tempered_crf_marginals, word_boundaries
 from service.decoding.labels import LabelScheme
-from service.decoding.pipeline import run_rows
 from service.decoding.windows import TextEncoder
-from train.batches import sorted_batches
 from train.data import read_all
 from train.evaluate_cli import load_runner
 
@@ -44,12 +42,8 @@ def word_marginals(model: Path, docs: Sequence[Document]) -> tuple[list[np.ndarr
     run, scheme = load_runner(model)
     pipeline = pipeline_for(serving, TextEncoder.from_file(model / TOKENIZER_FILE), scheme)
     plan = pipeline.plan([d.text for d in docs])
-    logits: list[np.ndarray] = [np.empty(0)] * len(plan.rows)
-    for group in sorted_batches([len(r) for r in plan.rows], 16, None):
-        for i, out in zip(group, run_rows(run, [plan.rows[i] for i in group])):
-            logits[i] = out
     marginals, viterbi = [], []
-    for text_logits, text in zip(pipeline.token_logits(plan, logits), plan.texts):
+    for text_logits, text in zip(pipeline.token_logits(plan, pipeline.run(run, plan)), plan.texts):
         starts, _ = word_boundaries(text.encoded.word_ids)
         marginals.append(tempered_crf_marginals(text_logits[starts].astype(np.float64), scheme, serving.transitions, 1.0))
         probs = softmax(text_logits.astype(np.float64))

@@ -43,18 +43,16 @@ class Teacher:
     def word_batch(self, indices: Sequence[int], width: int) -> torch.Tensor:
         """Word-level soft labels (a CRF student's) of a batch's windows that have words, left-aligned
         and padded to ``width`` as :func:`train.crf.labelled_positions` gathers the emissions."""
-        rows = [self.probabilities[i] for i in indices if len(self.probabilities[i])]
-        out = torch.zeros((len(rows), width, self.probabilities[indices[0]].shape[1]), dtype=torch.float32)
-        for r, row in enumerate(rows):
-            out[r, : len(row)] = torch.from_numpy(row)
-        return out
+        return self._padded([i for i in indices if len(self.probabilities[i])], width)
 
     def batch(self, indices: Sequence[int], width: int) -> torch.Tensor:
         """The soft labels of a batch's windows, right-padded with zeros (padding is never trained)."""
-        rows = [self.probabilities[i] for i in indices]
-        out = torch.zeros((len(rows), width, rows[0].shape[1]), dtype=torch.float32)
-        for r, row in enumerate(rows):
-            out[r, : len(row)] = torch.from_numpy(row)
+        return self._padded(indices, width)
+
+    def _padded(self, indices: Sequence[int], width: int) -> torch.Tensor:
+        out = torch.zeros((len(indices), width, self.probabilities[0].shape[1]), dtype=torch.float32)
+        for r, i in enumerate(indices):
+            out[r, : len(self.probabilities[i])] = torch.from_numpy(self.probabilities[i])
         return out
 
 
