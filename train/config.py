@@ -57,6 +57,13 @@ class TrainConfig:
     )
     crf_learning_rate: float = field(default=1e-2, metadata=flag("learning rate of the CRF transition scores"))
     seed: int = field(default=13, metadata=flag("seeds the dev split, subsets, batch order, dropout and initial weights"))
+    dev_seed: int | None = field(
+        default=None,
+        metadata=flag(
+            "seeds the dev split alone (default: --seed), so that runs of other seeds score on the same dev documents "
+            "(seed spread, ensembles)"
+        ),
+    )
     threads: int = field(default=0, metadata=flag("torch threads (0: library default)"))
     device: str = field(default="auto", metadata=flag(DEVICE, choices=("auto", "cpu", "cuda")))
     max_steps: int = field(default=0, metadata=flag("stop after this many steps (smoke runs)"))
@@ -103,6 +110,11 @@ class TrainConfig:
     keep_epochs: bool = field(
         default=False, metadata=flag("also keep every epoch's weights under epochs/ (for `bioner average`: checkpoint averaging)")
     )
+
+    @property
+    def split_seed(self) -> int:
+        """The seed the dev split is carved with."""
+        return self.seed if self.dev_seed is None else self.dev_seed
 
     def __post_init__(self) -> None:
         if self.head not in ("linear", "crf"):

@@ -33,8 +33,9 @@ class CrfHead(nn.Module):
         self.end = nn.Parameter(torch.zeros(n))
         self.allowed: torch.Tensor
         self.forbid: torch.Tensor
-        self.register_buffer("allowed", torch.from_numpy(allowed))
-        self.register_buffer("forbid", torch.where(torch.from_numpy(allowed), 0.0, FORBIDDEN))
+        allowed_mask = torch.tensor(allowed)  # a copy: the service caches its (read-only) array
+        self.register_buffer("allowed", allowed_mask)
+        self.register_buffer("forbid", torch.where(allowed_mask, 0.0, FORBIDDEN))
 
     def matrix(self) -> torch.Tensor:
         return torch.where(self.allowed, self.transitions, torch.zeros_like(self.transitions)) + self.forbid

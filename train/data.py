@@ -47,7 +47,7 @@ def load_documents(config: TrainConfig) -> tuple[list[Document], list[Document]]
     if config.dev:
         dev_docs = read_all(config.dev, config.tag_map, config.separator, config.join_sentences)
     else:
-        train_docs, dev_docs = split_dev(train_docs, config.dev_fraction, config.seed)
+        train_docs, dev_docs = split_dev(train_docs, config.dev_fraction, config.split_seed)
     return subsample(train_docs, config.train_fraction, config.seed), dev_docs
 
 

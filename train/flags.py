@@ -11,9 +11,10 @@ Torch-free on purpose: ``bioner serve`` builds the training subcommands' parsers
 from __future__ import annotations
 
 import argparse
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, fields
-from typing import TYPE_CHECKING, Any, TypeVar, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -46,9 +47,19 @@ def add_flags(parser: argparse.ArgumentParser, config: type[DataclassInstance]) 
             kwargs["default"] = f.default
         else:
             kwargs["default"] = None if required else f.default
-            if hints[f.name] is not str:
-                kwargs["type"] = hints[f.name]
+            kind = optional_of(hints[f.name])
+            if kind is not str:
+                kwargs["type"] = kind
         parser.add_argument("--" + f.name.replace("_", "-"), required=required, **kwargs)
+
+
+def optional_of(hint: Any) -> Any:
+    """``X`` for ``X | None`` (a flag whose absence means "derived from another"), else the hint itself."""
+    if isinstance(hint, types.UnionType) or get_origin(hint) is Union:
+        kinds = [a for a in get_args(hint) if a is not type(None)]
+        if len(kinds) == 1:
+            return kinds[0]
+    return hint
 
 
 def config_from_args(config: type[Config], args: argparse.Namespace) -> Config:

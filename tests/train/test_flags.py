@@ -36,6 +36,7 @@ TRAIN_FLAGS = [
     "--head",
     "--crf-learning-rate",
     "--seed",
+    "--dev-seed",
     "--threads",
     "--device",
     "--max-steps",
@@ -120,6 +121,11 @@ def test_values_become_the_field_types() -> None:
     assert config_from_args(TrainConfig, _parse("train", "--keep-epochs")).keep_epochs is True
     with pytest.raises(SystemExit):
         _parse("train", "--keep-epochs", "False")
+    assert config_from_args(TrainConfig, _parse("train", "--seed", "7")).split_seed == 7  # absent: derived from --seed
+    seeded = config_from_args(TrainConfig, _parse("train", "--seed", "7", "--dev-seed", "13"))
+    assert (seeded.seed, seeded.dev_seed, seeded.split_seed) == (7, 13, 13)
+    with pytest.raises(SystemExit):
+        _parse("train", "--dev-seed", "thirteen")  # an optional int is still an int
     with pytest.raises(SystemExit):
         _parse("train", "--head", "bilstm")  # choices come from the field
     with pytest.raises(ValueError, match="SOURCE=TARGET"):

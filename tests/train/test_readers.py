@@ -114,3 +114,16 @@ def test_bioner_train_joins_sentences_within_each_file(tmp_path: Path) -> None:
     assert [len(d.spans) for d in train] == [2, 1]
     alone, _ = load_documents(TrainConfig(train=files, output="", base_model="", dev_fraction=0.5))
     assert len(alone) == 3 and all(d.text.count(" . ") == 0 for d in alone)  # the default: sentences alone
+
+
+def test_dev_seed_keeps_the_dev_documents_of_another_seed(tmp_path: Path) -> None:
+    from train.config import TrainConfig
+    from train.data import load_documents
+
+    (tmp_path / "c.tsv").write_text("\n".join(f"w{i}\tB-Disease\n.\tO\n" for i in range(40)), encoding="utf-8")
+    config = {"train": [str(tmp_path / "c.tsv")], "output": "", "base_model": "", "dev_fraction": 0.25}
+    dev_of = {seed: [d.text for d in load_documents(TrainConfig(**config, seed=seed))[1]] for seed in (7, 13)}
+    assert dev_of[7] != dev_of[13]  # otherwise the test cannot tell the seeds apart
+    pinned_train, pinned_dev = load_documents(TrainConfig(**config, seed=7, dev_seed=13))
+    assert [d.text for d in pinned_dev] == dev_of[13]
+    assert not {d.text for d in pinned_train} & set(dev_of[13])
