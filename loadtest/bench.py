@@ -331,7 +331,8 @@ def main() -> None:
         "--pipeline-base",
         type=Path,
         default=None,
-        help="without --checkpoint: time the pipeline on this base encoder under an untrained head of the bundle's labels (speed only)",
+        help="without --checkpoint: time the pipeline on this base encoder under an untrained head of the bundle's labels "
+        "(speed only); it must be the bundle's network, or --reference's (what labs run today, that a smaller model replaces)",
     )
     parser.add_argument(
         "--reference", type=Path, default=None, help="another bundle (the larger model a smaller one replaces): its raw ORT row too"
@@ -360,18 +361,26 @@ def main() -> None:
     results["raw_ort"] = raw
     if args.reference:
         results["reference_raw_ort"] = bench_raw_ort(args.reference, texts, args.threads, args.raw_batch_size, window)
-    labels = None
+    labels, pipeline_network = None, "bundle"
     if args.checkpoint is None and args.pipeline_base is not None:
+        config = json.loads((args.model / "config.json").read_text(encoding="utf-8"))
         config = json.loads((args.model / "config.json").read_text(encoding="utf-8"))
         base = json.loads((args.pipeline_base / "config.json").read_text(encoding="utf-8"))
         shape = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads")
-        if any(config.get(k) != base.get(k) for k in shape):
-            raise SystemExit(f"--pipeline-base {args.pipeline_base} is not the bundle's network ({', '.join(shape)} differ)")
+        candidates = {"bundle": args.model, **({"reference": args.reference} if args.reference else {})}
+        for whose, folder in candidates.items():
+            network = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            if all(network.get(k) == base.get(k) for k in shape):
+                pipeline_network = whose
+                break
+        else:
+            raise SystemExit(f"--pipeline-base {args.pipeline_base} is neither the bundle's nor --reference's network ({', '.join(shape)})")
         labels = {int(k): v for k, v in config["id2label"].items()}
     pipe = bench_pipeline(
         args.checkpoint or args.pipeline_base, texts, args.threads, bundle.serving.window.max_length, bundle.serving.window.stride, labels
     )
     results["pipeline"] = pipe
+    results["pipeline_network"] = pipeline_network  # "reference": the pipeline timed the network a smaller bundle replaces
     results["service"] = bench_service(args.model, texts, args.threads, args.concurrency, extra, args.loads, args.load_seconds)
     if not args.no_unbatched:
         results["service_unbatched"] = bench_service(args.model, texts, args.threads, [16], {**extra, "BIONER_MAX_BATCH_SIZE": "1"})
@@ -379,6 +388,7 @@ def main() -> None:
     rows: list[tuple[str, str, float, dict[str, Any] | None, str, float | None]] = []
     if isinstance(pipe, dict):
         name = "transformers pipeline (PyTorch, first)" + (", untrained head: speed only" if labels else "")
+        name += f", the network of reference {args.reference.name}" if pipeline_network == "reference" and args.reference else ""
         rows.append((name, "1", pipe["texts_per_s"], pipe, "-", None if labels else f1(gold, pipe["predicted"])))
     if "reference_raw_ort" in results:
         ref = results["reference_raw_ort"]

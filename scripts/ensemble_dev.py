@@ -29,6 +29,7 @@ from service.corpora.scoring import score_documents
 from service.decoding.aggregate import Decoding, Strategy, entities_from_scores, softmax, tempered_crf_marginals, word_boundaries
 from service.decoding.labels import LabelScheme
 from service.decoding.windows import TextEncoder
+from train.config import split_seed_of
 from train.data import read_all
 from train.evaluate_cli import load_runner
 
@@ -74,12 +75,13 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", required=True, help="CRF checkpoints or bundles with the same labels")
     parser.add_argument("--data", nargs="+", required=True)
     parser.add_argument("--dev-fraction", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--seed", type=int, default=None, help="dev split seed; default: the first member's training run's")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     models = [Path(m) for m in args.models]
-    join = int((read_serving(models[0]).extra.get("train_config") or {}).get("join_sentences", 1))
-    docs = split_dev(read_all(args.data, None, " ", join), args.dev_fraction, args.seed)[1]
+    trained = read_serving(models[0]).extra.get("train_config") or {}
+    seed = args.seed if args.seed is not None else split_seed_of(trained)
+    docs = split_dev(read_all(args.data, None, " ", int(trained.get("join_sentences", 1))), args.dev_fraction, seed)[1]
     total: list[np.ndarray] = []
     results: dict[str, Any] = {"dev_documents": len(docs), "members": {}}
     first: tuple[LabelScheme, list[int]] | None = None

@@ -18,6 +18,9 @@ from train.flags import add_flags, config_from_args
 RESUME = "continue the run in --output after its last completed epoch (same settings; a finished run is not retrained)"
 
 
+SPLIT_SEED = "seed of the dev split; default: the one the training run carved with (its serving.json), else 13"
+
+
 def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     t = sub.add_parser("train", help="fine-tune an encoder for NER")
     add_flags(t, TrainConfig)
@@ -55,7 +58,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     e.add_argument("--model", required=True, help="PyTorch checkpoint folder or ONNX bundle folder")
     e.add_argument("--data", nargs="+", required=True)
     e.add_argument("--dev-fraction", type=float, default=0.0, help="score only the dev split carved from --data")
-    e.add_argument("--seed", type=int, default=13)
+    e.add_argument("--seed", type=int, default=None, help=SPLIT_SEED)
     e.add_argument("--strategy", choices=["first", "average", "max"], default=None)
     e.add_argument("--decoding", choices=["greedy", "constrained", "crf"], default=None, help="default: the model's")
     e.add_argument("--max-length", type=int, default=None)
@@ -73,7 +76,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     x.add_argument("--output", required=True)
     x.add_argument("--data", nargs="*", default=[], help="corpus for the dev-F1 parity check and calibration")
     x.add_argument("--dev-fraction", type=float, default=0.1)
-    x.add_argument("--seed", type=int, default=13)
+    x.add_argument("--seed", type=int, default=None, help=SPLIT_SEED)
     x.add_argument("--quantize", choices=["none", "dynamic", "static"], default="none")
     x.add_argument("--tolerance", type=float, default=1e-3, help="max |logit difference| PyTorch vs ONNX fp32")
     x.add_argument("--tag-map", default=None)

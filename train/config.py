@@ -11,6 +11,7 @@ Torch-free, so that building the CLI parser does not import the training stack.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from service.corpora.columns import parse_tag_map
 from train.corpus_spec import parse_heads
@@ -20,6 +21,15 @@ DEVICE = "where to train: auto picks the GPU when torch sees one, else the CPU"
 BASE_MODEL = "hub name or local folder of a Hugging Face encoder"
 EPOCHS_DIR = "epochs"  # under a run folder: each epoch's weights, with --keep-epochs
 SEPARATOR = "how column-file tokens are joined into text ('' for Chinese)"
+
+
+def split_seed_of(train_config: dict[str, Any], default: int = 13) -> int:
+    """The seed a saved run carved its dev split with (``serving.json``'s ``train_config``), so that
+    export, evaluate and studies score on that run's dev documents without being told."""
+    seed = train_config.get("dev_seed")
+    if seed is None:
+        seed = train_config.get("seed", default)
+    return int(seed)
 
 
 @dataclass
@@ -56,7 +66,9 @@ class TrainConfig:
         default="linear", metadata=flag("crf: linear-chain CRF over word emissions (with --loss ce)", choices=("linear", "crf"))
     )
     crf_learning_rate: float = field(default=1e-2, metadata=flag("learning rate of the CRF transition scores"))
-    seed: int = field(default=13, metadata=flag("seeds the dev split, subsets, batch order, dropout and initial weights"))
+    seed: int = field(
+        default=13, metadata=flag("seeds the dev split (unless --dev-seed), subsets, batch order, dropout and initial weights")
+    )
     dev_seed: int | None = field(
         default=None,
         metadata=flag(
@@ -117,6 +129,8 @@ class TrainConfig:
         return self.seed if self.dev_seed is None else self.dev_seed
 
     def __post_init__(self) -> None:
+        if self.dev and self.dev_seed is not None:
+            raise ValueError("--dev-seed seeds the dev split carved from --train; with --dev files there is none to carve")
         if self.head not in ("linear", "crf"):
             raise ValueError(f"head must be 'linear' or 'crf', not {self.head!r}")
         if self.head == "crf" and self.loss != "ce":

@@ -14,6 +14,7 @@ from service.decoding.aggregate import Decoding, Strategy
 from service.decoding.labels import LabelScheme
 from service.decoding.pipeline import RunBatch
 from service.decoding.windows import Align, TextEncoder
+from train.config import split_seed_of
 from train.data import read_all
 from train.evaluate import evaluate_documents
 
@@ -37,7 +38,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     serving = read_serving(model_dir)
     docs = read_all(args.data, parse_tag_map(args.tag_map), args.separator, args.join_sentences)
     if args.dev_fraction:
-        _, docs = split_dev(docs, args.dev_fraction, args.seed)
+        seed = args.seed if args.seed is not None else split_seed_of(serving.extra.get("train_config") or {})
+        _, docs = split_dev(docs, args.dev_fraction, seed)
     run, scheme = load_runner(model_dir)
     try:
         pipeline = pipeline_for(

@@ -25,6 +25,7 @@ from service.decoding.labels import LabelScheme
 from service.decoding.pipeline import Pipeline, RunBatch, pad_windows
 from service.decoding.windows import TextEncoder
 from service.runtime.bundle import file_sha256
+from train.config import split_seed_of
 from train.model_card import portable, write_model_card
 
 
@@ -163,7 +164,8 @@ def run_export(args: argparse.Namespace) -> int:
 
     join = int((serving.extra.get("train_config") or {}).get("join_sentences", 1))  # dev carved as training carved it
     docs = read_all(args.data, parse_tag_map(args.tag_map), args.separator, join)
-    train_docs, dev_docs = split_dev(docs, args.dev_fraction, args.seed) if docs else ([], [])
+    seed = args.seed if args.seed is not None else split_seed_of(serving.extra.get("train_config") or {})
+    train_docs, dev_docs = split_dev(docs, args.dev_fraction, seed) if docs else ([], [])
     probe_texts = [d.text for d in dev_docs] or ["Interleukin-2 gene expression requires NF-kappa B in human T cells."] * 4
     rows = sample_rows(pipeline, probe_texts, 64)
     runners = {"pytorch": torch_runner(model), "onnx_fp32": onnx_runner(fp32_dir / "model.onnx")}

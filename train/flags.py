@@ -35,19 +35,19 @@ def add_flags(parser: argparse.ArgumentParser, config: type[DataclassInstance]) 
     for f in fields(config):
         required = f.default is MISSING and f.default_factory is MISSING
         kwargs: dict[str, Any] = {"dest": f.name, "help": f.metadata.get("help")}
+        kind = optional_of(hints[f.name])
         if f.metadata.get("choices"):
             kwargs["choices"] = list(f.metadata["choices"])
         if f.metadata.get("parse"):
             kwargs["default"] = None  # the parser's own empty value comes from parsing None
-        elif get_origin(hints[f.name]) is list:
+        elif get_origin(kind) is list:
             kwargs["nargs"] = "+" if required else "*"
             kwargs["default"] = None if required else f.default_factory()  # type: ignore[operator]
-        elif hints[f.name] is bool:
+        elif kind is bool:
             kwargs["action"] = "store_true"  # a switch: `type=bool` would read "False" as true
             kwargs["default"] = f.default
         else:
             kwargs["default"] = None if required else f.default
-            kind = optional_of(hints[f.name])
             if kind is not str:
                 kwargs["type"] = kind
         parser.add_argument("--" + f.name.replace("_", "-"), required=required, **kwargs)

@@ -55,7 +55,7 @@ def cross_validate(config: TrainConfig, folds: int, *, resume: bool = False) -> 
     docs = read_all(config.train, config.tag_map, config.separator, config.join_sentences)
     out = Path(config.output)
     reports = []
-    for n, (train_docs, dev_docs) in enumerate(fold_splits(docs, folds, config.seed), 1):
+    for n, (train_docs, dev_docs) in enumerate(fold_splits(docs, folds, config.split_seed), 1):
         print(f"fold {n}/{folds}: {len(train_docs)} train / {len(dev_docs)} dev documents")
         fold_config = replace(config, output=str(out / f"fold-{n}"))
         best = train(fold_config, docs=(subsample(train_docs, config.train_fraction, config.seed), dev_docs), resume=resume)

@@ -6,6 +6,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from train.config import split_seed_of
+
 WEIGHT_FORMATS = {"s7": "int8 in [-64, 64], symmetric", "s8": "int8, symmetric", "u8": "uint8, asymmetric"}
 
 
@@ -36,7 +38,8 @@ def portable(value: object) -> str:
 def _dev_description(train_config: dict[str, Any]) -> str:
     if train_config.get("dev"):
         return "files " + ", ".join(train_config["dev"])
-    return f"{train_config.get('dev_fraction', '?')} of documents carved with seed {train_config.get('seed', '?')}"
+    seed = split_seed_of(train_config) if {"seed", "dev_seed"} & train_config.keys() else "?"
+    return f"{train_config.get('dev_fraction', '?')} of documents carved with seed {seed}"
 
 
 def _quote(value: object) -> str:

@@ -7,12 +7,13 @@ import argparse
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional, Union
 
 import pytest
 
 from train.cli import add_train_commands
-from train.config import PretrainConfig, TrainConfig
-from train.flags import config_from_args
+from train.config import PretrainConfig, TrainConfig, split_seed_of
+from train.flags import config_from_args, optional_of
 
 # The flags as they were written by hand before generation (README and the model card's commands use them).
 TRAIN_FLAGS = [
@@ -126,6 +127,21 @@ def test_values_become_the_field_types() -> None:
     assert (seeded.seed, seeded.dev_seed, seeded.split_seed) == (7, 13, 13)
     with pytest.raises(SystemExit):
         _parse("train", "--dev-seed", "thirteen")  # an optional int is still an int
+    with pytest.raises(ValueError, match="--dev files"):
+        config_from_args(TrainConfig, _parse("train", "--dev", "d", "--dev-seed", "13"))  # nothing to carve: refused, not ignored
+
+
+def test_optional_fields_take_the_flag_type_of_what_they_hold() -> None:
+    assert optional_of(Optional[int]) is int and optional_of(int | None) is int  # noqa: UP045 (both spellings reach the parser)
+    assert optional_of(Union[None, float]) is float  # noqa: UP007
+    assert optional_of(list[str]) == list[str] and optional_of(int | str) == int | str  # not an optional: unchanged
+
+
+def test_later_commands_find_the_seed_a_run_carved_its_dev_with() -> None:
+    assert split_seed_of({"seed": 7}) == 7
+    assert split_seed_of({"seed": 7, "dev_seed": 13}) == 13
+    assert split_seed_of({"seed": 7, "dev_seed": None}) == 7  # a run saved without --dev-seed
+    assert split_seed_of({}) == 13
     with pytest.raises(SystemExit):
         _parse("train", "--head", "bilstm")  # choices come from the field
     with pytest.raises(ValueError, match="SOURCE=TARGET"):

@@ -151,5 +151,6 @@ def test_a_run_saved_before_a_setting_existed_still_resumes(tmp_path: Path) -> N
 
     save_state(tmp_path, {"config": {"epochs": 3}, "epoch": 1})
     assert load_state(tmp_path, {"epochs": 3, "window_align": "tokens"}) is not None
+    assert load_state(tmp_path, {"epochs": 3, "dev_seed": None}) is not None  # carved with --seed, as every run before --dev-seed
     with pytest.raises(ResumeError, match="window_align 'tokens' -> 'sentences'"):
         load_state(tmp_path, {"epochs": 3, "window_align": "sentences"})
