@@ -80,8 +80,8 @@ def main() -> None:
     args = parser.parse_args()
     models = [Path(m) for m in args.models]
     trained = read_serving(models[0]).extra.get("train_config") or {}
-    seed = args.seed if args.seed is not None else split_seed_of(trained)
-    docs = split_dev(read_all(args.data, None, " ", int(trained.get("join_sentences", 1))), args.dev_fraction, seed)[1]
+    docs = read_all(args.data, None, " ", int(trained.get("join_sentences", 1)))
+    docs = split_dev(docs, args.dev_fraction, split_seed_of(trained, args.seed))[1]
     total: list[np.ndarray] = []
     results: dict[str, Any] = {"dev_documents": len(docs), "members": {}}
     first: tuple[LabelScheme, list[int]] | None = None

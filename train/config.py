@@ -23,13 +23,11 @@ EPOCHS_DIR = "epochs"  # under a run folder: each epoch's weights, with --keep-e
 SEPARATOR = "how column-file tokens are joined into text ('' for Chinese)"
 
 
-def split_seed_of(train_config: dict[str, Any], default: int = 13) -> int:
-    """The seed a saved run carved its dev split with (``serving.json``'s ``train_config``), so that
-    export, evaluate and studies score on that run's dev documents without being told."""
-    seed = train_config.get("dev_seed")
-    if seed is None:
-        seed = train_config.get("seed", default)
-    return int(seed)
+def split_seed_of(train_config: dict[str, Any], chosen: int | None = None) -> int:
+    """``chosen`` when given, else the seed a saved run carved its dev split with (``serving.json``'s
+    ``train_config``), so that export, evaluate and studies score on that run's dev documents untold."""
+    given = (chosen, train_config.get("dev_seed"), train_config.get("seed"))
+    return int(next((seed for seed in given if seed is not None), 13))
 
 
 @dataclass

@@ -38,8 +38,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     serving = read_serving(model_dir)
     docs = read_all(args.data, parse_tag_map(args.tag_map), args.separator, args.join_sentences)
     if args.dev_fraction:
-        seed = args.seed if args.seed is not None else split_seed_of(serving.extra.get("train_config") or {})
-        _, docs = split_dev(docs, args.dev_fraction, seed)
+        _, docs = split_dev(docs, args.dev_fraction, split_seed_of(serving.extra.get("train_config") or {}, args.seed))
     run, scheme = load_runner(model_dir)
     try:
         pipeline = pipeline_for(

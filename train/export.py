@@ -164,7 +164,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     join = int((serving.extra.get("train_config") or {}).get("join_sentences", 1))  # dev carved as training carved it
     docs = read_all(args.data, parse_tag_map(args.tag_map), args.separator, join)
-    seed = args.seed if args.seed is not None else split_seed_of(serving.extra.get("train_config") or {})
+    seed = split_seed_of(serving.extra.get("train_config") or {}, args.seed)
     train_docs, dev_docs = split_dev(docs, args.dev_fraction, seed) if docs else ([], [])
     probe_texts = [d.text for d in dev_docs] or ["Interleukin-2 gene expression requires NF-kappa B in human T cells."] * 4
     rows = sample_rows(pipeline, probe_texts, 64)

@@ -142,6 +142,7 @@ def test_later_commands_find_the_seed_a_run_carved_its_dev_with() -> None:
     assert split_seed_of({"seed": 7, "dev_seed": 13}) == 13
     assert split_seed_of({"seed": 7, "dev_seed": None}) == 7  # a run saved without --dev-seed
     assert split_seed_of({}) == 13
+    assert split_seed_of({"seed": 7, "dev_seed": 13}, chosen=5) == 5  # an explicit --seed wins
     with pytest.raises(SystemExit):
         _parse("train", "--head", "bilstm")  # choices come from the field
     with pytest.raises(ValueError, match="SOURCE=TARGET"):
