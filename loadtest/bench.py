@@ -323,6 +323,11 @@ def window_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
     return window, env
 
 
+def hf_config(folder: Path) -> dict[str, Any]:
+    config: dict[str, Any] = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    return config
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser)
@@ -363,18 +368,13 @@ def main() -> None:
         results["reference_raw_ort"] = bench_raw_ort(args.reference, texts, args.threads, args.raw_batch_size, window)
     labels, pipeline_network = None, "bundle"
     if args.checkpoint is None and args.pipeline_base is not None:
-        config = json.loads((args.model / "config.json").read_text(encoding="utf-8"))
-        config = json.loads((args.model / "config.json").read_text(encoding="utf-8"))
-        base = json.loads((args.pipeline_base / "config.json").read_text(encoding="utf-8"))
+        networks = {"bundle": hf_config(args.model), **({"reference": hf_config(args.reference)} if args.reference else {})}
+        config, base = networks["bundle"], hf_config(args.pipeline_base)
         shape = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads")
-        candidates = {"bundle": args.model, **({"reference": args.reference} if args.reference else {})}
-        for whose, folder in candidates.items():
-            network = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-            if all(network.get(k) == base.get(k) for k in shape):
-                pipeline_network = whose
-                break
-        else:
+        matching = [whose for whose, network in networks.items() if all(network.get(k) == base.get(k) for k in shape)]
+        if not matching:
             raise SystemExit(f"--pipeline-base {args.pipeline_base} is neither the bundle's nor --reference's network ({', '.join(shape)})")
+        pipeline_network = matching[0]
         labels = {int(k): v for k, v in config["id2label"].items()}
     pipe = bench_pipeline(
         args.checkpoint or args.pipeline_base, texts, args.threads, bundle.serving.window.max_length, bundle.serving.window.stride, labels
@@ -388,7 +388,7 @@ def main() -> None:
     rows: list[tuple[str, str, float, dict[str, Any] | None, str, float | None]] = []
     if isinstance(pipe, dict):
         name = "transformers pipeline (PyTorch, first)" + (", untrained head: speed only" if labels else "")
-        name += f", the network of reference {args.reference.name}" if pipeline_network == "reference" and args.reference else ""
+        name += f", the network of reference {args.reference.name}" if pipeline_network == "reference" else ""
         rows.append((name, "1", pipe["texts_per_s"], pipe, "-", None if labels else f1(gold, pipe["predicted"])))
     if "reference_raw_ort" in results:
         ref = results["reference_raw_ort"]
