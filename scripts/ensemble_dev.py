@@ -26,8 +26,9 @@ from service.bundle_format import TOKENIZER_FILE, pipeline_for, read_serving
 from service.corpora import Document
 from service.corpora.load import split_dev
 from service.corpora.scoring import score_documents
-from service.decoding.aggregate import Decoding, Strategy, entities_from_scores, softmax, tempered_crf_marginals, word_boundaries
+from service.decoding.aggregate import Decoding, Strategy, entities_from_scores, softmax, word_boundaries
 from service.decoding.labels import LabelScheme
+from service.decoding.paths import tempered_crf_marginals
 from service.decoding.windows import TextEncoder
 from train.config import split_seed_of
 from train.data import read_all

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from service.batching import BatcherHooks, Health, MicroBatcher, WindowResult
+from service.decode_batcher import DecodeBatcher
 from service.decoding.aggregate import Decoding, Entity, Strategy
-from service.decoding.pipeline import Overlap, Pipeline, Plan, pad_windows, run_rows
+from service.decoding.pipeline import Finishing, Overlap, Pipeline, Plan, pad_windows, run_rows
 from service.errors import DeadlineExceededError, RequestTooLargeError, TextTooLongError
 from service.runtime.bundle import Bundle
 from service.runtime.session import OnnxSession
@@ -120,6 +121,10 @@ class NerEngine:
         self.max_texts = max_texts
         self.timeout_s = timeout_s
         self._cpu = ThreadPoolExecutor(max_workers=cpu_workers, thread_name_prefix="cpu")
+        # Requests back from one inference batch are decoded together (their recursions side by side).
+        self.decoder: DecodeBatcher[Finishing, list[list[Entity]]] = DecodeBatcher(
+            pipeline.finish_many, self._offload, lambda jobs: sum(j.plan.tokens for j in jobs) <= _INLINE_TOKENS
+        )
         defaults = pipeline.defaults
         self.info = ModelInfo(
             bundle.name,
@@ -263,7 +268,7 @@ class NerEngine:
                 for future in futures:  # a cancelled request leaves nothing queued behind it
                     future.cancel()
         window_logits = [r.logits for r in results]
-        entities = await self._offload(plan.tokens <= _INLINE_TOKENS, lambda: self.pipeline.finish(plan, window_logits, options))
+        entities = await self.decoder.submit(Finishing(plan, window_logits, options))
         return Recognition(
             entities=entities,
             queued_s=max((r.queued_s for r in results), default=0.0),

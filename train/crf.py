@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from service.decoding.aggregate import allowed_transitions
 from service.decoding.crf import FORBIDDEN, Transitions
 from service.decoding.labels import LabelScheme
+from service.decoding.paths import allowed_transitions
 from train.align import IGNORE
 
 

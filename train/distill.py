@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from service.bundle_format import CONFIG_FILE, TOKENIZER_FILE, read_serving
-from service.decoding.aggregate import allowed_transitions, crf_marginals, softmax
+from service.decoding.aggregate import softmax
 from service.decoding.labels import LabelScheme
+from service.decoding.paths import allowed_transitions, crf_marginals
 from service.decoding.pipeline import run_rows
 from train.align import IGNORE, Feature
 from train.batches import sorted_batches

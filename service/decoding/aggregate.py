@@ -9,7 +9,6 @@ word (after subword aggregation); under CRF decoding, of the CRF's marginal prob
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -17,7 +16,8 @@ from enum import Enum
 import numpy as np
 
 from service.decoding.crf import Transitions
-from service.decoding.labels import BEGIN, END, INSIDE, OUTSIDE, SINGLE, LabelScheme
+from service.decoding.labels import END, INSIDE, OUTSIDE, SINGLE, LabelScheme
+from service.decoding.paths import allowed_transitions, tempered_crf_marginals_many, viterbi_many
 
 
 class Decoding(str, Enum):
@@ -122,92 +122,65 @@ def decode_tags(prefixes: Sequence[str], types: Sequence[str]) -> list[tuple[int
     return spans
 
 
-@functools.lru_cache(maxsize=64)
-def allowed_transitions(scheme: LabelScheme) -> tuple[np.ndarray, np.ndarray]:
-    """``(allowed[prev, cur], allowed_at_start[cur])`` for schemes that have B- labels.
+@dataclass(frozen=True)
+class WordScores:
+    """One text's words under one head, before its label sequence is chosen."""
 
-    ``I-X`` and ``E-X`` may only follow ``B-X`` or ``I-X``; in an IO scheme (no B- labels)
-    every move is allowed. Cached per scheme (a model has a handful): the arrays are read-only.
+    words: Words
+    confidence: np.ndarray  # (W, L): what entity scores and alternatives read (calibrated, if given)
+
+
+def word_scores(probs: np.ndarray, word_ids: np.ndarray, strategy: Strategy, calibrated: np.ndarray | None = None) -> WordScores:
+    words = aggregate_words(probs, word_ids, strategy)
+    if calibrated is None:
+        return WordScores(words, words.probs)
+    # MAX picked its subwords by the raw scores: read the same ones
+    confidence = calibrated[words.picked] if words.picked is not None else aggregate_words(calibrated, word_ids, strategy).probs
+    return WordScores(words, confidence)
+
+
+def choose_labels(
+    texts: Sequence[WordScores],
+    scheme: LabelScheme,
+    decoding: Decoding,
+    transitions: Transitions | None = None,
+    temperature: float = 1.0,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each text's label ids, and the per-word distribution its entity scores are read from.
+
+    The path decodings run every text's recursions together (``paths``): a text's answer is the
+    same bits whatever else is decoded with it. Every text needs at least one word.
     """
-    n = len(scheme)
-    allowed = np.ones((n, n), dtype=bool)
-    start = np.ones(n, dtype=bool)
-    if BEGIN not in scheme.prefixes:
-        return allowed, start
-    for cur in range(n):
-        if scheme.prefixes[cur] in (INSIDE, END):
-            kind = scheme.types[cur]
-            ok = [p for p in range(n) if scheme.types[p] == kind and scheme.prefixes[p] in (BEGIN, INSIDE)]
-            allowed[:, cur] = False
-            allowed[ok, cur] = True
-            start[cur] = False
-    allowed.flags.writeable = start.flags.writeable = False
-    return allowed, start
-
-
-def viterbi(scores: np.ndarray, allowed: np.ndarray, start: np.ndarray, transitions: Transitions | None = None) -> np.ndarray:
-    """Best label sequence under hard transition constraints; ``(W, L)`` -> ``(W,)``.
-
-    ``scores`` are per-word log-probabilities (or emissions); ``transitions`` adds learned CRF
-    scores for each move, for the first label and for the last one.
-    """
-    penalty = np.where(allowed, 0.0, -np.inf)
-    score = scores[0] + np.where(start, 0.0, -np.inf)
-    if transitions is not None:
-        penalty = penalty + transitions.matrix
-        score = score + transitions.start
-    back = np.zeros(scores.shape, dtype=np.int64)
-    for t in range(1, scores.shape[0]):
-        candidates = score[:, None] + penalty  # (prev, cur)
-        back[t] = candidates.argmax(axis=0)
-        score = candidates.max(axis=0) + scores[t]
-    if transitions is not None:
-        score = score + transitions.end
-    path = np.zeros(scores.shape[0], dtype=np.int64)
-    path[-1] = int(score.argmax())
-    for t in range(scores.shape[0] - 1, 0, -1):
-        path[t - 1] = back[t, path[t]]
-    return path
-
-
-def crf_marginals(scores: np.ndarray, allowed: np.ndarray, start: np.ndarray, transitions: Transitions) -> np.ndarray:
-    """``p(label of word t = j | text)`` under the CRF (forward-backward); ``(W, L)``, rows sum to 1.
-
-    A CRF's per-word emission softmax is not a probability of the decoded label; these marginals
-    are, so a CRF model's entity scores mean what every other model's do. The recursions run in
-    probability space, each step rescaled to sum 1 (a matrix-vector product per word instead of
-    a log-sum-exp over a matrix): the scales cancel in each word's marginal.
-    """
-    allowed_scores = transitions.matrix[allowed]
-    moves = np.where(allowed, np.exp(transitions.matrix - allowed_scores.max()), 0.0)
-    emit = np.exp(scores - scores.max(axis=1, keepdims=True), dtype=np.float64)
-    first = np.where(start, np.exp(transitions.start - transitions.start[start].max()), 0.0)
-    n = scores.shape[0]
-    alpha = np.empty(scores.shape, dtype=np.float64)
-    beta = np.empty(scores.shape, dtype=np.float64)
-    alpha[0] = first * emit[0]
-    alpha[0] /= alpha[0].sum()
-    for t in range(1, n):
-        alpha[t] = (alpha[t - 1] @ moves) * emit[t]
-        alpha[t] /= alpha[t].sum()
-    beta[-1] = np.exp(transitions.end - transitions.end.max())
-    for t in range(n - 2, -1, -1):
-        beta[t] = moves @ (emit[t + 1] * beta[t + 1])
-        beta[t] /= beta[t].sum()
-    joint = alpha * beta
-    marginals: np.ndarray = np.clip(joint / joint.sum(axis=1, keepdims=True), 0.0, 1.0)
-    return marginals
-
-
-def tempered_crf_marginals(log_probs: np.ndarray, scheme: LabelScheme, transitions: Transitions, temperature: float) -> np.ndarray:
-    """Marginals of the CRF whose whole score (emissions and transitions) is divided by ``T``.
-
-    ``log_probs`` may be log-softmaxed: a constant per word cancels in the normaliser at any ``T``.
-    Dividing every path's score by ``T`` leaves the best path where it was, so a fitted ``T``
-    moves the scores and never the spans.
-    """
+    confidence = [t.confidence for t in texts]
+    if decoding is Decoding.GREEDY:
+        return [(t.words.probs.argmax(axis=-1), c) for t, c in zip(texts, confidence)]
+    if decoding is Decoding.CRF and transitions is None:
+        raise ValueError("CRF decoding needs the bundle's transition scores")
+    crf = transitions if decoding is Decoding.CRF else None
+    log_probs = [np.log(np.maximum(t.words.probs, 1e-12)) for t in texts]
     allowed, start = allowed_transitions(scheme)
-    return crf_marginals(log_probs / temperature, allowed, start, transitions.tempered(temperature))
+    chosen = viterbi_many(log_probs, allowed, start, crf)
+    if crf is not None:
+        confidence = tempered_crf_marginals_many(log_probs, scheme, crf, temperature)
+    return list(zip(chosen, confidence))
+
+
+def entities_from_labels(
+    text: str, offsets: np.ndarray, words: Words, chosen: np.ndarray, confidence: np.ndarray, scheme: LabelScheme, alternatives: int = 0
+) -> list[Entity]:
+    """Spans of the chosen labels, with offsets into ``text`` and the mean confidence of their words."""
+    chosen_p = confidence[np.arange(len(chosen)), chosen]
+    prefixes = [scheme.prefixes[c] for c in chosen]
+    types = [scheme.types[c] for c in chosen]
+    entities = []
+    for first, last, kind in decode_tags(prefixes, types):
+        token_lo, token_hi = int(words.token_start[first]), int(words.token_end[last - 1])
+        entity = _make_entity(text, offsets[token_lo:token_hi], kind, float(chosen_p[first:last].mean()))
+        if entity is not None and alternatives:
+            entity = replace(entity, alternatives=_alternatives(confidence[first:last], scheme, kind, alternatives))
+        if entity is not None:
+            entities.append(entity)
+    return entities
 
 
 def entities_from_scores(
@@ -233,32 +206,9 @@ def entities_from_scores(
     """
     if probs.shape[0] == 0:
         return []
-    words = aggregate_words(probs, word_ids, strategy)
-    confidence = words.probs
-    if calibrated is not None:  # MAX picked its subwords by the raw scores: read the same ones
-        confidence = calibrated[words.picked] if words.picked is not None else aggregate_words(calibrated, word_ids, strategy).probs
-    if decoding is Decoding.GREEDY:
-        chosen = words.probs.argmax(axis=-1)
-    else:
-        if decoding is Decoding.CRF and transitions is None:
-            raise ValueError("CRF decoding needs the bundle's transition scores")
-        crf = transitions if decoding is Decoding.CRF else None
-        log_probs, (allowed, start) = np.log(np.maximum(words.probs, 1e-12)), allowed_transitions(scheme)
-        chosen = viterbi(log_probs, allowed, start, crf)
-        if crf is not None:
-            confidence = tempered_crf_marginals(log_probs, scheme, crf, temperature)
-    chosen_p = confidence[np.arange(len(chosen)), chosen]
-    prefixes = [scheme.prefixes[c] for c in chosen]
-    types = [scheme.types[c] for c in chosen]
-    entities = []
-    for first, last, kind in decode_tags(prefixes, types):
-        token_lo, token_hi = int(words.token_start[first]), int(words.token_end[last - 1])
-        entity = _make_entity(text, offsets[token_lo:token_hi], kind, float(chosen_p[first:last].mean()))
-        if entity is not None and alternatives:
-            entity = replace(entity, alternatives=_alternatives(confidence[first:last], scheme, kind, alternatives))
-        if entity is not None:
-            entities.append(entity)
-    return entities
+    scored = word_scores(probs, word_ids, strategy, calibrated)
+    [(chosen, confidence)] = choose_labels([scored], scheme, decoding, transitions, temperature)
+    return entities_from_labels(text, offsets, scored.words, chosen, confidence, scheme, alternatives)
 
 
 def _alternatives(word_probs: np.ndarray, scheme: LabelScheme, chosen: str, k: int) -> tuple[tuple[str, float], ...]:

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.decoding.aggregate import softmax, tempered_crf_marginals
+from service.decoding.aggregate import softmax
 from service.decoding.crf import Transitions
 from service.decoding.labels import LabelScheme
+from service.decoding.paths import tempered_crf_marginals
 
 
 def nll(logits: np.ndarray, gold: np.ndarray, temperature: float) -> float:

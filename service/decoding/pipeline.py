@@ -17,13 +17,13 @@ decodes each head from its own columns. Their entities come back in one list, ea
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 
 import numpy as np
 
-from service.decoding.aggregate import Decoding, Entity, Strategy, entities_from_scores, softmax
+from service.decoding.aggregate import Decoding, Entity, Strategy, WordScores, choose_labels, entities_from_labels, softmax, word_scores
 from service.decoding.calibration import calibrated_probs
 from service.decoding.crf import Transitions
 from service.decoding.labels import LabelScheme
@@ -32,6 +32,10 @@ from service.errors import UnsupportedOptionError
 
 # (input_ids, attention_mask) both (rows, padded_len) int64 -> logits (rows, padded_len, labels)
 RunBatch = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# Texts whose path recursions run together: enough to share each step's numpy call overhead,
+# few enough that a run's padding (to its longest text) and back-pointers stay small.
+_DECODE_RUN = 64
+Labelled = tuple[np.ndarray, np.ndarray]  # a text's label ids and the distribution its scores read
 
 
 class Overlap(str, Enum):
@@ -91,6 +95,28 @@ class Plan:
     def work_tokens(self) -> int:
         """Tokens the model reads (content of every window, overlaps counted twice, no specials or padding)."""
         return sum(s.end - s.start for t in self.texts for s in t.spans)
+
+
+@dataclass(frozen=True)
+class Finishing:
+    """One request's windows back from the model, to be turned into entities."""
+
+    plan: Plan
+    window_logits: Sequence[np.ndarray]
+    options: Options
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One text of one request under one head, its words scored, its labels not yet chosen."""
+
+    job: int
+    index: int
+    text: TextPlan
+    head: int  # its position in the pipeline's heads
+    options: Options
+    scores: WordScores
+    temperature: float  # the CRF's tempering (1.0 unless CRF decoding)
 
 
 def resolve_overlaps(entities: Sequence[Entity], overlap: Overlap) -> list[Entity]:
@@ -255,37 +281,55 @@ class Pipeline:
     def finish(self, plan: Plan, window_logits: Sequence[np.ndarray], options: Options | None = None) -> list[list[Entity]]:
         """Entities per text from every (chosen) head, sorted by offset, overlaps resolved as asked,
         filtered by the options' labels and minimum score."""
-        options = options or self.defaults
-        heads = [h for h in self.heads if options.heads is None or h.name in options.heads]
-        out: list[list[Entity]] = []
-        for text, logits in zip(plan.texts, self.token_logits(plan, window_logits)):
-            found: list[Entity] = []
-            for head in heads if len(text.encoded) else ():
-                found.extend(self._decode_head(text, logits[:, head.columns], head, options))
-            keep = options.labels
-            found = [e for e in found if e.score >= options.min_score and (keep is None or e.label in keep)]
-            out.append(resolve_overlaps(found, options.overlap))
-        return out
+        return self.finish_many([Finishing(plan, window_logits, options or self.defaults)])[0]
 
-    def _decode_head(self, text: TextPlan, logits: np.ndarray, head: Head, options: Options) -> list[Entity]:
+    def finish_many(self, jobs: Sequence[Finishing]) -> list[list[list[Entity]]]:
+        """``finish`` for several requests at once: every text that one head decodes one way goes
+        through the path recursions together (one numpy step per word of the longest text instead
+        of one per word of every text). Each request's answer is what ``finish`` alone gives."""
+        units: list[_Unit] = []
+        for j, job in enumerate(jobs):
+            heads = [(k, h) for k, h in enumerate(self.heads) if job.options.heads is None or h.name in job.options.heads]
+            for t, (text, logits) in enumerate(zip(job.plan.texts, self.token_logits(job.plan, job.window_logits))):
+                if len(text.encoded):
+                    units.extend(self._unit(j, t, text, logits[:, head.columns], k, job.options) for k, head in heads)
+        groups: dict[tuple[int, Decoding, float], list[_Unit]] = {}
+        for unit in units:
+            groups.setdefault((unit.head, unit.options.decoding, unit.temperature), []).append(unit)
+        found: list[list[list[Entity]]] = [[[] for _ in job.plan.texts] for job in jobs]
+        for (k, decoding, temperature), group in groups.items():
+            head = self.heads[k]
+            for unit, (labels, confidence) in self._chosen(group, head, decoding, temperature):
+                offsets, words = unit.text.encoded.offsets, unit.scores.words
+                entities = entities_from_labels(unit.text.text, offsets, words, labels, confidence, head.scheme, unit.options.alternatives)
+                if head.name:
+                    entities = [replace(e, source=head.name) for e in entities]
+                found[unit.job][unit.index].extend(entities)
+        return [[self._kept(entities, job.options) for entities in per_text] for job, per_text in zip(jobs, found)]
+
+    @staticmethod
+    def _chosen(group: list[_Unit], head: Head, decoding: Decoding, temperature: float) -> Iterator[tuple[_Unit, Labelled]]:
+        """Labels for every unit, decoded in runs of similar length: a run pads to its longest text."""
+        ordered = sorted(group, key=lambda u: len(u.scores.words.probs))
+        for lo in range(0, len(ordered), _DECODE_RUN):
+            run = ordered[lo : lo + _DECODE_RUN]
+            yield from zip(run, choose_labels([u.scores for u in run], head.scheme, decoding, head.transitions, temperature))
+
+    @staticmethod
+    def _kept(found: list[Entity], options: Options) -> list[Entity]:
+        keep = options.labels
+        found = [e for e in found if e.score >= options.min_score and (keep is None or e.label in keep)]
+        return resolve_overlaps(found, options.overlap)
+
+    def _unit(self, job: int, index: int, text: TextPlan, logits: np.ndarray, k: int, options: Options) -> _Unit:
+        head = self.heads[k]
         crf = options.decoding is Decoding.CRF
         # A temperature calibrates the scores it was fitted on: CRF marginals under a CRF default,
         # else the word softmax. A request that switches between the two gets raw scores.
         temperature = head.temperature if crf == (self.defaults.decoding is Decoding.CRF) else 1.0
-        found = entities_from_scores(
-            text.text,
-            text.encoded.offsets,
-            text.encoded.word_ids,
-            softmax(logits),
-            head.scheme,
-            options.strategy,
-            options.decoding,
-            head.transitions,
-            None if crf else calibrated_probs(logits, temperature),
-            options.alternatives,
-            temperature if crf else 1.0,
-        )
-        return [replace(e, source=head.name) for e in found] if head.name else found
+        calibrated = None if crf else calibrated_probs(logits, temperature)
+        scores = word_scores(softmax(logits), text.encoded.word_ids, options.strategy, calibrated)
+        return _Unit(job, index, text, k, options, scores, temperature if crf else 1.0)
 
     def run(self, run_batch: RunBatch, plan: Plan, batch_size: int = 16) -> list[np.ndarray]:
         """Every row of ``plan`` through ``run_batch`` in length-sorted batches; logits in row order."""

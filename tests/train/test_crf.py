@@ -17,9 +17,10 @@ from live_server import start_server, stop_server  # noqa: E402
 from tiny_bert import export_bundle, make_base_model, make_corpus, tiny_train_config  # noqa: E402
 
 from service.bundle_format import pipeline_for, read_serving  # noqa: E402
-from service.decoding.aggregate import Decoding, allowed_transitions  # noqa: E402
+from service.decoding.aggregate import Decoding  # noqa: E402
 from service.decoding.crf import FORBIDDEN  # noqa: E402
 from service.decoding.labels import LabelScheme  # noqa: E402
+from service.decoding.paths import allowed_transitions  # noqa: E402
 from service.decoding.windows import TextEncoder  # noqa: E402
 from train.align import IGNORE  # noqa: E402
 from train.crf import CrfHead, labelled_positions  # noqa: E402
@@ -62,7 +63,7 @@ def test_nll_equals_enumeration_over_ragged_batches() -> None:
 
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
 def test_marginals_equal_the_services_forward_backward_over_ragged_batches(temperature: float) -> None:
-    from service.decoding.aggregate import crf_marginals
+    from service.decoding.paths import crf_marginals
 
     head, emissions, mask, lengths = _random_head_and_ragged_batch()
     log_q = head.log_marginals(emissions, mask, temperature).detach().double()

@@ -71,15 +71,18 @@ async def test_same_text_same_answer_alone_and_in_a_crowd(client: httpx.AsyncCli
 
 
 async def test_batch_mates_proven_to_share_a_batch_change_nothing() -> None:
-    """Two requests in one inference batch (shown by the batch numbers the engine reports) get
-    exactly the answers they get alone: the default graph has no per-batch quantisation."""
+    """Two requests in one inference batch (shown by the batch numbers the engine reports), then
+    in one decode call, get exactly the answers they get alone: the default graph has no
+    per-batch quantisation, and the CRF recursions run per text whatever runs beside them."""
     app = create_app(Settings(max_wait_ms=300, max_batch_size=8))  # a long wait: concurrent requests meet
     async with app.router.lifespan_context(app):
         engine = app.state.engine
         other = "The human T-cell leukemia virus type I Tax protein transactivates IL-2 receptor alpha gene. " * 3
         alone, alone_other = await engine.recognize([SENTENCE]), await engine.recognize([other])
+        decodes = engine.decoder.batches
         together, together_other = await asyncio.gather(engine.recognize([SENTENCE]), engine.recognize([other]))
         assert set(together.batches) & set(together_other.batches), "the two requests did not share a batch"
+        assert engine.decoder.batches == decodes + 1, "back from one inference batch, they are decoded in one call"
         assert len(together.batches) == 1 and together.windows == 1 and together_other.windows == 1
 
         def spans(result: object) -> list[tuple[int, int, str]]:

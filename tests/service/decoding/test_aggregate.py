@@ -12,14 +12,12 @@ from service.decoding.aggregate import (
     Decoding,
     Strategy,
     aggregate_words,
-    allowed_transitions,
-    crf_marginals,
     decode_tags,
     entities_from_scores,
-    viterbi,
 )
 from service.decoding.crf import Transitions
 from service.decoding.labels import LabelScheme, split_label
+from service.decoding.paths import allowed_transitions, crf_marginals, viterbi
 
 SCHEME = LabelScheme.from_id2label({0: "O", 1: "B-protein", 2: "I-protein", 3: "B-DNA", 4: "I-DNA"})
 

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from service.app import create_app
-from service.decoding.aggregate import allowed_transitions, softmax
+from service.decoding.aggregate import softmax
 from service.decoding.calibration import crf_nll, minimise_over_temperature, nll, reliability
 from service.decoding.crf import Transitions
 from service.decoding.labels import LabelScheme
+from service.decoding.paths import allowed_transitions
 from service.settings import Settings
 
 
@@ -110,7 +111,7 @@ def test_crf_fit_recovers_the_temperature_that_generated_the_labels() -> None:
 
 
 def test_tempering_a_crf_keeps_its_best_path() -> None:
-    from service.decoding.aggregate import viterbi
+    from service.decoding.paths import viterbi
 
     scheme = LabelScheme.from_id2label({0: "O", 1: "B-protein", 2: "I-protein", 3: "B-DNA", 4: "I-DNA"})
     allowed, start = allowed_transitions(scheme)
@@ -124,7 +125,8 @@ def test_tempering_a_crf_keeps_its_best_path() -> None:
 
 
 def test_crf_temperature_moves_marginal_scores_not_spans() -> None:
-    from service.decoding.aggregate import Decoding, entities_from_scores, tempered_crf_marginals
+    from service.decoding.aggregate import Decoding, entities_from_scores
+    from service.decoding.paths import tempered_crf_marginals
 
     scheme = LabelScheme.from_id2label({0: "O", 1: "B-protein", 2: "I-protein", 3: "B-DNA", 4: "I-DNA"})
     text, offsets, word_ids = "the p53 myc gene", np.array([[0, 3], [4, 7], [8, 11], [12, 16]]), np.arange(4)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from service.decoding.aggregate import Decoding, Strategy
 from service.decoding.crf import Transitions
-from service.decoding.pipeline import Pipeline
+from service.decoding.pipeline import Finishing, Pipeline
 from service.decoding.windows import WindowConfig
 from service.runtime.bundle import Bundle, load_bundle
 from service.runtime.session import OnnxSession
@@ -117,6 +117,30 @@ def test_spans_always_slice_the_input(runtime: tuple[Bundle, OnnxSession]) -> No
 
     spans_slice()
     assert sum(checked) > 0, "no example produced an entity"
+
+
+def test_requests_finished_together_get_what_each_gets_alone(runtime: tuple[Bundle, OnnxSession]) -> None:
+    """The engine decodes the requests whose inference is done as one batch; each answer must be
+    exactly the one ``finish`` gives that request alone, whatever its options."""
+    bundle, session = runtime
+    n = len(bundle.scheme)
+    crf = Transitions(np.random.default_rng(5).normal(size=(n, n)), np.zeros(n), np.zeros(n))
+    pipeline = Pipeline(bundle.encoder, bundle.scheme, WindowConfig(8, 2), transitions=crf, decoding=Decoding.CRF)
+    requests = [
+        (["The p53 kinase binds the myc gene in cells.", "", "p53"], pipeline.options()),
+        (["myc gene and p53 kinase " * 5], pipeline.options(decoding=Decoding.CONSTRAINED, alternatives=2)),
+        (["The p53 kinase binds the myc gene."], pipeline.options(Strategy.MAX, Decoding.GREEDY, min_score=0.3)),
+        (["cells p53 myc", "the myc gene"], pipeline.options(labels=["DNA"])),
+    ]
+    jobs = []
+    for texts, options in requests:
+        plan = pipeline.plan(texts)
+        jobs.append(Finishing(plan, pipeline.run(session.run, plan), options))
+    together = pipeline.finish_many(jobs)
+    alone = [pipeline.finish(job.plan, job.window_logits, job.options) for job in jobs]
+    assert together == alone
+    assert [len(found) for found in together] == [3, 1, 1, 2] and together[0][1] == []
+    assert any(found for per_request in together for found in per_request), "no entity at all: nothing compared"
 
 
 def test_cuda_request_falls_back_to_cpu_here(tiny_bundle: Path, caplog: pytest.LogCaptureFixture) -> None:
