@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
+from typing import cast
 
 import numpy as np
 
@@ -166,16 +167,27 @@ def choose_labels(
 
 
 def entities_from_labels(
-    text: str, offsets: np.ndarray, words: Words, chosen: np.ndarray, confidence: np.ndarray, scheme: LabelScheme, alternatives: int = 0
+    text: str,
+    offsets: np.ndarray,
+    words: Words,
+    chosen: np.ndarray,
+    confidence: np.ndarray,
+    scheme: LabelScheme,
+    alternatives: int = 0,
+    source: str = "",
 ) -> list[Entity]:
-    """Spans of the chosen labels, with offsets into ``text`` and the mean confidence of their words."""
-    chosen_p = confidence[np.arange(len(chosen)), chosen]
-    prefixes = [scheme.prefixes[c] for c in chosen]
-    types = [scheme.types[c] for c in chosen]
+    """Spans of the chosen labels, with offsets into ``text`` and the mean confidence of their words.
+
+    Per entity this is plain Python over lists (a few per text, each a handful of words): numpy's
+    per-call cost would be most of the time."""
+    ids = cast("list[int]", chosen.tolist())
+    chosen_p = cast("list[float]", confidence[np.arange(len(ids)), chosen].tolist())
+    token_start, token_end = cast("list[int]", words.token_start.tolist()), cast("list[int]", words.token_end.tolist())
     entities = []
-    for first, last, kind in decode_tags(prefixes, types):
-        token_lo, token_hi = int(words.token_start[first]), int(words.token_end[last - 1])
-        entity = _make_entity(text, offsets[token_lo:token_hi], kind, float(chosen_p[first:last].mean()))
+    for first, last, kind in decode_tags([scheme.prefixes[c] for c in ids], [scheme.types[c] for c in ids]):
+        pieces = cast("list[list[int]]", offsets[token_start[first] : token_end[last - 1]].tolist())
+        score = sum(chosen_p[first:last]) / (last - first)
+        entity = _make_entity(text, pieces, kind, score, source)
         if entity is not None and alternatives:
             entity = replace(entity, alternatives=_alternatives(confidence[first:last], scheme, kind, alternatives))
         if entity is not None:
@@ -220,15 +232,16 @@ def _alternatives(word_probs: np.ndarray, scheme: LabelScheme, chosen: str, k: i
     return tuple(sorted(mass.items(), key=lambda item: -item[1])[:k])
 
 
-def _make_entity(text: str, offsets: np.ndarray, label: str, score: float) -> Entity | None:
-    real = offsets[offsets[:, 1] > offsets[:, 0]]
-    if real.shape[0] == 0:
+def _make_entity(text: str, pieces: list[list[int]], label: str, score: float, source: str) -> Entity | None:
+    """The entity over its subwords' ``[start, end)`` character pieces, trimmed of whitespace."""
+    real = [(a, b) for a, b in pieces if b > a]
+    if not real:
         return None
-    start, end = int(real[:, 0].min()), int(real[:, 1].max())
+    start, end = min(a for a, _ in real), max(b for _, b in real)
     while start < end and text[start].isspace():
         start += 1
     while end > start and text[end - 1].isspace():
         end -= 1
     if start >= end:
         return None
-    return Entity(start, end, label, score, text[start:end])
+    return Entity(start, end, label, score, text[start:end], source=source)

@@ -301,10 +301,11 @@ class Pipeline:
             head = self.heads[k]
             for unit, (labels, confidence) in self._chosen(group, head, decoding, temperature):
                 offsets, words = unit.text.encoded.offsets, unit.scores.words
-                entities = entities_from_labels(unit.text.text, offsets, words, labels, confidence, head.scheme, unit.options.alternatives)
-                if head.name:
-                    entities = [replace(e, source=head.name) for e in entities]
-                found[unit.job][unit.index].extend(entities)
+                found[unit.job][unit.index].extend(
+                    entities_from_labels(
+                        unit.text.text, offsets, words, labels, confidence, head.scheme, unit.options.alternatives, head.name
+                    )
+                )
         return [[self._kept(entities, job.options) for entities in per_text] for job, per_text in zip(jobs, found)]
 
     @staticmethod
