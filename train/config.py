@@ -23,11 +23,17 @@ EPOCHS_DIR = "epochs"  # under a run folder: each epoch's weights, with --keep-e
 SEPARATOR = "how column-file tokens are joined into text ('' for Chinese)"
 
 
+def dev_split_seed(seed: int, dev_seed: int | None) -> int:
+    """The one rule: the dev split is carved with ``--dev-seed`` when given, else with ``--seed``."""
+    return seed if dev_seed is None else dev_seed
+
+
 def split_seed_of(train_config: dict[str, Any], chosen: int | None = None) -> int:
     """``chosen`` when given, else the seed a saved run carved its dev split with (``serving.json``'s
     ``train_config``), so that export, evaluate and studies score on that run's dev documents untold."""
-    given = (chosen, train_config.get("dev_seed"), train_config.get("seed"))
-    return int(next((seed for seed in given if seed is not None), 13))
+    if chosen is not None:
+        return chosen
+    return dev_split_seed(int(train_config.get("seed", 13)), train_config.get("dev_seed"))
 
 
 @dataclass
@@ -124,7 +130,7 @@ class TrainConfig:
     @property
     def split_seed(self) -> int:
         """The seed the dev split is carved with."""
-        return self.seed if self.dev_seed is None else self.dev_seed
+        return dev_split_seed(self.seed, self.dev_seed)
 
     def __post_init__(self) -> None:
         if self.dev and self.dev_seed is not None:
@@ -174,6 +180,9 @@ class PretrainConfig:
         ),
     )
     dev_fraction: float = field(default=0.1, metadata=flag("the dev share --exclude-dev-of carves"))
+    dev_seed: int | None = field(
+        default=None, metadata=flag("the --dev-seed of the training run whose dev split --exclude-dev-of leaves out (default: --seed)")
+    )
     dev_join_sentences: int = field(
         default=1, metadata=flag("the --join-sentences of the training run whose dev split --exclude-dev-of leaves out")
     )

@@ -34,7 +34,7 @@ from service.corpora.load import split_dev
 from service.decoding.windows import TextEncoder
 from train.align import IGNORE
 from train.batches import pad_labelled, sorted_batches
-from train.config import PretrainConfig
+from train.config import PretrainConfig, dev_split_seed
 from train.data import held_out_split, read_all, read_texts, without_texts_of
 from train.device import device_of, resolve, to_device
 from train.loop import EpochStats, Phase, TrainingLoop, adamw
@@ -204,7 +204,7 @@ def prepare(config: PretrainConfig, out: Path, rng: np.random.Generator) -> Adap
     if config.exclude_dev_of:
         # carved exactly as `bioner train --train <these paths>` carves it (same order, seed, share and joining)
         docs = read_all(config.exclude_dev_of, None, config.separator, config.dev_join_sentences)
-        dev = split_dev(docs, config.dev_fraction, config.seed)[1]
+        dev = split_dev(docs, config.dev_fraction, dev_split_seed(config.seed, config.dev_seed))[1]
         kept = without_texts_of(texts, [d.text for d in dev])
         print(f"{len(texts) - len(kept)} texts left out: the dev split of {', '.join(config.exclude_dev_of)} ({len(dev)} documents)")
         texts, left_out = kept, len(texts) - len(kept)

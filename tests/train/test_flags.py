@@ -71,6 +71,7 @@ PRETRAIN_FLAGS = [
     "--held-out-fraction",
     "--exclude-dev-of",
     "--dev-fraction",
+    "--dev-seed",
     "--dev-join-sentences",
     "--head-warmup-steps",
     "--head-learning-rate",

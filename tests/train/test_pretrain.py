@@ -106,7 +106,8 @@ def test_dev_text_is_left_out_whole_as_part_of_a_joined_document_or_around_one()
     assert without_texts_of(texts, [il2, "Results of the assay on T cells"]) == [nfkb, p53, "Results", texts[5]]
 
 
-def test_pretraining_leaves_out_the_ner_dev_split(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dev_seed", [None, 7])
+def test_pretraining_leaves_out_the_ner_dev_split(tmp_path: Path, dev_seed: int | None) -> None:
     from service.corpora.load import split_dev
     from train.cli import main
     from train.data import read_all
@@ -114,12 +115,20 @@ def test_pretraining_leaves_out_the_ner_dev_split(tmp_path: Path) -> None:
     corpus = tmp_path / "docs.jsonl"
     docs = [{"text": f"document {i} names the p53 kinase and gene {i} .", "entities": []} for i in range(20)]
     corpus.write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
-    argv = ["pretrain", "--text", str(corpus), "--base-model", str(make_base_model(tmp_path / "base")), "--output", str(tmp_path / "mlm")]
+    raw = tmp_path / "raw.txt"  # document i appears i + 1 times: which documents left tells in the count
+    raw.write_text("".join(f"{d['text']}\n" * (i + 1) for i, d in enumerate(docs)), encoding="utf-8")
+    argv = ["pretrain", "--text", str(raw), "--base-model", str(make_base_model(tmp_path / "base")), "--output", str(tmp_path / "mlm")]
     argv += ["--exclude-dev-of", str(corpus), "--max-steps", "1", "--batch-size", "4", "--held-out-fraction", "0.2"]
+    argv += [] if dev_seed is None else ["--dev-seed", str(dev_seed)]
     assert main(argv) == 0
     record = json.loads((tmp_path / "mlm" / "pretrain.json").read_text())
-    dev = split_dev(read_all([str(corpus)], None, " "), 0.1, 13)[1]  # what `bioner train --dev-fraction 0.1` scores on
-    assert record["dev_texts_left_out"] == len(dev) == 2 and record["texts"] == 18
+
+    def left_out(seed: int) -> int:  # what `bioner train --dev-fraction 0.1 --dev-seed SEED` scores on, with its copies
+        return sum(int(d.text.split()[1]) + 1 for d in split_dev(read_all([str(corpus)], None, " "), 0.1, seed)[1])
+
+    assert left_out(7) != left_out(13), "the two seeds carve different documents: the test tells them apart"
+    expected = left_out(13 if dev_seed is None else dev_seed)
+    assert record["dev_texts_left_out"] == expected and record["texts"] == 210 - expected
 
 
 def test_vocabulary_extension_appends_unknown_characters(tmp_path: Path) -> None:
