@@ -94,6 +94,7 @@ def build_engine(settings: Settings, metrics: Metrics, path: Path | None = None,
         initial_tokens_per_s=settings.initial_tokens_per_s,
         admission_headroom=settings.admission_headroom,
         hooks=metrics.batcher_hooks(name),
+        on_decode=metrics.decode_hook(name),
     )
     limits = {
         "max_texts_per_request": settings.max_texts_per_request,

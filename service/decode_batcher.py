@@ -18,6 +18,7 @@ The contract, as the micro-batcher's:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -36,13 +37,16 @@ class DecodeBatcher(Generic[Job, Result]):
         offload: Offload[list[Result]],
         is_small: Callable[[Sequence[Job]], bool],
         max_jobs: int = 64,
+        on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
+        """``on_batch(requests, seconds)`` is told of every decode call that succeeded (metrics)."""
         if max_jobs < 1:
             raise ValueError("max_jobs must be at least 1")
         self._finish_many = finish_many
         self._offload = offload
         self._is_small = is_small
         self.max_jobs = max_jobs
+        self._on_batch = on_batch
         self._waiting: list[tuple[Job, asyncio.Future[Result]]] = []
         self._worker: asyncio.Task[None] | None = None
         self.batches = 0  # decode calls made, for tests and metrics
@@ -74,6 +78,7 @@ class DecodeBatcher(Generic[Job, Result]):
     async def _run(self, items: list[tuple[Job, asyncio.Future[Result]]]) -> None:
         jobs = [job for job, _ in items]
         self.batches += 1
+        started = time.perf_counter()
         try:
             results = await self._offload(self._is_small(jobs), lambda: self._finish_many(jobs))
             if len(results) != len(jobs):
@@ -86,6 +91,8 @@ class DecodeBatcher(Generic[Job, Result]):
             for item in items:  # find the culprit: each request alone, so only it fails
                 await self._run([item])
             return
+        if self._on_batch is not None:
+            self._on_batch(len(jobs), time.perf_counter() - started)
         for (_, future), result in zip(items, results):
             if not future.done():  # cancelled while it was being decoded
                 future.set_result(result)

@@ -111,6 +111,7 @@ class NerEngine:
         max_request_windows: int | None = None,
         cpu_workers: int = 2,
         max_texts: int = 64,
+        on_decode: Callable[[int, float], None] | None = None,
     ) -> None:
         self.bundle = bundle
         self.session = session
@@ -123,7 +124,7 @@ class NerEngine:
         self._cpu = ThreadPoolExecutor(max_workers=cpu_workers, thread_name_prefix="cpu")
         # Requests back from one inference batch are decoded together (their recursions side by side).
         self.decoder: DecodeBatcher[Finishing, list[list[Entity]]] = DecodeBatcher(
-            pipeline.finish_many, self._offload, lambda jobs: sum(j.plan.tokens for j in jobs) <= _INLINE_TOKENS
+            pipeline.finish_many, self._offload, lambda jobs: sum(j.plan.tokens for j in jobs) <= _INLINE_TOKENS, on_batch=on_decode
         )
         defaults = pipeline.defaults
         self.info = ModelInfo(
@@ -160,6 +161,7 @@ class NerEngine:
         initial_tokens_per_s: float = 2_000.0,
         admission_headroom: float = 1.0,
         hooks: BatcherHooks | None = None,
+        on_decode: Callable[[int, float], None] | None = None,
     ) -> NerEngine:
         batcher = MicroBatcher(
             lambda rows: run_rows(session.run, rows, bundle.pad_id),
@@ -172,7 +174,9 @@ class NerEngine:
             initial_tokens_per_s=initial_tokens_per_s,
             headroom=admission_headroom,
         )
-        return NerEngine(bundle, session, pipeline, batcher, max_text_chars, timeout_s, max_request_windows, cpu_workers, max_texts)
+        return NerEngine(
+            bundle, session, pipeline, batcher, max_text_chars, timeout_s, max_request_windows, cpu_workers, max_texts, on_decode
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
     def warmup(self) -> None:

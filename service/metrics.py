@@ -10,12 +10,15 @@ own queue and batcher; HTTP-level series (requests, refusals by reason, readines
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from service.batching import BatcherHooks, BatchStats
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0)
 _ROWS = (1, 2, 4, 8, 12, 16, 24, 32, 64)
+_REQUESTS = (1, 2, 4, 8, 16, 32, 64)
 _TOKENS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 _SCORES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 _MODEL = ["model"]
@@ -42,6 +45,12 @@ class Metrics:
         self.drain_rate = Gauge(
             "bioner_drain_rate_tokens_per_second", "Window tokens per second of inference, smoothed over recent batches", _MODEL, registry=r
         )
+        self.decode_requests = Histogram(
+            "bioner_decode_batch_requests", "Requests decoded together in one call", _MODEL, buckets=_REQUESTS, registry=r
+        )
+        self.decode_seconds = Histogram(
+            "bioner_decode_duration_seconds", "One decode call: words, Viterbi, CRF marginals, spans", _MODEL, buckets=_LATENCY, registry=r
+        )
         self.texts = Counter("bioner_texts_total", "Texts processed", _MODEL, registry=r)
         self.tokens = Counter("bioner_tokens_total", "Subword tokens processed (without special tokens)", _MODEL, registry=r)
         self.windows = Counter("bioner_windows_total", "Windows sent to the model", _MODEL, registry=r)
@@ -62,6 +71,16 @@ class Metrics:
             _MODEL,
             registry=r,
         )
+
+    def decode_hook(self, model: str) -> Callable[[int, float], None]:
+        """For ``model``'s decode batcher: how many requests each decode call took, and how long."""
+        requests, seconds = self.decode_requests.labels(model), self.decode_seconds.labels(model)
+
+        def on_decode(n: int, elapsed: float) -> None:
+            requests.observe(n)
+            seconds.observe(elapsed)
+
+        return on_decode
 
     def batcher_hooks(self, model: str) -> BatcherHooks:
         """Callbacks for ``model``'s batcher; its series exist (at zero) from the start, so a

@@ -52,11 +52,12 @@ def pool() -> ThreadPoolExecutor:
 
 
 async def test_requests_ready_together_are_decoded_in_one_call(pool: ThreadPoolExecutor) -> None:
-    decoder = Decoder()
-    batcher: DecodeBatcher[int, int] = DecodeBatcher(decoder, threaded(pool), lambda jobs: False)
+    decoder, told = Decoder(), []
+    batcher: DecodeBatcher[int, int] = DecodeBatcher(decoder, threaded(pool), lambda jobs: False, on_batch=lambda n, s: told.append((n, s)))
     results = await asyncio.gather(*(batcher.submit(j) for j in range(6)))
     assert results == [0, 1, 4, 9, 16, 25]
     assert decoder.batches == [[0, 1, 2, 3, 4, 5]] and batcher.batches == 1
+    assert [n for n, _ in told] == [6] and told[0][1] >= 0  # the metrics hook hears of the call
 
 
 async def test_arrivals_during_a_decode_wait_for_the_next_one_and_max_jobs_holds(pool: ThreadPoolExecutor) -> None:

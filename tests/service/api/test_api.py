@@ -115,6 +115,8 @@ async def test_metrics_move(client: httpx.AsyncClient) -> None:
     assert 'bioner_entities_total{label="protein",model="tiny-test"} 20.0' in text
     assert "bioner_batch_size_windows_count" in text and "bioner_inference_duration_seconds_bucket" in text
     assert "bioner_model_info{" in text and "bioner_queue_depth_windows" in text
+    # every answered request was decoded once, alone or together with others
+    assert 'bioner_decode_batch_requests_sum{model="tiny-test"} 20.0' in text and "bioner_decode_duration_seconds_count" in text
 
 
 async def test_overload_gives_503_with_retry_after(tiny_bundle: Path) -> None:
