@@ -42,7 +42,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import ROOT, add_common_args, cpu_model, histogram, stop_service  # noqa: E402
+from harness import ROOT, add_common_args, cpu_model, histogram, stop_service, write_report  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -463,16 +463,13 @@ def main() -> None:
         )
     if isinstance(pipe, str):
         lines.append(f"- pipeline: {pipe}")
-    args.out.mkdir(parents=True, exist_ok=True)
     for section in ("raw_ort", "pipeline"):
         if isinstance(results[section], dict):
             results[section].pop("predicted", None)
     for key in ("service", "service_unbatched"):
         for run in results.get(key, {}).get("runs", {}).values():
             run.pop("predicted", None)
-    (args.out / "bench.md").write_text("\n".join(lines) + "\n")
-    (args.out / "bench.json").write_text(json.dumps(results, indent=2, default=str))
-    print("\n".join(lines))
+    write_report(args.out, "bench", lines, results)
 
 
 if __name__ == "__main__":

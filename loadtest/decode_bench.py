@@ -12,7 +12,6 @@ the two ways must be identical (checked, bit for bit); the table gives ms per te
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -22,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import load_corpus  # noqa: E402
-from harness import ROOT, add_common_args, cpu_model  # noqa: E402
+from harness import ROOT, add_common_args, cpu_model, write_report  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -82,10 +81,7 @@ def main() -> None:
             cells.append(f"{seconds * 1000 / len(texts):.2f} ({alone_s / seconds:.2f}x)")
         results["rows"][decoding.value] = row
         lines.append(f"| {decoding.value} | {row['alone_ms']:.2f} | " + " | ".join(cells) + " |")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "decode.md").write_text("\n".join(lines) + "\n")
-    (args.out / "decode.json").write_text(json.dumps(results, indent=2))
-    print("\n".join(lines))
+    write_report(args.out, "decode", lines, results)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def write_report(out: Path, stem: str, lines: list[str], result: dict[str, Any]) -> None:
+    """``stem``.md (the table) and ``stem``.json (every figure) under ``out``, and the table on stdout."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str))
+    print("\n".join(lines))
+
+
 def cpu_model() -> str:
     """``lscpu``'s model name, with AVX-512 VNNI or AVX2 noted: int8 speed depends on it."""
     try:

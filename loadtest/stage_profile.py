@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
@@ -29,7 +28,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import add_window_args, drive, load_corpus, start_service, window_overrides  # noqa: E402
-from harness import ROOT, add_common_args, cpu_model, stop_service  # noqa: E402
+from harness import ROOT, add_common_args, cpu_model, stop_service, write_report  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -106,10 +105,7 @@ def main() -> None:
         *[f"| {stage} | {seconds * 1000 / len(texts):.2f} | {seconds / total:.1%} |" for stage, seconds in rows],
         f"| total | {total * 1000 / len(texts):.2f} | 100% |",
     ]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "profile.md").write_text("\n".join(lines) + "\n")
-    (args.out / "profile.json").write_text(json.dumps(result, indent=2))
-    print("\n".join(lines))
+    write_report(args.out, "profile", lines, result)
 
 
 if __name__ == "__main__":
