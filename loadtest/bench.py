@@ -353,6 +353,9 @@ def main() -> None:
     parser.add_argument("--loads", type=float, nargs="*", default=[0.25, 0.5, 0.65, 0.8, 0.9], help="open-loop shares of capacity")
     parser.add_argument("--load-seconds", type=float, default=20.0, help="seconds of arrivals per open-loop load")
     parser.add_argument("--no-unbatched", action="store_true", help="skip the batching-off run")
+    parser.add_argument(
+        "--decode-alone", action="store_true", help="also run the service at c=16 decoding each request alone (decode batcher off)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "loadtest" / "results")
     args = parser.parse_args()
     texts, gold = load_corpus(args.texts, args.limit, args.dev_fraction, args.seed)
@@ -384,6 +387,9 @@ def main() -> None:
     results["service"] = bench_service(args.model, texts, args.threads, args.concurrency, extra, args.loads, args.load_seconds)
     if not args.no_unbatched:
         results["service_unbatched"] = bench_service(args.model, texts, args.threads, [16], {**extra, "BIONER_MAX_BATCH_SIZE": "1"})
+    if args.decode_alone:
+        alone_env = {**extra, "BIONER_DECODE_BATCH_REQUESTS": "1"}
+        results["service_decode_alone"] = bench_service(args.model, texts, args.threads, [16], alone_env)
 
     rows: list[tuple[str, str, float, dict[str, Any] | None, str, float | None]] = []
     if isinstance(pipe, dict):
@@ -401,6 +407,10 @@ def main() -> None:
     if "service_unbatched" in results:
         unbatched = results["service_unbatched"]["runs"][16]
         rows.append(("service, batching off", "16", unbatched["texts_per_s"], unbatched, "1.00", f1(gold, unbatched["predicted"])))
+    if "service_decode_alone" in results:
+        run = results["service_decode_alone"]["runs"][16]
+        name = "service, each request decoded alone"
+        rows.append((name, "16", run["texts_per_s"], run, f"{run['mean_batch_windows']:.2f}", f1(gold, run["predicted"])))
 
     single = results["service"]["runs"].get(1)
     at16 = results["service"]["runs"].get(16)
@@ -466,7 +476,7 @@ def main() -> None:
     for section in ("raw_ort", "pipeline"):
         if isinstance(results[section], dict):
             results[section].pop("predicted", None)
-    for key in ("service", "service_unbatched"):
+    for key in ("service", "service_unbatched", "service_decode_alone"):
         for run in results.get(key, {}).get("runs", {}).values():
             run.pop("predicted", None)
     write_report(args.out, "bench", lines, results)

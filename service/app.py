@@ -95,6 +95,7 @@ def build_engine(settings: Settings, metrics: Metrics, path: Path | None = None,
         admission_headroom=settings.admission_headroom,
         hooks=metrics.batcher_hooks(name),
         on_decode=metrics.decode_hook(name),
+        decode_batch_requests=settings.decode_batch_requests,
     )
     limits = {
         "max_texts_per_request": settings.max_texts_per_request,

@@ -112,6 +112,7 @@ class NerEngine:
         cpu_workers: int = 2,
         max_texts: int = 64,
         on_decode: Callable[[int, float], None] | None = None,
+        decode_batch_requests: int = 64,
     ) -> None:
         self.bundle = bundle
         self.session = session
@@ -124,7 +125,11 @@ class NerEngine:
         self._cpu = ThreadPoolExecutor(max_workers=cpu_workers, thread_name_prefix="cpu")
         # Requests back from one inference batch are decoded together (their recursions side by side).
         self.decoder: DecodeBatcher[Finishing, list[list[Entity]]] = DecodeBatcher(
-            pipeline.finish_many, self._offload, lambda jobs: sum(j.plan.tokens for j in jobs) <= _INLINE_TOKENS, on_batch=on_decode
+            pipeline.finish_many,
+            self._offload,
+            lambda jobs: sum(j.plan.tokens for j in jobs) <= _INLINE_TOKENS,
+            max_jobs=decode_batch_requests,
+            on_batch=on_decode,
         )
         defaults = pipeline.defaults
         self.info = ModelInfo(
@@ -162,6 +167,7 @@ class NerEngine:
         admission_headroom: float = 1.0,
         hooks: BatcherHooks | None = None,
         on_decode: Callable[[int, float], None] | None = None,
+        decode_batch_requests: int = 64,
     ) -> NerEngine:
         batcher = MicroBatcher(
             lambda rows: run_rows(session.run, rows, bundle.pad_id),
@@ -175,7 +181,17 @@ class NerEngine:
             headroom=admission_headroom,
         )
         return NerEngine(
-            bundle, session, pipeline, batcher, max_text_chars, timeout_s, max_request_windows, cpu_workers, max_texts, on_decode
+            bundle,
+            session,
+            pipeline,
+            batcher,
+            max_text_chars,
+            timeout_s,
+            max_request_windows,
+            cpu_workers,
+            max_texts,
+            on_decode,
+            decode_batch_requests,
         )
 
     # -- lifecycle ---------------------------------------------------------------------------

@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     )
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 on overload.")
     cpu_workers: int = Field(2, ge=1, description="Threads that tokenise and decode large requests off the event loop.")
+    decode_batch_requests: int = Field(
+        64,
+        ge=1,
+        description="Most requests decoded together in one call once their inference is done (their Viterbi and CRF "
+        "recursions side by side); 1 decodes each alone.",
+    )
     max_connections: int = Field(
         512, ge=1, description="Concurrent connections (uvicorn limit_concurrency); beyond it uvicorn answers 503 at once."
     )

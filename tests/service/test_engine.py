@@ -56,6 +56,20 @@ async def test_served_answers_are_the_pipelines_whatever_the_batch_mates(engine:
     assert together.tokens == engine.pipeline.plan(TEXTS).tokens
 
 
+async def test_decoding_each_request_alone_is_a_setting_and_answers_the_same(tiny_bundle: Path, engine: NerEngine) -> None:
+    settings = Settings(model_path=tiny_bundle, max_text_chars=1000, max_length=16, stride=4, max_batch_size=3, decode_batch_requests=1)
+    alone = build_engine(settings, Metrics())
+    alone.start()
+    try:
+        assert alone.decoder.max_jobs == 1 and engine.decoder.max_jobs == 64
+        answers = await asyncio.gather(*(alone.recognize([t]) for t in TEXTS))
+        assert alone.decoder.batches == len(TEXTS)  # one decode call per request
+        together = await asyncio.gather(*(engine.recognize([t]) for t in TEXTS))
+        assert spans([r.entities[0] for r in answers]) == spans([r.entities[0] for r in together])
+    finally:
+        await alone.drain(5)
+
+
 async def test_options_filter_and_are_checked_once(engine: NerEngine) -> None:
     text = ["The p53 kinase binds the myc gene in cells."]
     everything = (await engine.recognize(text)).entities[0]
