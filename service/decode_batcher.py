@@ -18,9 +18,12 @@ The contract, as the micro-batcher's:
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
 
 Job = TypeVar("Job")
 Result = TypeVar("Result")
@@ -71,9 +74,14 @@ class DecodeBatcher(Generic[Job, Result]):
                 live = [(job, future) for job, future in taken if not future.done()]
                 if live:
                     await self._run(live)
-        finally:  # the worker itself cancelled (the loop closing): nobody is left waiting forever
+        except BaseException as stopped:  # nobody is left waiting forever
             for _, future in live + self._waiting:
-                future.cancel()
+                if isinstance(stopped, asyncio.CancelledError):
+                    future.cancel()  # the worker itself was cancelled: the loop is closing
+                elif not future.done():
+                    future.set_exception(RuntimeError(f"the decode worker stopped: {stopped!r}"))
+            self._waiting = []
+            raise
 
     async def _run(self, items: list[tuple[Job, asyncio.Future[Result]]]) -> None:
         jobs = [job for job, _ in items]
@@ -89,10 +97,14 @@ class DecodeBatcher(Generic[Job, Result]):
                     items[0][1].set_exception(error)
                 return
             for item in items:  # find the culprit: each request alone, so only it fails
-                await self._run([item])
+                if not item[1].done():  # cancelled meanwhile: skipped, as before any work
+                    await self._run([item])
             return
-        if self._on_batch is not None:
-            self._on_batch(len(jobs), time.perf_counter() - started)
         for (_, future), result in zip(items, results):
             if not future.done():  # cancelled while it was being decoded
                 future.set_result(result)
+        if self._on_batch is not None:
+            try:  # the answers are out already: a failing metrics hook must not touch them
+                self._on_batch(len(jobs), time.perf_counter() - started)
+            except Exception:
+                log.exception("the decode batcher's on_batch hook failed")

@@ -123,6 +123,7 @@ class NerEngine:
         self.max_texts = max_texts
         self.timeout_s = timeout_s
         self._cpu = ThreadPoolExecutor(max_workers=cpu_workers, thread_name_prefix="cpu")
+        self._closed = False
         # Requests back from one inference batch are decoded together (their recursions side by side).
         self.decoder: DecodeBatcher[Finishing, list[list[Entity]]] = DecodeBatcher(
             pipeline.finish_many,
@@ -221,7 +222,7 @@ class NerEngine:
 
     async def drain(self, timeout_s: float | None = None) -> None:
         await self.batcher.drain(timeout_s)
-        self._cpu.shutdown(wait=False)
+        self.close()
 
     @property
     def drain_expired(self) -> bool:
@@ -249,7 +250,7 @@ class NerEngine:
         return sum(self.pipeline.window_bound(len(t)) for t in texts)
 
     async def _offload(self, inline: bool, fn: Callable[[], T]) -> T:
-        if inline:
+        if inline or self._closed:
             return fn()
         return await asyncio.get_running_loop().run_in_executor(self._cpu, fn)
 
@@ -318,4 +319,5 @@ class NerEngine:
         return self.pipeline.predict(texts, self.session.run, self.batcher.max_batch_size)
 
     def close(self) -> None:
+        self._closed = True  # work still coming (requests whose last window just came back) runs inline
         self._cpu.shutdown(wait=False)

@@ -33,7 +33,8 @@ def split_seed_of(train_config: dict[str, Any], chosen: int | None = None) -> in
     ``train_config``), so that export, evaluate and studies score on that run's dev documents untold."""
     if chosen is not None:
         return chosen
-    return dev_split_seed(int(train_config.get("seed", 13)), train_config.get("dev_seed"))
+    seed, dev_seed = train_config.get("seed"), train_config.get("dev_seed")
+    return dev_split_seed(13 if seed is None else int(seed), None if dev_seed is None else int(dev_seed))
 
 
 @dataclass

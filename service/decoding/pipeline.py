@@ -35,6 +35,7 @@ RunBatch = Callable[[np.ndarray, np.ndarray], np.ndarray]
 # Texts whose path recursions run together: enough to share each step's numpy call overhead,
 # few enough that a run's padding (to its longest text) and back-pointers stay small.
 _DECODE_RUN = 64
+_DECODE_WORDS = 1 << 16
 Labelled = tuple[np.ndarray, np.ndarray]  # a text's label ids and the distribution its scores read
 
 
@@ -310,11 +311,18 @@ class Pipeline:
 
     @staticmethod
     def _chosen(group: list[_Unit], head: Head, decoding: Decoding, temperature: float) -> Iterator[tuple[_Unit, Labelled]]:
-        """Labels for every unit, decoded in runs of similar length: a run pads to its longest text."""
+        """Labels for every unit, decoded in runs of similar length: a run pads to its longest text,
+        and holds at most ``_DECODE_RUN`` texts and ``_DECODE_WORDS`` padded words (memory stays
+        that of a few abstracts even when a request sends many book-length texts)."""
         ordered = sorted(group, key=lambda u: len(u.scores.words.probs))
-        for lo in range(0, len(ordered), _DECODE_RUN):
-            run = ordered[lo : lo + _DECODE_RUN]
-            yield from zip(run, choose_labels([u.scores for u in run], head.scheme, decoding, head.transitions, temperature))
+        run: list[_Unit] = []
+        for unit in [*ordered, None]:
+            longest = len(unit.scores.words.probs) if unit is not None else 0
+            if run and (unit is None or len(run) == _DECODE_RUN or (len(run) + 1) * longest > _DECODE_WORDS):
+                yield from zip(run, choose_labels([u.scores for u in run], head.scheme, decoding, head.transitions, temperature))
+                run = []
+            if unit is not None:
+                run.append(unit)
 
     @staticmethod
     def _kept(found: list[Entity], options: Options) -> list[Entity]:

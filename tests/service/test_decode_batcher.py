@@ -84,6 +84,30 @@ async def test_a_failing_request_fails_alone(pool: ThreadPoolExecutor) -> None:
     assert sorted(map(tuple, decoder.batches[1:])) == [(1,), (2,), (3,), (4,)]
 
 
+async def test_a_failing_metrics_hook_leaves_the_answers_alone(pool: ThreadPoolExecutor, caplog: pytest.LogCaptureFixture) -> None:
+    def hook(n: int, seconds: float) -> None:
+        raise KeyError("a broken collector")
+
+    batcher: DecodeBatcher[int, int] = DecodeBatcher(Decoder(), threaded(pool), lambda jobs: False, on_batch=hook)
+    assert await asyncio.gather(*(batcher.submit(j) for j in (2, 3))) == [4, 9]
+    assert await batcher.submit(4) == 16  # and the next call is served as usual
+    assert "on_batch hook failed" in caplog.text
+
+
+async def test_the_retry_after_a_failure_skips_a_request_cancelled_meanwhile(pool: ThreadPoolExecutor) -> None:
+    gate = threading.Event()
+    decoder = Decoder(fail_on=3, gate=gate)
+    batcher: DecodeBatcher[int, int] = DecodeBatcher(decoder, threaded(pool), lambda jobs: False)
+    futures = [asyncio.ensure_future(batcher.submit(j)) for j in (1, 2, 3)]
+    await asyncio.wait_for(decoder.entered.wait(), 10)  # the batch of three is in flight
+    futures[1].cancel()
+    gate.set()
+    assert await futures[0] == 1
+    with pytest.raises(ValueError, match="job 3 is bad"):
+        await futures[2]
+    assert decoder.batches == [[1, 2, 3], [1], [3]]  # 2 was not decoded again
+
+
 async def test_a_wrong_number_of_results_is_an_error_not_a_misdelivery(pool: ThreadPoolExecutor) -> None:
     batcher: DecodeBatcher[int, int] = DecodeBatcher(lambda jobs: [], threaded(pool), lambda jobs: False)
     results = await asyncio.gather(batcher.submit(1), batcher.submit(2), return_exceptions=True)

@@ -70,6 +70,22 @@ async def test_decoding_each_request_alone_is_a_setting_and_answers_the_same(tin
         await alone.drain(5)
 
 
+async def test_a_request_whose_inference_ends_during_the_drain_is_still_decoded(tiny_bundle: Path) -> None:
+    """The drain shuts the CPU pool once inference is done; the decoding still to come runs inline."""
+    engine = build_engine(Settings(model_path=tiny_bundle, max_text_chars=2000, max_length=16, stride=4, max_batch_size=3), Metrics())
+    engine.start()
+    text = "the p53 kinase binds the myc gene . " * 40  # over 256 tokens: decoded off the event loop
+    expected = engine.pipeline.predict([text], engine.session.run)
+    task = asyncio.ensure_future(engine.recognize([text]))
+    for _ in range(100_000):
+        if engine.queued_windows:
+            break
+        await asyncio.sleep(0)
+    assert engine.queued_windows, "the request's windows never reached the queue"
+    await engine.drain(5)
+    assert spans((await task).entities) == spans(expected) and expected[0]
+
+
 async def test_options_filter_and_are_checked_once(engine: NerEngine) -> None:
     text = ["The p53 kinase binds the myc gene in cells."]
     everything = (await engine.recognize(text)).entities[0]

@@ -39,6 +39,34 @@ def test_each_text_decodes_to_the_same_bits_alone_and_in_any_batch(texts: list[n
         assert np.allclose(alone_marginals.sum(axis=1), 1.0)
 
 
+JNLPBA = LabelScheme.from_id2label(
+    dict(enumerate(["O"] + [f"{p}-{t}" for t in ("DNA", "RNA", "cell_line", "cell_type", "protein") for p in "BI"]))
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.integers(1, 40).flatmap(lambda n: arrays(np.float32, (n, 11), elements=st.floats(-20, 0, width=32))),
+        min_size=2,
+        max_size=9,
+    ),
+    arrays(np.float64, (13, 11), elements=st.floats(-4, 4)),
+    st.randoms(use_true_random=False),
+)
+def test_the_same_bits_with_eleven_float32_labels_in_any_order(texts: list[np.ndarray], scores: np.ndarray, rng: object) -> None:
+    """What the service decodes: JNLPBA's 11 labels, float32 log-probabilities, batch-mates shuffled."""
+    crf = Transitions(scores[:11], scores[11], scores[12])
+    allowed, start = allowed_transitions(JNLPBA)
+    order = list(range(len(texts)))
+    rng.shuffle(order)  # type: ignore[attr-defined]
+    shuffled = [texts[i] for i in order]
+    paths, marginals = viterbi_many(shuffled, allowed, start, crf), crf_marginals_many(shuffled, allowed, start, crf)
+    for position, i in enumerate(order):
+        assert np.array_equal(paths[position], viterbi_many([texts[i]], allowed, start, crf)[0])
+        assert np.array_equal(marginals[position], crf_marginals_many([texts[i]], allowed, start, crf)[0])
+
+
 def test_every_text_needs_a_word() -> None:
     allowed, start = allowed_transitions(SCHEME)
     with pytest.raises(ValueError, match="at least one word"):
