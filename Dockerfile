@@ -52,6 +52,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends python3 && rm -
 COPY --from=gpu-builder /opt/venv /opt/venv
 COPY models/bioner-minilm-jnlpba /app/models/bioner-minilm-jnlpba
 COPY models/bioner-minilm-joint /app/models/bioner-minilm-joint
+COPY models/bioner-minilm-l3-jnlpba /app/models/bioner-minilm-l3-jnlpba
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 \
     BIONER_HOST=0.0.0.0 BIONER_PORT=8000 BIONER_PROVIDER=cuda \
     BIONER_MODELS_DIR=/app/models BIONER_DEFAULT_MODEL=bioner-minilm-joint
@@ -69,6 +70,7 @@ RUN (command -v useradd >/dev/null && useradd --system --uid 10001 --no-create-h
 COPY --from=builder /opt/venv /opt/venv
 COPY models/bioner-minilm-jnlpba /app/models/bioner-minilm-jnlpba
 COPY models/bioner-minilm-joint /app/models/bioner-minilm-joint
+COPY models/bioner-minilm-l3-jnlpba /app/models/bioner-minilm-l3-jnlpba
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 \
     BIONER_HOST=0.0.0.0 BIONER_PORT=8000 BIONER_PROVIDER=cpu \
     BIONER_MODELS_DIR=/app/models BIONER_DEFAULT_MODEL=bioner-minilm-joint

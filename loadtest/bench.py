@@ -473,8 +473,8 @@ def main() -> None:
         )
     if isinstance(pipe, str):
         lines.append(f"- pipeline: {pipe}")
-    for section in ("raw_ort", "pipeline"):
-        if isinstance(results[section], dict):
+    for section in ("raw_ort", "reference_raw_ort", "pipeline"):
+        if isinstance(results.get(section), dict):
             results[section].pop("predicted", None)
     for key in ("service", "service_unbatched", "service_decode_alone"):
         for run in results.get(key, {}).get("runs", {}).values():

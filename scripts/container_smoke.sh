@@ -53,15 +53,17 @@ for _ in $(seq 1 120); do
 done
 curl -fsS "http://127.0.0.1:$PORT/ready"; echo
 
-echo "== POST /ner: the default (five heads) and, by name, the JNLPBA bundle"
+echo "== POST /ner: the default (five heads) and, by name, the JNLPBA bundle and its fast variant"
 default=$(curl -fsS -H 'content-type: application/json' "http://127.0.0.1:$PORT/ner" \
   -d '{"text": "Tamoxifen reduced the risk of breast cancer in women carrying BRCA1 mutations, and cisplatin caused nephrotoxicity in mice."}')
 jnlpba=$(curl -fsS -H 'content-type: application/json' "http://127.0.0.1:$PORT/ner" \
   -d '{"model": "bioner-minilm-jnlpba", "text": "IL-2 gene expression and NF-kappa B activation through CD28 requires reactive oxygen production by 5-lipoxygenase in human T cells."}')
-echo "$default"; echo "$jnlpba"
-python3 - "$default" "$jnlpba" <<'PY'
+fast=$(curl -fsS -H 'content-type: application/json' "http://127.0.0.1:$PORT/ner" \
+  -d '{"model": "bioner-minilm-l3-jnlpba", "text": "IL-2 gene expression and NF-kappa B activation through CD28 requires reactive oxygen production by 5-lipoxygenase in human T cells."}')
+echo "$default"; echo "$jnlpba"; echo "$fast"
+python3 - "$default" "$jnlpba" "$fast" <<'PY'
 import json, sys
-default, jnlpba = (json.loads(arg) for arg in sys.argv[1:3])
+default, jnlpba, fast = (json.loads(arg) for arg in sys.argv[1:4])
 labels = {e["label"] for e in default["entities"]}
 assert default["model"]["name"] == "bioner-minilm-joint", default["model"]
 assert {"Chemical", "Disease", "GENE", "Species"} <= labels, labels
@@ -69,6 +71,8 @@ found = {(e["text"], e["label"]) for e in jnlpba["entities"]}
 assert jnlpba["model"]["name"] == "bioner-minilm-jnlpba", jnlpba["model"]
 assert ("IL-2 gene", "DNA") in found, found
 assert any(label == "protein" for _, label in found), found
+assert fast["model"]["name"] == "bioner-minilm-l3-jnlpba", fast["model"]
+assert ("IL-2 gene", "DNA") in {(e["text"], e["label"]) for e in fast["entities"]}, fast["entities"]
 print("entities OK:", sorted(labels), sorted(found))
 PY
 
