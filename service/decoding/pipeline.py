@@ -36,7 +36,6 @@ RunBatch = Callable[[np.ndarray, np.ndarray], np.ndarray]
 # few enough that a run's padding (to its longest text) and back-pointers stay small.
 _DECODE_RUN = 64
 _DECODE_WORDS = 1 << 16
-Labelled = tuple[np.ndarray, np.ndarray]  # a text's label ids and the distribution its scores read
 
 
 class Overlap(str, Enum):
@@ -117,7 +116,20 @@ class _Unit:
     head: int  # its position in the pipeline's heads
     options: Options
     scores: WordScores
-    temperature: float  # the CRF's tempering (1.0 unless CRF decoding)
+
+
+def _runs(units: list[_Unit]) -> Iterator[list[_Unit]]:
+    """Consecutive units (sorted by length) whose recursions run together: each run pads to its
+    longest text, and holds at most ``_DECODE_RUN`` texts and ``_DECODE_WORDS`` padded words, so
+    memory stays that of a few abstracts even when a request sends many book-length texts."""
+    run: list[_Unit] = []
+    for unit in units:
+        if run and (len(run) == _DECODE_RUN or (len(run) + 1) * len(unit.scores.words.probs) > _DECODE_WORDS):
+            yield run
+            run = []
+        run.append(unit)
+    if run:
+        yield run
 
 
 def resolve_overlaps(entities: Sequence[Entity], overlap: Overlap) -> list[Entity]:
@@ -294,35 +306,23 @@ class Pipeline:
             for t, (text, logits) in enumerate(zip(job.plan.texts, self.token_logits(job.plan, job.window_logits))):
                 if len(text.encoded):
                     units.extend(self._unit(j, t, text, logits[:, head.columns], k, job.options) for k, head in heads)
-        groups: dict[tuple[int, Decoding, float], list[_Unit]] = {}
+        groups: dict[tuple[int, Decoding], list[_Unit]] = {}
         for unit in units:
-            groups.setdefault((unit.head, unit.options.decoding, unit.temperature), []).append(unit)
+            groups.setdefault((unit.head, unit.options.decoding), []).append(unit)
         found: list[list[list[Entity]]] = [[[] for _ in job.plan.texts] for job in jobs]
-        for (k, decoding, temperature), group in groups.items():
+        for (k, decoding), group in groups.items():
             head = self.heads[k]
-            for unit, (labels, confidence) in self._chosen(group, head, decoding, temperature):
-                offsets, words = unit.text.encoded.offsets, unit.scores.words
-                found[unit.job][unit.index].extend(
-                    entities_from_labels(
-                        unit.text.text, offsets, words, labels, confidence, head.scheme, unit.options.alternatives, head.name
+            temperature = self._temperature(head, decoding)  # read only by CRF decoding, to temper the whole CRF
+            for run in _runs(sorted(group, key=lambda u: len(u.scores.words.probs))):
+                chosen = choose_labels([u.scores for u in run], head.scheme, decoding, head.transitions, temperature)
+                for unit, (labels, confidence) in zip(run, chosen):
+                    text, words, alternatives = unit.text, unit.scores.words, unit.options.alternatives
+                    found[unit.job][unit.index].extend(
+                        entities_from_labels(
+                            text.text, text.encoded.offsets, words, labels, confidence, head.scheme, alternatives, head.name
+                        )
                     )
-                )
         return [[self._kept(entities, job.options) for entities in per_text] for job, per_text in zip(jobs, found)]
-
-    @staticmethod
-    def _chosen(group: list[_Unit], head: Head, decoding: Decoding, temperature: float) -> Iterator[tuple[_Unit, Labelled]]:
-        """Labels for every unit, decoded in runs of similar length: a run pads to its longest text,
-        and holds at most ``_DECODE_RUN`` texts and ``_DECODE_WORDS`` padded words (memory stays
-        that of a few abstracts even when a request sends many book-length texts)."""
-        ordered = sorted(group, key=lambda u: len(u.scores.words.probs))
-        run: list[_Unit] = []
-        for unit in [*ordered, None]:
-            longest = len(unit.scores.words.probs) if unit is not None else 0
-            if run and (unit is None or len(run) == _DECODE_RUN or (len(run) + 1) * longest > _DECODE_WORDS):
-                yield from zip(run, choose_labels([u.scores for u in run], head.scheme, decoding, head.transitions, temperature))
-                run = []
-            if unit is not None:
-                run.append(unit)
 
     @staticmethod
     def _kept(found: list[Entity], options: Options) -> list[Entity]:
@@ -330,15 +330,16 @@ class Pipeline:
         found = [e for e in found if e.score >= options.min_score and (keep is None or e.label in keep)]
         return resolve_overlaps(found, options.overlap)
 
+    def _temperature(self, head: Head, decoding: Decoding) -> float:
+        """A temperature calibrates the scores it was fitted on: CRF marginals under a CRF default,
+        else the word softmax. A request that switches between the two gets raw scores."""
+        crf = decoding is Decoding.CRF
+        return head.temperature if crf == (self.defaults.decoding is Decoding.CRF) else 1.0
+
     def _unit(self, job: int, index: int, text: TextPlan, logits: np.ndarray, k: int, options: Options) -> _Unit:
         head = self.heads[k]
-        crf = options.decoding is Decoding.CRF
-        # A temperature calibrates the scores it was fitted on: CRF marginals under a CRF default,
-        # else the word softmax. A request that switches between the two gets raw scores.
-        temperature = head.temperature if crf == (self.defaults.decoding is Decoding.CRF) else 1.0
-        calibrated = None if crf else calibrated_probs(logits, temperature)
-        scores = word_scores(softmax(logits), text.encoded.word_ids, options.strategy, calibrated)
-        return _Unit(job, index, text, k, options, scores, temperature if crf else 1.0)
+        calibrated = None if options.decoding is Decoding.CRF else calibrated_probs(logits, self._temperature(head, options.decoding))
+        return _Unit(job, index, text, k, options, word_scores(softmax(logits), text.encoded.word_ids, options.strategy, calibrated))
 
     def run(self, run_batch: RunBatch, plan: Plan, batch_size: int = 16) -> list[np.ndarray]:
         """Every row of ``plan`` through ``run_batch`` in length-sorted batches; logits in row order."""
