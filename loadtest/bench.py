@@ -195,29 +195,36 @@ def start_service(model: Path, threads: int, extra: dict[str, str]) -> tuple[sub
             time.sleep(0.02)
 
 
-async def drive(url: str, texts: list[str], concurrency: int) -> dict[str, Any]:
+async def drive(url: str, texts: list[str], concurrency: int, per_request: int = 1) -> dict[str, Any]:
+    """``texts`` through ``/ner`` by ``concurrency`` clients, ``per_request`` texts in each request
+    (one: ``{"text"}``; more: ``{"texts"}``, as a corpus client sends them); latencies per request."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    chunks = [range(lo, min(lo + per_request, len(texts))) for lo in range(0, len(texts), per_request)]
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=300) as client:
         await client.post("/ner", json={"text": texts[0]})
         before = (await client.get("/metrics")).text
         gate = asyncio.Semaphore(concurrency)
-        latencies: list[float] = [0.0] * len(texts)
+        latencies: list[float] = [0.0] * len(chunks)
         predicted: list[Spans] = [[] for _ in texts]
         failures = 0
 
-        async def one(i: int) -> None:
+        async def one(k: int) -> None:
             nonlocal failures
+            chunk = chunks[k]
+            body = {"text": texts[chunk[0]]} if per_request == 1 else {"texts": [texts[i] for i in chunk]}
             async with gate:
                 t0 = time.perf_counter()
-                response = await client.post("/ner", json={"text": texts[i]})
-                latencies[i] = time.perf_counter() - t0
+                response = await client.post("/ner", json=body)
+                latencies[k] = time.perf_counter() - t0
                 if response.status_code != 200:
                     failures += 1
                     return
-                predicted[i] = [(e["start"], e["end"], e["label"]) for e in response.json()["entities"]]
+                found = response.json()["entities"]
+                for i, entities in zip(chunk, [found] if per_request == 1 else found):
+                    predicted[i] = [(e["start"], e["end"], e["label"]) for e in entities]
 
         started = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(len(texts))))
+        await asyncio.gather(*(one(k) for k in range(len(chunks))))
         seconds = time.perf_counter() - started
         after = (await client.get("/metrics")).text
     rows = histogram(after, "bioner_batch_size_windows")[0] - histogram(before, "bioner_batch_size_windows")[0]
@@ -284,10 +291,11 @@ def bench_service(
     extra: dict[str, str],
     loads: Sequence[float] = (),
     load_seconds: float = 20.0,
+    per_request: int = 1,
 ) -> dict[str, Any]:
     proc, url, ready_s = start_service(model, threads, extra)
     try:
-        runs = {c: asyncio.run(drive(url, texts, c)) for c in concurrencies}
+        runs = {c: asyncio.run(drive(url, texts, c, per_request)) for c in concurrencies}
         out: dict[str, Any] = {"ready_seconds": ready_s, "runs": runs}
         if loads:
             capacity = max(r["texts_per_s"] for r in runs.values())
@@ -356,6 +364,12 @@ def main() -> None:
     parser.add_argument(
         "--decode-alone", action="store_true", help="also run the service at c=16 decoding each request alone (decode batcher off)"
     )
+    parser.add_argument(
+        "--texts-per-request",
+        type=int,
+        default=0,
+        help="also run the service at c=4 with this many texts in each request (a corpus client); 0: skip",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "loadtest" / "results")
     args = parser.parse_args()
     texts, gold = load_corpus(args.texts, args.limit, args.dev_fraction, args.seed)
@@ -390,6 +404,8 @@ def main() -> None:
     if args.decode_alone:
         alone_env = {**extra, "BIONER_DECODE_BATCH_REQUESTS": "1"}
         results["service_decode_alone"] = bench_service(args.model, texts, args.threads, [16], alone_env)
+    if args.texts_per_request:
+        results["service_grouped"] = bench_service(args.model, texts, args.threads, [4], extra, per_request=args.texts_per_request)
 
     rows: list[tuple[str, str, float, dict[str, Any] | None, str, float | None]] = []
     if isinstance(pipe, dict):
@@ -411,6 +427,10 @@ def main() -> None:
         run = results["service_decode_alone"]["runs"][16]
         name = "service, each request decoded alone"
         rows.append((name, "16", run["texts_per_s"], run, f"{run['mean_batch_windows']:.2f}", f1(gold, run["predicted"])))
+    if "service_grouped" in results:
+        run = results["service_grouped"]["runs"][4]
+        name = f"service, {args.texts_per_request} texts per request (latency per request)"
+        rows.append((name, "4", run["texts_per_s"], run, f"{run['mean_batch_windows']:.2f}", f1(gold, run["predicted"])))
 
     single = results["service"]["runs"].get(1)
     at16 = results["service"]["runs"].get(16)
@@ -476,7 +496,7 @@ def main() -> None:
     for section in ("raw_ort", "reference_raw_ort", "pipeline"):
         if isinstance(results.get(section), dict):
             results[section].pop("predicted", None)
-    for key in ("service", "service_unbatched", "service_decode_alone"):
+    for key in ("service", "service_unbatched", "service_decode_alone", "service_grouped"):
         for run in results.get(key, {}).get("runs", {}).values():
             run.pop("predicted", None)
     write_report(args.out, "bench", lines, results)
