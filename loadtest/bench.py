@@ -42,7 +42,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import ROOT, add_common_args, cpu_model, histogram, stop_service, write_report  # noqa: E402
+from harness import ROOT, add_common_args, cpu_model, cpu_seconds, histogram, stop_service, write_report  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -106,15 +106,16 @@ def bench_raw_ort(model: Path, texts: list[str], threads: int, batch_size: int, 
     ordered = sorted(rows, key=len)
     batches = [pad_windows(ordered[i : i + batch_size], bundle.pad_id) for i in range(0, len(ordered), batch_size)]
     session.run(*batches[0])
-    started = time.perf_counter()
+    cpu, started = time.process_time(), time.perf_counter()
     for ids, mask in batches:
         session.run(ids, mask)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     found = pipeline.finish(plan, pipeline.run(session.run, plan, batch_size))
     predicted = [[(e.start, e.end, e.label) for e in entities] for entities in found]
     return {
         "seconds": seconds,
         "texts_per_s": len(texts) / seconds,
+        "cpu_ms_per_text": 1000 * cpu / len(texts),
         "tokens": plan.tokens,
         "windows": len(rows),
         "work_per_token": plan.work_tokens / plan.tokens,
@@ -149,14 +150,20 @@ def bench_pipeline(
     ner = pipeline("token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="first", stride=stride, device=-1)
     ner(texts[0])
     latencies, predicted = [], []
-    started = time.perf_counter()
+    cpu, started = time.process_time(), time.perf_counter()
     for text in texts:
         t0 = time.perf_counter()
         out = ner(text)
         latencies.append(time.perf_counter() - t0)
         predicted.append([(int(e["start"]), int(e["end"]), e["entity_group"]) for e in out])
-    seconds = time.perf_counter() - started
-    result = {"seconds": seconds, "texts_per_s": len(texts) / seconds, "predicted": predicted, **percentiles(latencies)}
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    result = {
+        "seconds": seconds,
+        "texts_per_s": len(texts) / seconds,
+        "cpu_ms_per_text": 1000 * cpu / len(texts),
+        "predicted": predicted,
+        **percentiles(latencies),
+    }
     return {**result, "untrained_head": True, "base": str(checkpoint)} if labels else result
 
 
@@ -195,9 +202,12 @@ def start_service(model: Path, threads: int, extra: dict[str, str]) -> tuple[sub
             time.sleep(0.02)
 
 
-async def drive(url: str, texts: list[str], concurrency: int, per_request: int = 1) -> dict[str, Any]:
+async def drive(url: str, texts: list[str], concurrency: int, per_request: int = 1, server_pid: int | None = None) -> dict[str, Any]:
     """``texts`` through ``/ner`` by ``concurrency`` clients, ``per_request`` texts in each request
-    (one: ``{"text"}``; more: ``{"texts"}``, as a corpus client sends them); latencies per request."""
+    (one: ``{"text"}``; more: ``{"texts"}``, as a corpus client sends them); latencies per request.
+
+    With ``server_pid``, also the CPU the server process and this client spent per text: on a
+    machine they share, what the service costs beyond the model, and what the client costs."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     chunks = [range(lo, min(lo + per_request, len(texts))) for lo in range(0, len(texts), per_request)]
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=300) as client:
@@ -223,9 +233,11 @@ async def drive(url: str, texts: list[str], concurrency: int, per_request: int =
                 for i, entities in zip(chunk, [found] if per_request == 1 else found):
                     predicted[i] = [(e["start"], e["end"], e["label"]) for e in entities]
 
-        started = time.perf_counter()
+        server_cpu = cpu_seconds(server_pid) if server_pid else 0.0
+        client_cpu, started = time.process_time(), time.perf_counter()
         await asyncio.gather(*(one(k) for k in range(len(chunks))))
-        seconds = time.perf_counter() - started
+        seconds, client_cpu = time.perf_counter() - started, time.process_time() - client_cpu
+        server_cpu = cpu_seconds(server_pid) - server_cpu if server_pid else float("nan")
         after = (await client.get("/metrics")).text
     rows = histogram(after, "bioner_batch_size_windows")[0] - histogram(before, "bioner_batch_size_windows")[0]
     batches = histogram(after, "bioner_batch_size_windows")[1] - histogram(before, "bioner_batch_size_windows")[1]
@@ -235,6 +247,8 @@ async def drive(url: str, texts: list[str], concurrency: int, per_request: int =
         "failures": failures,
         "predicted": predicted,
         "mean_batch_windows": rows / batches if batches else 0.0,
+        "server_cpu_ms_per_text": 1000 * server_cpu / len(texts),
+        "client_cpu_ms_per_text": 1000 * client_cpu / len(texts),
         **percentiles(latencies),
     }
 
@@ -295,7 +309,7 @@ def bench_service(
 ) -> dict[str, Any]:
     proc, url, ready_s = start_service(model, threads, extra)
     try:
-        runs = {c: asyncio.run(drive(url, texts, c, per_request)) for c in concurrencies}
+        runs = {c: asyncio.run(drive(url, texts, c, per_request, proc.pid)) for c in concurrencies}
         out: dict[str, Any] = {"ready_seconds": ready_s, "runs": runs}
         if loads:
             capacity = max(r["texts_per_s"] for r in runs.values())
@@ -311,6 +325,13 @@ def bench_service(
 
 
 # ---------------------------------------------------------------------------------- report
+def cpu_cell(result: dict[str, Any]) -> str:
+    """CPU milliseconds per text: the process's own, or the server's + the client's for the service."""
+    if "server_cpu_ms_per_text" in result:
+        return f"{result['server_cpu_ms_per_text']:.1f} + {result['client_cpu_ms_per_text']:.1f}"
+    return f"{result['cpu_ms_per_text']:.1f}" if "cpu_ms_per_text" in result else "-"
+
+
 def add_window_args(parser: argparse.ArgumentParser) -> None:
     """The window plan for the in-process session and the service alike (default: the bundle's)."""
     parser.add_argument("--max-length", type=int, default=None, help="window length for raw ORT and the service (default: bundle's)")
@@ -407,30 +428,25 @@ def main() -> None:
     if args.texts_per_request:
         results["service_grouped"] = bench_service(args.model, texts, args.threads, [4], extra, per_request=args.texts_per_request)
 
-    rows: list[tuple[str, str, float, dict[str, Any] | None, str, float | None]] = []
+    rows: list[tuple[str, str, float, dict[str, Any] | None, str, float | None, str]] = []
     if isinstance(pipe, dict):
         name = "transformers pipeline (PyTorch, first)" + (", untrained head: speed only" if labels else "")
         name += f", the network of reference {args.reference.name}" if pipeline_network == "reference" else ""
-        rows.append((name, "1", pipe["texts_per_s"], pipe, "-", None if labels else f1(gold, pipe["predicted"])))
+        rows.append((name, "1", pipe["texts_per_s"], pipe, "-", None if labels else f1(gold, pipe["predicted"]), cpu_cell(pipe)))
     if "reference_raw_ort" in results:
         ref = results["reference_raw_ort"]
-        rows.append((f"raw ONNX Runtime, reference {args.reference.name}", "-", ref["texts_per_s"], None, "-", f1(gold, ref["predicted"])))
-    rows.append((f"raw ONNX Runtime (batches of {args.raw_batch_size})", "-", raw["texts_per_s"], None, "-", f1(gold, raw["predicted"])))
-    for c, run in results["service"]["runs"].items():
-        rows.append(
-            ("service, micro-batching", str(c), run["texts_per_s"], run, f"{run['mean_batch_windows']:.2f}", f1(gold, run["predicted"]))
-        )
-    if "service_unbatched" in results:
-        unbatched = results["service_unbatched"]["runs"][16]
-        rows.append(("service, batching off", "16", unbatched["texts_per_s"], unbatched, "1.00", f1(gold, unbatched["predicted"])))
-    if "service_decode_alone" in results:
-        run = results["service_decode_alone"]["runs"][16]
-        name = "service, each request decoded alone"
-        rows.append((name, "16", run["texts_per_s"], run, f"{run['mean_batch_windows']:.2f}", f1(gold, run["predicted"])))
-    if "service_grouped" in results:
-        run = results["service_grouped"]["runs"][4]
-        name = f"service, {args.texts_per_request} texts per request (latency per request)"
-        rows.append((name, "4", run["texts_per_s"], run, f"{run['mean_batch_windows']:.2f}", f1(gold, run["predicted"])))
+        name = f"raw ONNX Runtime, reference {args.reference.name}"
+        rows.append((name, "-", ref["texts_per_s"], None, "-", f1(gold, ref["predicted"]), cpu_cell(ref)))
+    name = f"raw ONNX Runtime (batches of {args.raw_batch_size})"
+    rows.append((name, "-", raw["texts_per_s"], None, "-", f1(gold, raw["predicted"]), cpu_cell(raw)))
+    labelled = [("service", "service, micro-batching", None), ("service_unbatched", "service, batching off", 16)]
+    labelled += [("service_decode_alone", "service, each request decoded alone", 16)]
+    labelled += [("service_grouped", f"service, {args.texts_per_request} texts per request (latency per request)", 4)]
+    for key, name, only in labelled:
+        for c, run in results.get(key, {}).get("runs", {}).items():
+            if only is None or c == only:
+                batch = f"{run['mean_batch_windows']:.2f}"
+                rows.append((name, str(c), run["texts_per_s"], run, batch, f1(gold, run["predicted"]), cpu_cell(run)))
 
     single = results["service"]["runs"].get(1)
     at16 = results["service"]["runs"].get(16)
@@ -441,14 +457,14 @@ def main() -> None:
         f"aligned to {w['align']}: {raw['work_per_token']:.3f} tokens of model work per text token "
         f"({raw['padded_per_token']:.3f} with padding in raw ORT's length-sorted batches).",
         "",
-        "| way | concurrency | texts/s | tokens/s | p50 ms | p95 ms | p99 ms | windows/batch | strict span F1 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| way | concurrency | texts/s | tokens/s | p50 ms | p95 ms | p99 ms | windows/batch | strict span F1 | CPU ms per text |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, conc, tps, lat, batch, score in rows:
+    for name, conc, tps, lat, batch, score, cpu in rows:
         ms = (lambda k: f"{lat[k] * 1000:.0f}") if lat else (lambda k: "-")
         lines.append(
             f"| {name} | {conc} | {tps:.1f} | {tps * tokens / len(texts):.0f} | {ms('p50')} | {ms('p95')} | {ms('p99')} "
-            f"| {batch} | {'-' if score is None else f'{score:.4f}'} |"
+            f"| {batch} | {'-' if score is None else f'{score:.4f}'} | {cpu} |"
         )
     ratios = {}
     if at16:
