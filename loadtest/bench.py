@@ -241,12 +241,14 @@ async def drive(url: str, texts: list[str], concurrency: int, per_request: int =
         after = (await client.get("/metrics")).text
     rows = histogram(after, "bioner_batch_size_windows")[0] - histogram(before, "bioner_batch_size_windows")[0]
     batches = histogram(after, "bioner_batch_size_windows")[1] - histogram(before, "bioner_batch_size_windows")[1]
+    padded = histogram(after, "bioner_batch_size_tokens")[0] - histogram(before, "bioner_batch_size_tokens")[0]
     return {
         "seconds": seconds,
         "texts_per_s": len(texts) / seconds,
         "failures": failures,
         "predicted": predicted,
         "mean_batch_windows": rows / batches if batches else 0.0,
+        "padded_tokens": padded,  # positions the model computed, padding included
         "server_cpu_ms_per_text": 1000 * server_cpu / len(texts),
         "client_cpu_ms_per_text": 1000 * client_cpu / len(texts),
         **percentiles(latencies),
@@ -469,6 +471,8 @@ def main() -> None:
     ratios = {}
     if at16:
         ratios["service16_over_raw_ort"] = at16["texts_per_s"] / raw["texts_per_s"]
+        ratios["service16_padded_per_text_token"] = at16["padded_tokens"] / tokens
+        ratios["raw_ort_padded_per_text_token"] = raw["padded_per_token"]
         if isinstance(pipe, dict):
             ratios["service16_over_pipeline"] = at16["texts_per_s"] / pipe["texts_per_s"]
         if single:
