@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from train.align import IGNORE, Feature, LabelPolicy, build_features, label_list
 from train.batches import collate, length_grouped_batches, mixed_batches
 from train.config import TrainConfig
 from train.crf import CrfTagger, invalid_moves
-from train.data import read_all, read_texts
+from train.data import read_all, read_texts, without_texts_of
 from train.device import resolve, to_device
 from train.distill import Teacher, distill_loss, shrink, teacher_probabilities, teacher_word_marginals
 from train.losses import class_weights, label_counts
@@ -177,7 +178,7 @@ def prepare(config: TrainConfig, train_docs: list[Document], dev_docs: list[Docu
         header["student_layers"] = shrink(model, config.student_layers)
     task = Task(labels, tokenizer, encoder, window, policy, features, model, None, loss_weight, header)
     if config.teacher:
-        add_teacher(task, config)
+        add_teacher(task, config, [d.text for d in dev_docs])
     if config.head == "crf":
         task.tagger = CrfTagger(model, task.scheme)
         if (continued := read_serving(Path(config.base_model)).transitions) is not None:
@@ -220,16 +221,27 @@ def weighting(config: TrainConfig, labels: list[str], features: list[Feature]) -
     return record, torch.tensor(weights, dtype=torch.float32)
 
 
-def add_teacher(task: Task, config: TrainConfig) -> None:
-    """The teachers' soft labels on the training windows and on the unlabelled ones of ``--distill-text``."""
+def add_teacher(task: Task, config: TrainConfig, dev_texts: Sequence[str] = ()) -> None:
+    """The teachers' soft labels on the training windows and on the unlabelled ones of ``--distill-text``.
+
+    Unlabelled text that shares text with a dev document is left out: other corpora quote
+    sentences of the same abstracts, and the student must not see dev text, even teacher-labelled."""
     t = config.distill_temperature
     record: dict[str, Any] = {"teachers": config.teacher, "alpha": config.distill_alpha, "temperature": t}
     if config.distill_text:
-        texts = [text for path in config.distill_text for text in read_texts(path, config.separator)]
+        read = [text for path in config.distill_text for text in read_texts(path, config.separator)]
+        texts = without_texts_of(read, dev_texts)
+        if len(texts) < len(read):
+            print(f"{len(read) - len(texts)} unlabelled texts left out: they share text with the dev documents")
         docs = [Document(f"distill-{i}", text, ()) for i, text in enumerate(texts)]
         label2id = {label: i for i, label in enumerate(task.labels)}
         task.extra_features, _ = build_features(docs, task.encoder, label2id, task.window, task.policy)
-        record["text"] = {"paths": config.distill_text, "texts": len(texts), "windows": len(task.extra_features)}
+        record["text"] = {
+            "paths": config.distill_text,
+            "texts": len(texts),
+            "left_out_as_dev_text": len(read) - len(texts),
+            "windows": len(task.extra_features),
+        }
     # one pass per teacher over the labelled and unlabelled windows together
     vocabulary = task.tokenizer.backend_tokenizer.get_vocab()
     soft_labels = teacher_word_marginals if config.head == "crf" else teacher_probabilities

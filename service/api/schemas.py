@@ -253,7 +253,7 @@ class ModelEntryOut(BaseModel):
                 {
                     "name": "bioner-minilm-jnlpba",
                     "default": True,
-                    "version": "1.4.0",
+                    "version": "1.5.0",
                     "sha256": "65bfae795eec1f7f61029b5ee8698ae40fe5f482e1e664d819cba1c4fad8daf1",
                     "heads": [{"name": "bioner-minilm-jnlpba", "labels": ["DNA", "RNA", "cell_line", "cell_type", "protein"]}],
                     "labels": ["DNA", "RNA", "cell_line", "cell_type", "protein"],

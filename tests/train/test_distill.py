@@ -68,11 +68,26 @@ def test_student_with_fewer_layers_learns_from_an_ensemble_and_exports(tiny_runs
     best = train(tiny_train_config(base, corpus, student, **settings))
     header = json.loads((student / "metrics.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert header["student_layers"] == [1]
-    text = {"paths": [str(raw)], "texts": 2, "windows": 2}
+    text = {"paths": [str(raw)], "texts": 2, "left_out_as_dev_text": 0, "windows": 2}
     assert header["distill"] == {"teachers": teachers, "alpha": 0.7, "temperature": 2.0, "text": text}
     assert json.loads((student / "config.json").read_text(encoding="utf-8"))["num_hidden_layers"] == 1
     assert best["dev"]["micro"]["f1"] > 0.5  # the tiny corpus is learnable; a broken loss would not get there
     assert export_bundle(student, tmp_path / "bundle", "--quantize", "none") == 0
+
+
+def test_unlabelled_text_from_the_dev_documents_is_left_out(tiny_runs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """Other corpora quote sentences of the same abstracts: a dev document's text, even teacher-labelled,
+    must not reach the student, or its dev score is not a held-out score."""
+    from train.data import load_documents
+
+    base, corpus, teacher = tiny_runs
+    config = tiny_train_config(base, corpus, tmp_path / "s", teacher=[str(teacher)], distill_text=[str(tmp_path / "raw.txt")])
+    dev_text = load_documents(config)[1][0].text
+    (tmp_path / "raw.txt").write_text(f"{dev_text}\nkinase in the cells .\n", encoding="utf-8")
+    train(config)
+    header = json.loads((tmp_path / "s" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert header["distill"]["text"]["texts"] == 1
+    assert header["distill"]["text"]["left_out_as_dev_text"] == 1
 
 
 def test_unlabelled_text_needs_a_teacher(tiny_runs: tuple[Path, Path, Path], tmp_path: Path) -> None:
