@@ -254,7 +254,7 @@ class ModelEntryOut(BaseModel):
                     "name": "bioner-minilm-jnlpba",
                     "default": True,
                     "version": "1.5.0",
-                    "sha256": "65bfae795eec1f7f61029b5ee8698ae40fe5f482e1e664d819cba1c4fad8daf1",
+                    "sha256": "d454998208f665365a68d1e5553933a07aa9daa624b57f42c669e2cca011ec1d",
                     "heads": [{"name": "bioner-minilm-jnlpba", "labels": ["DNA", "RNA", "cell_line", "cell_type", "protein"]}],
                     "labels": ["DNA", "RNA", "cell_line", "cell_type", "protein"],
                     "max_length": 128,
