@@ -16,7 +16,8 @@ Contract (tested in ``tests/service/test_batching.py``):
 Batches are formed when ``max_batch_size`` windows or ``max_batch_tokens`` padded tokens are
 waiting, or when the oldest has waited ``max_wait_ms``. The request at the head of the rotation
 always goes into the next batch and is then moved to the back (no starvation); the other
-requests are visited nearest in length to it first, so padding stays small.
+requests are visited nearest in length to it first, each giving its window nearest that length,
+so padding stays small.
 """
 
 from __future__ import annotations
@@ -368,12 +369,14 @@ class MicroBatcher:
     def _take_batch(self) -> list[_Item]:
         """Round-robin over requests, one window each per round, within both limits.
 
-        The head of the rotation is visited first; the others nearest to its window length first.
-        Requests served go to the back of the rotation, in the order they were served.
+        The head of the rotation opens the batch with its oldest window; from then on each request
+        gives the window of its own nearest that one's length (a request's windows may run in any
+        order), and requests are visited nearest first. Requests served go to the back of the
+        rotation, in the order they were served.
         """
         order = list(self._queues.items())
         anchor = len(order[0][1][0].ids)
-        rest = sorted(range(1, len(order)), key=lambda k: (abs(len(order[k][1][0].ids) - anchor), k))
+        rest = sorted(range(1, len(order)), key=lambda k: (abs(len(order[k][1][_nearest(order[k][1], anchor)].ids) - anchor), k))
         ranked = [order[0], *(order[k] for k in rest)]
         chosen: list[_Item] = []
         served: list[int] = []
@@ -384,10 +387,12 @@ class MicroBatcher:
             for key, queue in ranked:
                 if not queue or len(chosen) >= self.max_batch_size:
                     continue
-                width = max(longest, len(queue[0].ids))
+                index = _nearest(queue, anchor) if chosen else 0
+                width = max(longest, len(queue[index].ids))
                 if chosen and width * (len(chosen) + 1) > self.max_batch_tokens:
                     continue
-                chosen.append(queue.popleft())
+                chosen.append(queue[index])
+                del queue[index]
                 longest, progress = width, True
                 if key not in served:
                     served.append(key)
@@ -438,3 +443,12 @@ class MicroBatcher:
         self._last_finished, self._backlog = finished, self._depth > 0
         self._hooks.on_batch(BatchStats(len(batch), max(len(i.ids) for i in batch) * len(batch), real, finished - started))
         self._report()
+
+
+def _nearest(queue: deque[_Item], length: int) -> int:
+    """Index of the window in ``queue`` nearest ``length`` tokens long (the oldest of equals)."""
+    best, gap = 0, abs(len(queue[0].ids) - length)
+    for index, item in enumerate(queue):
+        if (d := abs(len(item.ids) - length)) < gap:
+            best, gap = index, d
+    return best

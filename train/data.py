@@ -69,11 +69,13 @@ def held_out_split(texts: Sequence[Item], fraction: float, seed: int) -> tuple[l
 def without_texts_of(texts: Sequence[str], documents: Sequence[str], shortest: int = 20) -> list[str]:
     """``texts`` less every one that shares text with one of ``documents``: equal to one, part of one
     (training may join a column file's sentences into one document), or holding one (a raw abstract
-    around a dev sentence). Whitespace is normalised on both sides (column files join tokens with
-    spaces); containment needs ``shortest`` characters, so a short heading is not dev text by chance."""
+    around a dev sentence). Both sides are compared without whitespace: column files join their own
+    tokens with spaces, and two corpora tokenise one sentence differently (``NF-kappa B (`` against
+    ``NF - kappa B (``). Containment needs ``shortest`` characters, so a short heading is not dev text
+    by chance."""
 
     def norm(text: str) -> str:
-        return " ".join(text.split())
+        return "".join(text.split())
 
     docs = [norm(d) for d in documents]
     exact, whole = set(docs), "\n".join(docs)

@@ -48,6 +48,47 @@ def allowed_transitions(scheme: LabelScheme) -> tuple[np.ndarray, np.ndarray]:
     return allowed, start
 
 
+# Words between rescalings of the recursions. A word's step can shrink a sum by its best allowed
+# move times its emission; four such factors stay far inside float64's range for any scores a
+# model produces, and a text that underflows all the same is redone rescaling every word.
+RESCALE_EVERY = 4
+BLOCK_WORDS = 256  # the (texts, words, L, L) step matrices are built this many words at a time
+
+
+def _forward_backward(emit: np.ndarray, lengths: np.ndarray, moves: np.ndarray, first: np.ndarray, last: np.ndarray, every: int) -> np.ndarray:
+    """Unnormalised ``alpha * beta`` for stacked, length-sorted texts; ``(B, W_max, L)``.
+
+    A word's step is one matrix, "move, then emit this word" (``moves`` scaled by the word's
+    emissions, per text), so each direction takes one stacked ``matmul`` per word. Sums are
+    rescaled at every ``every``-th word position; the scales cancel in each word's marginal.
+    """
+    width = emit.shape[1]
+    live = _live(lengths, width)
+    alpha = np.ones(emit.shape, dtype=np.float64)  # padding stays finite
+    beta = np.ones(emit.shape, dtype=np.float64)
+    opening = first * emit[:, 0]
+    alpha[:, 0] = opening / opening.sum(axis=1, keepdims=True)
+    beta[np.arange(len(lengths)), lengths - 1] = last
+    for low in range(1, width, BLOCK_WORDS):
+        high = min(width, low + BLOCK_WORDS)
+        steps = moves * emit[: live[low], low:high, None, :]  # (text, word, prev, cur)
+        for t in range(low, high):
+            k = live[t]
+            np.matmul(alpha[:k, t - 1 : t], steps[:k, t - low], out=alpha[:k, t : t + 1])
+            if t % every == 0:
+                alpha[:k, t] /= alpha[:k, t].sum(axis=1, keepdims=True)
+    column = beta[..., None]
+    for high in range(width, 1, -BLOCK_WORDS):
+        low = max(1, high - BLOCK_WORDS)
+        steps = moves * emit[: live[low], low:high, None, :]
+        for t in range(high - 1, low - 1, -1):  # beta at word t - 1, for the texts with a word t
+            k = live[t]
+            np.matmul(steps[:k, t - low], column[:k, t], out=column[:k, t - 1])
+            if (t - 1) % every == 0:
+                beta[:k, t - 1] /= beta[:k, t - 1].sum(axis=1, keepdims=True)
+    return alpha * beta
+
+
 def _stacked(scores: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Zero-padded ``(B, W_max, L)`` scores, longest text first; their word counts, and each
     text's row. In that order the texts still inside their words at any step are a prefix of
@@ -113,32 +154,21 @@ def crf_marginals_many(scores: Sequence[np.ndarray], allowed: np.ndarray, start:
 
     A CRF's per-word emission softmax is not a probability of the decoded label; these marginals
     are, so a CRF model's entity scores mean what every other model's do. The recursions run in
-    probability space, each step rescaled to sum 1 (a product per word instead of a log-sum-exp
-    over a matrix): the scales cancel in each word's marginal.
+    probability space (a product per word instead of a log-sum-exp over a matrix), rescaled as
+    they go: the scales cancel in each word's marginal.
     """
     padded, lengths, rank = _stacked(scores)
-    width = padded.shape[1]
-    live = _live(lengths, width)
     allowed_scores = transitions.matrix[allowed]
     moves = np.where(allowed, np.exp(transitions.matrix - allowed_scores.max()), 0.0)  # (prev, cur)
-    moves_out = np.ascontiguousarray(moves.T)  # (cur, prev): the backward step's right operand
     emit = np.exp(padded - padded.max(axis=2, keepdims=True), dtype=np.float64)
     first = np.where(start, np.exp(transitions.start - transitions.start[start].max()), 0.0)
-    alpha = np.ones(emit.shape, dtype=np.float64)  # padding stays finite
-    beta = np.ones(emit.shape, dtype=np.float64)
-    step = first * emit[:, 0]
-    alpha[:, 0] = step / step.sum(axis=1, keepdims=True)
-    for t in range(1, width):
-        k = live[t]
-        step = np.matmul(alpha[:k, t - 1, None, :], moves)[:, 0]
-        step *= emit[:k, t]
-        alpha[:k, t] = step / step.sum(axis=1, keepdims=True)
-    beta[np.arange(len(lengths)), lengths - 1] = np.exp(transitions.end - transitions.end.max())
-    for t in range(width - 2, -1, -1):
-        k = live[t + 1]  # texts with a word after t
-        step = np.matmul((emit[:k, t + 1] * beta[:k, t + 1])[:, None, :], moves_out)[:, 0]
-        beta[:k, t] = step / step.sum(axis=1, keepdims=True)
-    joint = alpha * beta
+    last = np.exp(transitions.end - transitions.end.max())
+    with np.errstate(divide="ignore", invalid="ignore", under="ignore"):  # an underflow is caught below
+        joint = _forward_backward(emit, lengths, moves, first, last, RESCALE_EVERY)
+    totals = joint.sum(axis=2)
+    failed = ~(np.isfinite(totals) & (totals > 0)).all(axis=1)
+    if failed.any():  # underflow between rescalings: those texts again, rescaled at every word (alone, too)
+        joint[failed] = _forward_backward(emit[failed], lengths[failed], moves, first, last, 1)
     marginals = np.clip(joint / joint.sum(axis=2, keepdims=True), 0.0, 1.0)
     return [marginals[r, : lengths[r]].copy() for r in rank]  # copies: no answer keeps the batch's buffer alive
 

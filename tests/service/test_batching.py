@@ -294,3 +294,22 @@ async def test_repeated_failures_and_a_hung_batch_are_unhealthy() -> None:
         with pytest.raises(ShuttingDownError):
             await future
     gate.set()
+
+
+async def test_each_request_gives_its_window_nearest_the_batch_length() -> None:
+    """Sentence-aligned windows of one abstract differ in length: a long one and the short tail.
+    Two such requests pair long with long and short with short, whatever order each sent them in."""
+    gate = threading.Event()
+    recorder = Recorder(gate=gate)
+    stats: list[BatchStats] = []
+    batcher = MicroBatcher(recorder, max_batch_size=2, max_wait_s=0, hooks=BatcherHooks(on_batch=stats.append))
+    batcher.start()
+    blocker = batcher.submit([np.array([99])], far())
+    await in_flight(recorder)
+    first = batcher.submit([np.full(120, 1), np.full(5, 2)], far())
+    second = batcher.submit([np.full(6, 3), np.full(118, 4)], far())
+    gate.set()
+    await asyncio.gather(*blocker, *first, *second)
+    await batcher.drain()
+    assert [sorted(b) for b in recorder.batches[1:]] == [[1, 4], [2, 3]]
+    assert sum(s.padded_tokens - s.real_tokens for s in stats[1:]) == 2 + 1

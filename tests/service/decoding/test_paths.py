@@ -73,3 +73,46 @@ def test_every_text_needs_a_word() -> None:
         viterbi_many([np.zeros((2, 5)), np.zeros((0, 5))], allowed, start)
     with pytest.raises(ValueError, match="at least one word"):
         viterbi_many([], allowed, start)
+
+
+def _log_space_marginals(scores: np.ndarray, allowed: np.ndarray, start: np.ndarray, crf: Transitions) -> np.ndarray:
+    """The textbook forward-backward in log space: slow, and never underflows."""
+    moves = np.where(allowed, crf.matrix, -np.inf)
+    n = len(scores)
+    alpha = np.empty_like(scores)
+    beta = np.zeros_like(scores)
+    alpha[0] = scores[0] + np.where(start, crf.start, -np.inf)
+    for t in range(1, n):
+        alpha[t] = np.logaddexp.reduce(alpha[t - 1][:, None] + moves, axis=0) + scores[t]
+    beta[n - 1] = crf.end
+    for t in range(n - 2, -1, -1):
+        beta[t] = np.logaddexp.reduce(moves + (scores[t + 1] + beta[t + 1])[None, :], axis=1)
+    joint = alpha + beta
+    return np.exp(joint - np.logaddexp.reduce(joint, axis=1, keepdims=True))
+
+
+def test_scores_far_apart_underflow_nothing_and_keep_each_text_to_itself() -> None:
+    """A text whose every likely label forbids the next word's likely one: each step keeps only
+    mass of order exp(-600). Rescaled every few words that underflows; the text is redone
+    rescaled at every word, alone or beside a text that needs no such care."""
+    allowed, start = allowed_transitions(SCHEME)
+    crf = Transitions(np.zeros((5, 5)), np.zeros(5), np.zeros(5))
+    hard = np.full((12, 5), -600.0)
+    hard[0::2, 1] = 0.0  # B-protein ...
+    hard[1::2, 4] = 0.0  # ... then I-DNA, which may not follow it
+    easy = np.log(np.full((9, 5), 0.2))
+    together = crf_marginals_many([easy, hard], allowed, start, crf)
+    [alone] = crf_marginals_many([hard], allowed, start, crf)
+    assert np.isfinite(alone).all() and np.allclose(alone.sum(axis=1), 1.0)
+    assert np.array_equal(together[1], alone)
+    assert np.array_equal(together[0], crf_marginals_many([easy], allowed, start, crf)[0])
+    assert np.allclose(alone, _log_space_marginals(hard, allowed, start, crf), atol=1e-9)
+    assert np.allclose(together[0], _log_space_marginals(easy, allowed, start, crf), atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(TEXTS, CRF)
+def test_marginals_match_the_log_space_recursion(texts: list[np.ndarray], crf: Transitions) -> None:
+    allowed, start = allowed_transitions(SCHEME)
+    for text, marginals in zip(texts, crf_marginals_many(texts, allowed, start, crf)):
+        assert np.allclose(marginals, _log_space_marginals(text, allowed, start, crf), atol=1e-9)
