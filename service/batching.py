@@ -23,6 +23,7 @@ so padding stays small.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import deque
@@ -445,10 +446,11 @@ class MicroBatcher:
         self._report()
 
 
-def _nearest(queue: deque[_Item], length: int) -> int:
-    """Index of the window in ``queue`` nearest ``length`` tokens long (the oldest of equals)."""
+def _nearest(queue: deque[_Item], length: int, looked_at: int = 32) -> int:
+    """Index of the window nearest ``length`` tokens long among the oldest ``looked_at`` of
+    ``queue`` (the oldest of equals): a 1,000-window request is not scanned whole every batch."""
     best, gap = 0, abs(len(queue[0].ids) - length)
-    for index, item in enumerate(queue):
+    for index, item in enumerate(itertools.islice(queue, looked_at)):
         if (d := abs(len(item.ids) - length)) < gap:
             best, gap = index, d
     return best

@@ -55,7 +55,9 @@ RESCALE_EVERY = 4
 BLOCK_WORDS = 256  # the (texts, words, L, L) step matrices are built this many words at a time
 
 
-def _forward_backward(emit: np.ndarray, lengths: np.ndarray, moves: np.ndarray, first: np.ndarray, last: np.ndarray, every: int) -> np.ndarray:
+def _forward_backward(
+    emit: np.ndarray, lengths: np.ndarray, moves: np.ndarray, first: np.ndarray, last: np.ndarray, every: int
+) -> np.ndarray:
     """Unnormalised ``alpha * beta`` for stacked, length-sorted texts; ``(B, W_max, L)``.
 
     A word's step is one matrix, "move, then emit this word" (``moves`` scaled by the word's
