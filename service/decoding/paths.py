@@ -52,7 +52,7 @@ def allowed_transitions(scheme: LabelScheme) -> tuple[np.ndarray, np.ndarray]:
 # move times its emission; four such factors stay far inside float64's range for any scores a
 # model produces, and a text that underflows all the same is redone rescaling every word.
 RESCALE_EVERY = 4
-BLOCK_WORDS = 256  # the (texts, words, L, L) step matrices are built this many words at a time
+BLOCK_WORDS = 512  # the (texts, words, L, L) step matrices are built this many words at a time: an abstract in one block
 
 
 def _forward_backward(
@@ -71,8 +71,9 @@ def _forward_backward(
     opening = first * emit[:, 0]
     alpha[:, 0] = opening / opening.sum(axis=1, keepdims=True)
     beta[np.arange(len(lengths)), lengths - 1] = last
-    for low in range(1, width, BLOCK_WORDS):
-        high = min(width, low + BLOCK_WORDS)
+    blocks = [(low, min(width, low + BLOCK_WORDS)) for low in range(1, width, BLOCK_WORDS)]
+    steps = np.empty(0)
+    for low, high in blocks:
         steps = moves * emit[: live[low], low:high, None, :]  # (text, word, prev, cur)
         for t in range(low, high):
             k = live[t]
@@ -80,9 +81,9 @@ def _forward_backward(
             if t % every == 0:
                 alpha[:k, t] /= alpha[:k, t].sum(axis=1, keepdims=True)
     column = beta[..., None]
-    for high in range(width, 1, -BLOCK_WORDS):
-        low = max(1, high - BLOCK_WORDS)
-        steps = moves * emit[: live[low], low:high, None, :]
+    for low, high in reversed(blocks):
+        if (low, high) != blocks[-1]:  # the last block's steps are still there from the forward pass
+            steps = moves * emit[: live[low], low:high, None, :]
         for t in range(high - 1, low - 1, -1):  # beta at word t - 1, for the texts with a word t
             k = live[t]
             np.matmul(steps[:k, t - low], column[:k, t], out=column[:k, t - 1])

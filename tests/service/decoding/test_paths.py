@@ -116,3 +116,19 @@ def test_marginals_match_the_log_space_recursion(texts: list[np.ndarray], crf: T
     allowed, start = allowed_transitions(SCHEME)
     for text, marginals in zip(texts, crf_marginals_many(texts, allowed, start, crf)):
         assert np.allclose(marginals, _log_space_marginals(text, allowed, start, crf), atol=1e-9)
+
+
+def test_texts_longer_than_a_block_of_step_matrices() -> None:
+    """The step matrices are built a block of words at a time: a full-text section spans several."""
+    from service.decoding.paths import BLOCK_WORDS
+
+    allowed, start = allowed_transitions(SCHEME)
+    rng = np.random.default_rng(3)
+    crf = Transitions(rng.normal(0, 2, (5, 5)), rng.normal(0, 1, 5), rng.normal(0, 1, 5))
+    long = rng.normal(0, 3, (2 * BLOCK_WORDS + 37, 5))
+    short = rng.normal(0, 3, (BLOCK_WORDS - 5, 5))
+    together = crf_marginals_many([short, long], allowed, start, crf)
+    assert np.array_equal(together[1], crf_marginals_many([long], allowed, start, crf)[0])
+    assert np.array_equal(together[0], crf_marginals_many([short], allowed, start, crf)[0])
+    assert np.allclose(together[1], _log_space_marginals(long, allowed, start, crf), atol=1e-9)
+    assert np.allclose(together[0], _log_space_marginals(short, allowed, start, crf), atol=1e-9)
