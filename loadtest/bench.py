@@ -42,7 +42,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import ROOT, add_common_args, cpu_model, cpu_seconds, histogram, stop_service, write_report  # noqa: E402
+from harness import ROOT, add_common_args, cpu_model, cpu_seconds, histogram, metric, stop_service, write_report  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -175,8 +175,14 @@ def free_port() -> int:
 
 
 def peak_rss_mb(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+    """Peak resident memory of the server: with ``--workers``, the supervisor's and every live worker's added."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return 0.0
+    own = int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+    return own + sum(peak_rss_mb(int(child)) for child in children)
 
 
 def start_service(model: Path, threads: int, extra: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, float]:
@@ -195,11 +201,13 @@ def start_service(model: Path, threads: int, extra: dict[str, str]) -> tuple[sub
     while True:
         if proc.poll() is not None:
             raise RuntimeError("service exited during startup")
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+        try:  # bioner_ready: 1 once every worker is (one worker's /ready speaks for itself alone)
+            ready = httpx.get(f"{url}/ready", timeout=1).status_code == 200
+            if ready and metric(httpx.get(f"{url}/metrics").text, r"^bioner_ready (\S+)$"):
                 return proc, url, time.perf_counter() - started
         except httpx.TransportError:
-            time.sleep(0.02)
+            pass
+        time.sleep(0.02)
 
 
 async def drive(url: str, texts: list[str], concurrency: int, per_request: int = 1, server_pid: int | None = None) -> dict[str, Any]:
@@ -400,6 +408,7 @@ def main() -> None:
     window, window_env = window_overrides(args)
     extra = {**dict(kv.split("=", 1) for kv in args.service_env), **window_env}
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "threads": args.threads, "cpu": cpu_model()}, "texts": len(texts)}
+    results["service_env"] = dict(kv.split("=", 1) for kv in args.service_env)
 
     raw = bench_raw_ort(args.model, texts, args.threads, args.raw_batch_size, window)
     tokens = raw["tokens"]
@@ -457,7 +466,8 @@ def main() -> None:
         f"{len(texts)} JNLPBA abstracts (dev split), {tokens} subword tokens; {results['machine']['cpu']}, "
         f"{os.cpu_count()} CPU cores, {args.threads} inference threads. Windows {w['max_length']} tokens, overlap {w['stride']}, "
         f"aligned to {w['align']}: {raw['work_per_token']:.3f} tokens of model work per text token "
-        f"({raw['padded_per_token']:.3f} with padding in raw ORT's length-sorted batches).",
+        f"({raw['padded_per_token']:.3f} with padding in raw ORT's length-sorted batches)."
+        + (f" Service settings: {' '.join(args.service_env)}." if args.service_env else ""),
         "",
         "| way | concurrency | texts/s | tokens/s | p50 ms | p95 ms | p99 ms | windows/batch | strict span F1 | CPU ms per text |",
         "|---|---|---|---|---|---|---|---|---|---|",

@@ -107,14 +107,15 @@ def build_engine(settings: Settings, metrics: Metrics, path: Path | None = None,
     engine.info = replace(engine.info, name=name, limits=limits)
     if settings.self_check:
         self_check(engine, metrics)
-    metrics.model_info.labels(name).info(
+    metrics.describe_model(
+        name,
         {
             "name": bundle.name,
             "version": bundle.version,
             "sha256": bundle.sha256,
             "provider": session.provider,
             "max_length": str(window.max_length),
-        }
+        },
     )
     return engine
 

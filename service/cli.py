@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -26,8 +27,34 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
     from pydantic import ValidationError
+
+    overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
+    try:
+        settings = Settings(**overrides)
+        settings.named_models()  # a bad models list fails here, once, not in every worker
+    except (ValidationError, ValueError) as exc:  # one line, as for a bad bundle: "setting: why"
+        print(f"bioner: cannot start: {_problems(exc)}", file=sys.stderr)
+        return 2
+    if settings.workers > 1:
+        from service.workers import supervise
+
+        return supervise(settings)
+    return serve(settings)
+
+
+def _problems(exc: Exception) -> str:
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+
+
+def serve(settings: Settings, sockets: list[socket.socket] | None = None) -> int:
+    """One server process: load every model, then serve until SIGTERM (on ``sockets`` a
+    supervisor bound, when it runs several of these). Exit status 2: the models would not load."""
+    import uvicorn
 
     from service.app import build_registry, create_app
     from service.errors import BundleError
@@ -35,15 +62,6 @@ def _serve(args: argparse.Namespace) -> int:
     from service.metrics import Metrics
     from service.shutdown import DrainingServer
 
-    overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
-    try:
-        settings = Settings(**overrides)
-    except ValidationError as exc:  # one line, as for a bad bundle: "setting: why"
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
-        )
-        print(f"bioner: cannot start: {problems}", file=sys.stderr)
-        return 2
     configure_logging(settings.log_level, settings.log_format)
     metrics = Metrics()
     try:
@@ -52,7 +70,7 @@ def _serve(args: argparse.Namespace) -> int:
     except (BundleError, ValueError) as exc:
         print(f"bioner: cannot start: {exc}", file=sys.stderr)
         return 2
-    if settings.metrics_port is not None:
+    if settings.metrics_port is not None and sockets is None:  # several workers: the supervisor serves it
         from prometheus_client import start_http_server
 
         start_http_server(settings.metrics_port, settings.metrics_host, registry=metrics.registry)
@@ -69,7 +87,7 @@ def _serve(args: argparse.Namespace) -> int:
         limit_concurrency=settings.max_connections,
         access_log=False,
     )
-    DrainingServer(config, app, settings.drain_grace_s, settings.drain_timeout_s).run()
+    DrainingServer(config, app, settings.drain_grace_s, settings.drain_timeout_s).run(sockets=sockets)
     if models.drain_expired:  # an inference thread may still hang: do not wait to join it
         logging.shutdown()
         os._exit(0)

@@ -6,13 +6,23 @@ the lower buckets first.
 
 Everything about inference carries a ``model`` label (the served name), since each model has its
 own queue and batcher; HTTP-level series (requests, refusals by reason, readiness) do not.
+
+With several worker processes (``workers``), ``PROMETHEUS_MULTIPROC_DIR`` is set before any of
+them starts: every process writes its series to files there, and ``registry`` is a collector
+that sums them, so a scrape of any worker (or of ``metrics_port``, served by the supervisor)
+sees the whole service. Each gauge says how it combines across live workers: queue depths and
+drain rates add up, the wait estimate is the worst, and ready or self-check is 1 only when every
+worker's is. ``Info`` cannot be combined that way, so the model's facts are a gauge of labels
+(the text format exposes an ``Info`` exactly so).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from service.batching import BatcherHooks, BatchStats
 
@@ -22,12 +32,23 @@ _REQUESTS = (1, 2, 4, 8, 16, 32, 64)
 _TOKENS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 _SCORES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 _MODEL = ["model"]
+MODEL_FACTS = ("name", "version", "sha256", "provider", "max_length")
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def shared_registry() -> CollectorRegistry:
+    """What every worker's series add up to (the multiprocess files), for one scrape."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
 
 
 class Metrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
+        own = CollectorRegistry(auto_describe=True)
+        # several workers: the series go to the shared files anyway; a scrape reads all of them
+        self.registry = shared_registry() if os.environ.get(MULTIPROCESS_DIR) else own
+        r = own
         self.requests = Counter("bioner_requests_total", "HTTP requests by route and status", ["route", "method", "status"], registry=r)
         self.request_seconds = Histogram("bioner_request_duration_seconds", "HTTP request latency", ["route"], buckets=_LATENCY, registry=r)
         self.queue_seconds = Histogram(
@@ -38,12 +59,22 @@ class Metrics:
         )
         self.batch_rows = Histogram("bioner_batch_size_windows", "Windows per inference batch", _MODEL, buckets=_ROWS, registry=r)
         self.batch_tokens = Histogram("bioner_batch_size_tokens", "Padded tokens per inference batch", _MODEL, buckets=_TOKENS, registry=r)
-        self.queue_depth = Gauge("bioner_queue_depth_windows", "Windows waiting for inference", _MODEL, registry=r)
+        self.queue_depth = Gauge(
+            "bioner_queue_depth_windows", "Windows waiting for inference", _MODEL, registry=r, multiprocess_mode="livesum"
+        )
         self.wait_estimate = Gauge(
-            "bioner_queue_wait_estimate_seconds", "Time the queued and running windows need at the measured drain rate", _MODEL, registry=r
+            "bioner_queue_wait_estimate_seconds",
+            "Time the queued and running windows need at the measured drain rate (the worst worker's)",
+            _MODEL,
+            registry=r,
+            multiprocess_mode="livemax",
         )
         self.drain_rate = Gauge(
-            "bioner_drain_rate_tokens_per_second", "Window tokens per second of inference, smoothed over recent batches", _MODEL, registry=r
+            "bioner_drain_rate_tokens_per_second",
+            "Window tokens per second of inference, smoothed over recent batches",
+            _MODEL,
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.decode_requests = Histogram(
             "bioner_decode_batch_requests", "Requests decoded together in one call", _MODEL, buckets=_REQUESTS, registry=r
@@ -63,14 +94,21 @@ class Metrics:
         self.dropped = Counter(
             "bioner_windows_dropped_total", "Windows refused or dropped by a model's batcher, by reason", ["model", "reason"], registry=r
         )
-        self.model_info = Info("bioner_model", "A loaded model", _MODEL, registry=r)
-        self.ready = Gauge("bioner_ready", "1 when the model is loaded and warmed up", registry=r)
+        self.model_info = Gauge("bioner_model_info", "A loaded model", [*_MODEL, *MODEL_FACTS], registry=r, multiprocess_mode="livemax")
+        self.ready = Gauge(
+            "bioner_ready", "1 when the model is loaded and warmed up (every worker)", registry=r, multiprocess_mode="livemin"
+        )
         self.self_check = Gauge(
             "bioner_self_check_passed",
-            "1 when the bundle's golden texts were answered as expected at startup, 0 if not",
+            "1 when the bundle's golden texts were answered as expected at startup, 0 if not (every worker)",
             _MODEL,
             registry=r,
+            multiprocess_mode="livemin",
         )
+
+    def describe_model(self, model: str, facts: dict[str, str]) -> None:
+        """``bioner_model_info``: the served name and ``MODEL_FACTS`` of the bundle behind it."""
+        self.model_info.labels(model, *(facts[k] for k in MODEL_FACTS)).set(1)
 
     def decode_hook(self, model: str) -> Callable[[int, float], None]:
         """For ``model``'s decode batcher: how many requests each decode call took, and how long."""

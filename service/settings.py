@@ -61,7 +61,14 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 in containers.")
     port: int = Field(8000, ge=1, le=65535)
     provider: Provider = Field(Provider.CPU, description="ONNX Runtime execution provider.")
-    intra_op_threads: int = Field(0, ge=0, description="Threads per inference (0: one per core).")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Server processes on the one port, each with its own copy of every model (memory x workers); "
+        "more than 1 lets the Python work (HTTP, tokenising, decoding) use more than one core.",
+    )
+    intra_op_threads: int = Field(0, ge=0, description="Threads per inference (0: the cores / workers).")
     inter_op_threads: int = Field(1, ge=0, description="Threads across graph nodes (1 is right for BERT graphs).")
     thread_spinning: bool = Field(
         True, description="Let ONNX Runtime idle threads spin between ops (ORT default; off frees CPU for other work on small machines)."

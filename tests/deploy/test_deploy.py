@@ -21,7 +21,7 @@ def exported_names() -> set[str]:
     metrics.entity_score.labels("m", "protein").observe(0.9)
     metrics.refused.labels("overloaded").inc()
     metrics.dropped.labels("m", "cancelled").inc()
-    metrics.model_info.labels("m").info({"name": "m"})
+    metrics.describe_model("m", {"name": "m", "version": "1", "sha256": "0", "provider": "cpu", "max_length": "128"})
     metrics.self_check.labels("m").set(1)
     metrics.request_seconds.labels("/ner").observe(0.1)
     text = generate_latest(metrics.registry).decode()

@@ -1,0 +1,130 @@
+"""``serve --workers 2``: real processes on one port, their summed metrics, a death, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from live_server import free_port, start_server
+
+from service.settings import Settings
+from service.workers import per_worker
+
+TEXTS = ["The p53 kinase binds the myc gene in cells.", "myc gene and p53", "the kinase binds", "蛋白质在 cells"] * 25
+
+
+def children(pid: int) -> set[int]:
+    """The supervisor's worker processes (not multiprocessing's resource tracker)."""
+    found = set()
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.add(int(child))
+        except FileNotFoundError:  # exited meanwhile
+            pass
+    return found
+
+
+def metric(text: str, name: str) -> float:
+    found = re.search(rf"^{name}(?:\{{[^}}]*\}})? (\S+)$", text, re.M)
+    assert found, f"{name} not in /metrics"
+    return float(found.group(1))
+
+
+async def post_all(url: str, texts: list[str]) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=50, max_keepalive_connections=0)  # a new connection each: the kernel spreads them
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+        return await asyncio.gather(*(client.post("/ner", json={"text": t}) for t in texts))
+
+
+def wait_for(condition: object, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if callable(condition) and condition():
+            return
+        time.sleep(0.1)
+    pytest.fail("condition not met in time")
+
+
+@pytest.fixture
+def workers(tiny_bundle: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+    folder = tmp_path / "metrics"
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)  # the supervisor's, inherited by the workers
+    try:
+        proc, url = start_server(tiny_bundle, "--workers", "2")
+    finally:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    wait_for(lambda: len(children(proc.pid)) == 2)
+    yield proc, url, folder
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for pid in children(proc.pid) if proc.poll() is None else ():
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_two_workers_answer_as_one_and_their_metrics_add_up(tiny_bundle: Path, workers: tuple[subprocess.Popen[bytes], str, Path]) -> None:
+    proc, url, folder = workers
+    one, one_url = start_server(tiny_bundle)
+    try:
+        alone = {t: httpx.post(f"{one_url}/ner", json={"text": t}).json()["entities"] for t in set(TEXTS)}
+    finally:
+        one.kill()
+        one.wait()
+    wait_for(lambda: metric(httpx.get(f"{url}/metrics").text, "bioner_ready") == 1)
+    responses = asyncio.run(post_all(url, TEXTS))
+    assert [r.status_code for r in responses] == [200] * len(TEXTS)
+    assert [r.json()["entities"] for r in responses] == [alone[t] for t in TEXTS]
+    scrapes = [httpx.get(f"{url}/metrics", headers={"connection": "close"}).text for _ in range(6)]
+    # Every scrape, whichever worker answers it, sums both workers' series.
+    assert {metric(s, "bioner_texts_total") for s in scrapes} == {float(len(TEXTS))}
+    pids = {int(p.name.split("_")[-1].removesuffix(".db")) for p in folder.glob("counter_*.db")}
+    assert pids == children(proc.pid)  # both workers really served requests
+    assert metric(scrapes[0], "bioner_ready") == 1
+    assert re.search(r'^bioner_model_info\{[^}]*model="tiny-test"[^}]*\} 1\.0$', scrapes[0], re.M)
+
+
+def test_a_killed_worker_is_replaced_and_sigterm_stops_them_all(workers: tuple[subprocess.Popen[bytes], str, Path]) -> None:
+    proc, url, _ = workers
+    first = children(proc.pid)
+    victim = min(first)
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: len(children(proc.pid)) == 2 and victim not in children(proc.pid))
+    wait_for(lambda: metric(httpx.get(f"{url}/metrics", headers={"connection": "close"}).text, "bioner_ready") == 1)
+    responses = asyncio.run(post_all(url, TEXTS[:20]))
+    assert [r.status_code for r in responses] == [200] * 20
+    last = children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    for pid in last:  # no worker outlives the supervisor
+        wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists() or b"zombie" in Path(f"/proc/{pid}/status").read_bytes().lower())
+
+
+def test_a_bundle_that_will_not_load_stops_the_service_with_status_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "model.onnx").write_bytes(b"not a graph")
+    proc = subprocess.run(
+        [sys.executable, "-m", "service", "serve", "--model-path", str(bad), "--port", str(free_port()), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "cannot start: config.json missing" in proc.stderr, proc.stderr  # the worker's own reason
+    assert "could not load its models" in proc.stderr
+
+
+def test_inference_threads_split_the_cores_unless_set() -> None:
+    assert per_worker(Settings(workers=4), 16).intra_op_threads == 4
+    assert per_worker(Settings(workers=3), 2).intra_op_threads == 1
+    assert per_worker(Settings(workers=2, intra_op_threads=3), 16).intra_op_threads == 3
