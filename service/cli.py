@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from service.settings import Settings
@@ -51,9 +52,10 @@ def _problems(exc: Exception) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
 
 
-def serve(settings: Settings, sockets: list[socket.socket] | None = None) -> int:
+def serve(settings: Settings, sockets: list[socket.socket] | None = None, on_started: Callable[[], None] | None = None) -> int:
     """One server process: load every model, then serve until SIGTERM (on ``sockets`` a
-    supervisor bound, when it runs several of these). Exit status 2: the models would not load."""
+    supervisor bound, when it runs several of these; ``on_started`` once it serves). Exit
+    status 2: the models would not load."""
     import uvicorn
 
     from service.app import build_registry, create_app
@@ -87,7 +89,7 @@ def serve(settings: Settings, sockets: list[socket.socket] | None = None) -> int
         limit_concurrency=settings.max_connections,
         access_log=False,
     )
-    DrainingServer(config, app, settings.drain_grace_s, settings.drain_timeout_s).run(sockets=sockets)
+    DrainingServer(config, app, settings.drain_grace_s, settings.drain_timeout_s, on_started).run(sockets=sockets)
     if models.drain_expired:  # an inference thread may still hang: do not wait to join it
         logging.shutdown()
         os._exit(0)
@@ -245,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from service.workers import take_metrics_dir
+
+    take_metrics_dir()  # only ``serve --workers`` shares metrics through files; it sets the folder itself
     args = build_parser().parse_args(argv)
     if args.command not in ("serve", "check"):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from service.batching import BatcherHooks, BatchStats
+from service.workers import MULTIPROCESS_DIR
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0)
 _ROWS = (1, 2, 4, 8, 12, 16, 24, 32, 64)
@@ -33,7 +34,6 @@ _TOKENS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 _SCORES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 _MODEL = ["model"]
 MODEL_FACTS = ("name", "version", "sha256", "provider", "max_length")
-MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def shared_registry() -> CollectorRegistry:

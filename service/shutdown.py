@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
+from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
@@ -23,13 +25,28 @@ log = logging.getLogger(__name__)
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, app: FastAPI, grace_s: float, timeout_s: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        app: FastAPI,
+        grace_s: float,
+        timeout_s: float,
+        on_started: Callable[[], None] | None = None,
+    ) -> None:
+        """``on_started`` is told once the lifespan has started and the listener serves (a worker
+        tells its supervisor so)."""
         super().__init__(config)
         self._app = app
         self._grace_s = grace_s
         self._timeout_s = timeout_s
+        self._on_started = on_started
         self._signalled_at: float | None = None
         self._drain: asyncio.Task[None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self._on_started is not None:
+            self._on_started()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # A signal handler: only plain assignments here; the drain starts on the loop's next tick.
