@@ -185,7 +185,10 @@ def peak_rss_mb(pid: int) -> float:
     return own + sum(peak_rss_mb(int(child)) for child in children)
 
 
-def start_service(model: Path, threads: int, extra: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, float]:
+def start_service(
+    model: Path, threads: int, extra: dict[str, str], cpus: Sequence[int] | None = None
+) -> tuple[subprocess.Popen[bytes], str, float]:
+    """The server as a process of its own (pinned to ``cpus`` when given: its workers inherit that)."""
     port = free_port()
     env = {
         **os.environ,
@@ -196,7 +199,8 @@ def start_service(model: Path, threads: int, extra: dict[str, str]) -> tuple[sub
         **extra,
     }
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "service", "serve"], env=env)
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus is not None else None
+    proc = subprocess.Popen([sys.executable, "-m", "service", "serve"], env=env, preexec_fn=pin)
     url = f"http://127.0.0.1:{port}"
     while True:
         if proc.poll() is not None:
