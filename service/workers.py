@@ -45,7 +45,7 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # named here, not in service.metrics: reading it must not load prometheus_client
 CANNOT_START = (2, 3)  # a worker whose models would not load (``bioner serve``'s 2), or whose lifespan failed (uvicorn's 3)
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
