@@ -62,12 +62,12 @@ def take_metrics_dir() -> None:
     _operator_dir = os.environ.pop(MULTIPROCESS_DIR, None) or _operator_dir
 
 
-def cores() -> int:
+def cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
     """The cores this process may use: its CPU set, and its cgroup's CPU quota (a container's
     ``limits.cpu``), whichever is smaller."""
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        quota, period = cpu_max.read_text().split()[:2]
         if quota != "max":
             available = min(available, max(1, math.ceil(int(quota) / int(period))))
     except (OSError, ValueError):  # no cgroup v2 quota to read

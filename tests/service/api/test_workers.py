@@ -17,7 +17,7 @@ import pytest
 from live_server import free_port, start_server
 
 from service.settings import Settings
-from service.workers import per_worker
+from service.workers import cores, per_worker
 
 TEXTS = ["The p53 kinase binds the myc gene in cells.", "myc gene and p53", "the kinase binds", "蛋白质在 cells"] * 25
 
@@ -138,3 +138,15 @@ def test_inference_threads_split_the_cores_unless_set() -> None:
     assert per_worker(Settings(workers=4), 16).intra_op_threads == 4
     assert per_worker(Settings(workers=3), 2).intra_op_threads == 1
     assert per_worker(Settings(workers=2, intra_op_threads=3), 16).intra_op_threads == 3
+
+
+def test_cores_are_the_cpu_set_or_the_cgroup_quota_whichever_is_smaller(tmp_path: Path) -> None:
+    mine = len(os.sched_getaffinity(0))
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("max 100000\n")  # no quota
+    assert cores(cpu_max) == mine
+    cpu_max.write_text("50000 100000\n")  # half a core: still one thread
+    assert cores(cpu_max) == 1
+    cpu_max.write_text(f"{(mine + 7) * 100000} 100000\n")  # a quota above the CPU set
+    assert cores(cpu_max) == mine
+    assert cores(tmp_path / "absent") == mine
