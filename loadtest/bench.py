@@ -42,7 +42,18 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import ROOT, add_common_args, cpu_model, cpu_seconds, histogram, metric, stop_service, write_report  # noqa: E402
+from harness import (  # noqa: E402
+    ROOT,
+    add_common_args,
+    cpu_model,
+    cpu_seconds,
+    histogram,
+    metric,
+    process_tree,
+    service_env,
+    stop_service,
+    write_report,
+)
 
 sys.path.insert(0, str(ROOT))
 
@@ -176,13 +187,14 @@ def free_port() -> int:
 
 def peak_rss_mb(pid: int) -> float:
     """Peak resident memory of the server: with ``--workers``, the supervisor's and every live worker's added."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except FileNotFoundError:
-        return 0.0
-    own = int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
-    return own + sum(peak_rss_mb(int(child)) for child in children)
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
+        except FileNotFoundError:  # exited meanwhile
+            continue
+        total += int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+    return total
 
 
 def start_service(
@@ -410,9 +422,9 @@ def main() -> None:
     texts, gold = load_corpus(args.texts, args.limit, args.dev_fraction, args.seed)
     bundle = load_bundle(args.model)
     window, window_env = window_overrides(args)
-    extra = {**dict(kv.split("=", 1) for kv in args.service_env), **window_env}
+    extra = {**service_env(args.service_env), **window_env}
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "threads": args.threads, "cpu": cpu_model()}, "texts": len(texts)}
-    results["service_env"] = dict(kv.split("=", 1) for kv in args.service_env)
+    results["service_env"] = service_env(args.service_env)
 
     raw = bench_raw_ort(args.model, texts, args.threads, args.raw_batch_size, window)
     tokens = raw["tokens"]

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import drive, f1, load_corpus, start_service
-from harness import ROOT, add_common_args, cpu_model, stop_service
+from harness import ROOT, add_common_args, cpu_model, service_env, stop_service
 
 
 def layouts(cores: int) -> list[tuple[int, int]]:
@@ -51,7 +51,7 @@ def main() -> None:
     texts, gold = load_corpus(args.texts, args.limit)
     mine = sorted(os.sched_getaffinity(0))
     counts = args.cores or core_counts(len(mine))
-    common = dict(item.split("=", 1) for item in args.service_env)
+    common = service_env(args.service_env)
     plan = [(k, w, t) for k in counts for w, t in layouts(k)]
     passes: list[dict[str, Any]] = []
     for _ in range(args.repeat):

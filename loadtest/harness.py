@@ -51,16 +51,31 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def service_env(items: list[str]) -> dict[str, str]:
+    """``--service-env BIONER_X=value ...`` as the environment a service run adds."""
+    return dict(item.split("=", 1) for item in items)
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (the workers of ``serve --workers``); none once it exited."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return []
+    return [pid, *(p for child in children for p in process_tree(int(child)))]
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process, all its threads (ONNX Runtime's pool included),
-    and of its live descendants (the workers of ``serve --workers``)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except FileNotFoundError:  # exited meanwhile
-        return 0.0
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
-    return own + sum(cpu_seconds(int(child)) for child in children)
+    and of its live descendants."""
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # exited meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
+    return total
 
 
 def open_fds(pid: int) -> int:

@@ -14,7 +14,7 @@ import asyncio
 import os
 
 from bench import drive, f1, load_corpus, start_service
-from harness import add_common_args, stop_service
+from harness import add_common_args, service_env, stop_service
 
 CONFIGS = {
     "batch 8, wait 0 ms (default)": {},
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--service-env", nargs="*", default=[], help="extra BIONER_*=value settings for every run")
     parser.add_argument("--texts-per-request", type=int, default=1)
     args = parser.parse_args()
-    common = dict(item.split("=", 1) for item in args.service_env)
+    common = service_env(args.service_env)
     texts, gold = load_corpus(args.texts, args.limit)
     threads = os.cpu_count() or 1
     print(

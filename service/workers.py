@@ -99,14 +99,15 @@ def supervise(settings: Settings) -> int:
         bound.close()
         print(f"bioner: cannot start: metrics folder: {exc}", file=sys.stderr)
         return CANNOT_START[0]
-    worker = per_worker(settings, cores())
+    available = cores()
+    worker = per_worker(settings, available)
     log.info(
         "serving on %s:%d with %d workers, %d inference threads each (%d cores)",
         settings.host,
         settings.port,
         settings.workers,
         worker.intra_op_threads,
-        cores(),
+        available,
     )
     try:
         if settings.metrics_port is not None:
@@ -151,8 +152,7 @@ class _Supervisor:
         self._settings = settings
         self._socket = bound
         self._context = multiprocessing.get_context("spawn")  # a clean interpreter: no threads forked mid-state
-        self._workers: list[BaseProcess] = []
-        self._started: list[Event] = []
+        self._workers: list[tuple[BaseProcess, Event]] = []  # each with its "serving now" flag
         self._signals: list[int] = []
         self._forwarded = 0
         self._restarts: deque[float] = deque()
@@ -162,33 +162,28 @@ class _Supervisor:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
-        for index in range(self._settings.workers):
-            self._workers.append(self._start(index))
+        self._workers = [self._start(index) for index in range(self._settings.workers)]
         while not self._signals:
             failed = self._replace_dead()
             if failed is not None:
                 self._stop_all()
                 return failed
-            self._ready.set(1 if all(started.is_set() for started in self._started) else 0)
+            self._ready.set(1 if all(started.is_set() for _, started in self._workers) else 0)
             time.sleep(_POLL_S)
         return self._drain()
 
     def _on_signal(self, sig: int, frame: FrameType | None) -> None:
         self._signals.append(sig)
 
-    def _start(self, index: int) -> BaseProcess:
+    def _start(self, index: int) -> tuple[BaseProcess, Event]:
         started = self._context.Event()
         process = self._context.Process(target=_worker, args=(self._settings, self._socket, started), name=f"bioner-worker-{index}")
         process.start()
-        if index < len(self._started):
-            self._started[index] = started
-        else:
-            self._started.append(started)
-        return process
+        return process, started
 
     def _replace_dead(self) -> int | None:
         """Start a worker in place of each dead one; the service's exit status when it must stop."""
-        for index, process in enumerate(self._workers):
+        for index, (process, _) in enumerate(self._workers):
             if process.is_alive():
                 continue
             _forget(process.pid)
@@ -206,23 +201,27 @@ class _Supervisor:
             self._workers[index] = self._start(index)
         return None
 
+    @property
+    def _processes(self) -> list[BaseProcess]:
+        return [process for process, _ in self._workers]
+
     def _drain(self) -> int:
         """Pass every signal on until the workers are gone; kill what outlives the drain timeout."""
         self._ready.set(0)
         self._socket.close()  # no worker starts from now on: once they close theirs, connections are refused
         deadline = time.monotonic() + self._settings.drain_grace_s + self._settings.drain_timeout_s + 10
-        while any(p.is_alive() for p in self._workers):
+        while any(p.is_alive() for p in self._processes):
             while self._forwarded < len(self._signals):
                 self._forwarded += 1
-                for process in self._workers:
+                for process in self._processes:
                     _signal(process, signal.SIGTERM)
             if time.monotonic() > deadline:
                 log.error("workers still running 10 s past the drain timeout: killing them")
-                for process in self._workers:
+                for process in self._processes:
                     _signal(process, signal.SIGKILL)
                 break
             time.sleep(_POLL_S)
-        for process in self._workers:
+        for process in self._processes:
             process.join(timeout=5)
             _forget(process.pid)
         return 0
@@ -230,9 +229,9 @@ class _Supervisor:
     def _stop_all(self) -> None:
         self._ready.set(0)
         self._socket.close()
-        for process in self._workers:
+        for process in self._processes:
             _signal(process, signal.SIGTERM)
-        for process in self._workers:
+        for process in self._processes:
             process.join(timeout=self._settings.drain_grace_s + self._settings.drain_timeout_s + 5)
             if process.is_alive():
                 _signal(process, signal.SIGKILL)
