@@ -108,9 +108,10 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
 
 # ---------------------------------------------------------------------------------- raw ONNX Runtime
 def bench_raw_ort(model: Path, texts: list[str], threads: int, batch_size: int, window: dict[str, Any]) -> dict[str, Any]:
-    """The service's own windows (same plan), length-sorted into batches: the ceiling for this model."""
+    """The service's own windows (same plan), length-sorted into batches: the ceiling for this model
+    (ONNX Runtime alone, with its own default of spinning threads: nothing else wants the cores)."""
     bundle = load_bundle(model)
-    session = OnnxSession(bundle.onnx_path, len(bundle.scheme), intra_op_threads=threads)
+    session = OnnxSession(bundle.onnx_path, len(bundle.scheme), intra_op_threads=threads, spinning=True)
     pipeline = pipeline_for(bundle.serving, bundle.encoder, bundle.scheme, bundle.pad_id, **window)
     plan = pipeline.plan(texts)  # pre-tokenised: not timed
     rows = list(plan.rows)

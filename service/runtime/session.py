@@ -41,11 +41,11 @@ class OnnxSession:
         intra_op_threads: int = 0,
         inter_op_threads: int = 1,
         optimization: GraphOptimization = GraphOptimization.ALL,
-        spinning: bool = True,
+        spinning: bool = False,
     ) -> None:
         options = ort.SessionOptions()
-        # Spinning threads react faster between ops but burn cores the event loop could use; on the
-        # 2-core reference machine the benchmark could not tell the two apart (run-to-run noise).
+        # Spinning threads react faster between ops but burn cores that tokenising, decoding and the
+        # event loop need: off by default (README, "Thread spinning off by default", measured).
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
