@@ -132,6 +132,7 @@ def make_pipeline(bundle: Bundle, settings: Settings, name: str | None = None) -
         align=settings.window_align,
         strategy=settings.aggregation_strategy,
         decoding=settings.decoding,
+        consistency=settings.consistency,
         name=name,
     )
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from service.decoding.aggregate import Decoding, Strategy
+from service.decoding.consistency import Consistency
 from service.decoding.crf import CRF_KEY, Transitions
 from service.decoding.labels import LabelScheme
 from service.decoding.pipeline import Head, Pipeline
@@ -38,7 +39,19 @@ BUNDLE_FILES = (
 )
 
 # Keys this module types; everything else in serving.json travels untouched in ``extra``.
-_TYPED = {"name", "version", "max_length", "stride", "window_align", "aggregation_strategy", "decoding", CRF_KEY, "calibration", "heads"}
+_TYPED = {
+    "name",
+    "version",
+    "max_length",
+    "stride",
+    "window_align",
+    "aggregation_strategy",
+    "decoding",
+    "consistency",
+    CRF_KEY,
+    "calibration",
+    "heads",
+}
 
 
 @dataclass(frozen=True)
@@ -92,6 +105,7 @@ class ServingConfig:
     version: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # training record, quantisation, checksums
     heads: tuple[HeadSpec, ...] = ()  # empty: one head, config.json's labels, named after the bundle
+    consistency: Consistency = Consistency.NONE  # whether a name keeps its first mention's type within a text
 
     @property
     def default_decoding(self) -> Decoding:
@@ -110,6 +124,8 @@ class ServingConfig:
             "aggregation_strategy": self.strategy.value,
             "decoding": self.default_decoding.value,
         }
+        if self.consistency is not Consistency.NONE:
+            out["consistency"] = self.consistency.value
         if self.name is not None:
             out["name"] = self.name
         if self.version is not None:
@@ -134,6 +150,7 @@ class ServingConfig:
             )
             strategy = Strategy(data.get("aggregation_strategy", Strategy.FIRST.value))
             decoding = Decoding(data["decoding"]) if "decoding" in data else None
+            consistency = Consistency(data.get("consistency", Consistency.NONE.value))
         except (ValueError, TypeError) as exc:
             raise BundleError(f"{where}: {exc}") from exc
         temperature = _temperature(data.get("calibration"), where)
@@ -152,6 +169,7 @@ class ServingConfig:
             window=window,
             strategy=strategy,
             decoding=decoding,
+            consistency=consistency,
             transitions=transitions,
             temperature=temperature,
             name=None if name is None else str(name),
@@ -197,6 +215,7 @@ def pipeline_for(
     align: Align | None = None,
     strategy: Strategy | None = None,
     decoding: Decoding | None = None,
+    consistency: Consistency | None = None,
     name: str | None = None,
 ) -> Pipeline:
     """The decoding pipeline a bundle (or checkpoint) was released with, with overrides on top.
@@ -207,10 +226,13 @@ def pipeline_for(
         max_length or serving.window.max_length, serving.window.stride if stride is None else stride, align or serving.window.align
     )
     strategy, decoding = strategy or serving.strategy, decoding or serving.default_decoding
+    consistency = consistency or serving.consistency
     if not serving.heads:
         head_name = name or serving.name or ""
-        return Pipeline(encoder, scheme, window, strategy, decoding, serving.transitions, serving.temperature, pad_id, head_name)
-    return Pipeline(encoder, heads_of(serving.heads, scheme), window, strategy, decoding, pad_id=pad_id)
+        return Pipeline(
+            encoder, scheme, window, strategy, decoding, serving.transitions, serving.temperature, pad_id, head_name, consistency
+        )
+    return Pipeline(encoder, heads_of(serving.heads, scheme), window, strategy, decoding, pad_id=pad_id, consistency=consistency)
 
 
 def heads_of(specs: tuple[HeadSpec, ...], scheme: LabelScheme) -> list[Head]:

@@ -16,6 +16,7 @@ from typing import Protocol, TypeVar
 from service.batching import BatcherHooks, Health, MicroBatcher, WindowResult
 from service.decode_batcher import DecodeBatcher
 from service.decoding.aggregate import Decoding, Entity, Strategy
+from service.decoding.consistency import Consistency
 from service.decoding.pipeline import Finishing, Overlap, Pipeline, Plan, pad_windows, run_rows
 from service.errors import DeadlineExceededError, RequestTooLargeError, TextTooLongError
 from service.runtime.bundle import Bundle
@@ -54,6 +55,7 @@ class ModelInfo:
     temperature: float = 1.0  # score calibration: 1.0 means raw probabilities
     heads: tuple[dict[str, object], ...] = ()  # name and labels of each head, one encoder pass for all
     window_align: str = "tokens"  # where windows end: fixed token counts, or sentence starts
+    consistency: str = "none"  # whether a name keeps its first mention's type within a text
 
 
 class Engine(Protocol):
@@ -72,6 +74,7 @@ class Engine(Protocol):
         alternatives: int = 0,
         heads: Sequence[str] | None = None,
         overlap: Overlap = Overlap.KEEP_ALL,
+        consistency: Consistency | None = None,
     ) -> Recognition: ...
 
     def chunks(self, texts: Sequence[str]) -> list[range]: ...
@@ -146,6 +149,7 @@ class NerEngine:
             temperature=pipeline.temperature,
             heads=tuple({"name": h.name, "labels": list(h.scheme.entity_types)} for h in pipeline.heads),
             window_align=pipeline.window.align.value,
+            consistency=defaults.consistency.value,
         )
 
     @staticmethod
@@ -265,8 +269,9 @@ class NerEngine:
         alternatives: int = 0,
         heads: Sequence[str] | None = None,
         overlap: Overlap = Overlap.KEEP_ALL,
+        consistency: Consistency | None = None,
     ) -> Recognition:
-        options = self.pipeline.options(strategy, decoding, min_score, labels, alternatives, heads, overlap)
+        options = self.pipeline.options(strategy, decoding, min_score, labels, alternatives, heads, overlap, consistency)
         bound = self._windows_bound(texts, "text")
         if bound > self.max_request_windows:
             raise RequestTooLargeError(

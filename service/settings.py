@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.decoding.aggregate import Decoding, Strategy
+from service.decoding.consistency import Consistency
 from service.decoding.windows import Align
 
 _BUNDLE = Path("models") / "bioner-minilm-joint"
@@ -86,6 +87,11 @@ class Settings(BaseSettings):
     aggregation_strategy: Strategy | None = Field(None, description="Default subword aggregation; default: the bundle's.")
     decoding: Decoding | None = Field(
         None, description="Default label decoding; default: the bundle's (crf for CRF models, else constrained)."
+    )
+    consistency: Consistency | None = Field(
+        None,
+        description="Default for whether every mention of a name in a text takes the type of its first mention "
+        "('first_mention') or is typed by its own context ('none'); default: the bundle's.",
     )
     max_batch_size: int = Field(8, ge=1, description="Most windows in one inference batch.")
     max_batch_tokens: int = Field(4096, ge=16, description="Most padded tokens (rows x padded length) in one batch.")

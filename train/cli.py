@@ -61,6 +61,9 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     e.add_argument("--seed", type=int, default=None, help=SPLIT_SEED)
     e.add_argument("--strategy", choices=["first", "average", "max"], default=None)
     e.add_argument("--decoding", choices=["greedy", "constrained", "crf"], default=None, help="default: the model's")
+    e.add_argument(
+        "--consistency", choices=["none", "first_mention"], default=None, help="one type per name within a text; default: the model's"
+    )
     e.add_argument("--max-length", type=int, default=None)
     e.add_argument("--stride", type=int, default=None)
     e.add_argument("--window-align", choices=["tokens", "sentences"], default=None, help="where windows end; default: the model's")
@@ -119,6 +122,12 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
         action=argparse.BooleanOptionalAction,
         default=True,
         help="fit a score temperature on the dev documents (needs --data); model card gets ECE before/after and a reliability diagram",
+    )
+    x.add_argument(
+        "--consistency",
+        choices=["none", "first_mention"],
+        default=None,
+        help="the bundle's default for one type per name within a text (default: the checkpoint's, else none)",
     )
     x.add_argument("--name", default=None, help="bundle name (default: output folder name)")
     x.add_argument("--version", default="1")

@@ -11,6 +11,7 @@ from service.corpora.columns import parse_tag_map
 from service.corpora.load import split_dev
 from service.corpora.scoring import format_table
 from service.decoding.aggregate import Decoding, Strategy
+from service.decoding.consistency import Consistency
 from service.decoding.labels import LabelScheme
 from service.decoding.pipeline import RunBatch
 from service.decoding.windows import Align, TextEncoder
@@ -50,6 +51,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             align=Align(args.window_align) if args.window_align else None,
             strategy=Strategy(args.strategy) if args.strategy else None,
             decoding=Decoding(args.decoding) if args.decoding else None,
+            consistency=Consistency(args.consistency) if args.consistency else None,
         )
     except ValueError as exc:
         raise SystemExit(f"bioner evaluate: {exc}") from None
@@ -63,6 +65,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "window_align": window.align.value,
         "strategy": defaults.strategy.value,
         "decoding": defaults.decoding.value,
+        "consistency": defaults.consistency.value,
         "types": args.types or "all",
     }
     print(format_table(report))

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from service.bundle_format import BUNDLE_FILES, MODEL_FILE, TOKENIZER_FILE, pipeline_for, read_serving, write_serving
+from service.decoding.consistency import Consistency
 from service.decoding.labels import LabelScheme
 from service.decoding.pipeline import Pipeline, RunBatch, pad_windows
 from service.decoding.windows import TextEncoder
@@ -154,6 +155,8 @@ def run_export(args: argparse.Namespace) -> int:
     checkpoint, output = Path(args.checkpoint), Path(args.output)
     ranges = None
     serving = read_serving(checkpoint)
+    if args.consistency:
+        serving = replace(serving, consistency=Consistency(args.consistency))
     model = AutoModelForTokenClassification.from_pretrained(checkpoint)
     scheme = LabelScheme.from_id2label(model.config.id2label)
     raw_dir = Path(tempfile.mkdtemp(prefix="onnx-raw-"))

@@ -137,7 +137,12 @@ def write_model_card(folder: Path, meta: dict[str, Any], parity: dict[str, Any],
         f"- Training data: {', '.join(train_config.get('train', [])) or 'unknown'}; dev: {_dev_description(train_config)}",
         f"- Window {meta.get('max_length')} tokens, overlap {meta.get('stride')}, aggregation `{meta.get('aggregation_strategy')}`",
         f"- Decoding: `{meta.get('decoding', 'constrained')}`"
-        + (" (Viterbi with the CRF transition scores stored in `serving.json`)" if "crf" in meta else ""),
+        + (" (Viterbi with the CRF transition scores stored in `serving.json`)" if "crf" in meta else "")
+        + (
+            "; every mention of a name in a text takes its first mention's type (`consistency`: `first_mention`)"
+            if meta.get("consistency") == "first_mention"
+            else ""
+        ),
         f"- {'Weights' if averaged else 'Best epoch'}: {epoch}; quantisation: {meta.get('quantization', 'none')}",
         f"- model.onnx: {size_mb:.1f} MB, sha256 `{meta.get('onnx_sha256', '')}`",
         "",

@@ -12,7 +12,7 @@ from bioner_client.errors import BionerError, PayloadTooLarge, from_response, re
 from bioner_client.models import Entity, ModelRef, Recognition
 from bioner_client.retry import RetryPolicy
 
-_OPTIONS = {"labels", "min_score", "aggregation_strategy", "decoding", "alternatives"}
+_OPTIONS = {"labels", "min_score", "aggregation_strategy", "decoding", "alternatives", "consistency"}
 
 
 def payload(texts: Sequence[str], options: dict[str, Any], server_timeout_s: float | None) -> dict[str, Any]:

@@ -109,6 +109,7 @@ async def ner(body: NerRequest, request: Request) -> Response:
         alternatives=body.alternatives,
         heads=body.heads,
         overlap=body.overlap,
+        consistency=body.consistency,
     )
     result = await until_disconnect(request, work)
     _observe(request.app.state.metrics, engine.info.name, result, len(texts))
@@ -162,7 +163,7 @@ async def evaluate(body: EvaluateRequest, request: Request) -> Response:
     predicted = await recognize_many(request, engine, texts)
     report, _, _ = await asyncio.to_thread(score_documents, docs, predicted, body.types)
     info = engine.info
-    settings = {k: getattr(info, k) for k in (*WINDOW_FIELDS, "aggregation_strategy", "decoding", "provider")}
+    settings = {k: getattr(info, k) for k in (*WINDOW_FIELDS, "aggregation_strategy", "decoding", "consistency", "provider")}
     model = {"name": info.name, "version": info.version, "sha256": info.sha256}
     return JSONBytesResponse({**report, "documents": len(docs), "model": model, "settings": settings})
 
@@ -203,7 +204,7 @@ async def list_models(request: Request) -> Response:
         entry: dict[str, object] = {"name": name, "default": name == models.default, "version": info.version, "sha256": info.sha256}
         entry["heads"] = heads(name, info)
         entry["labels"] = list(info.labels)
-        entry.update({k: getattr(info, k) for k in (*WINDOW_FIELDS, "provider", "decoding", "aggregation_strategy")})
+        entry.update({k: getattr(info, k) for k in (*WINDOW_FIELDS, "provider", "decoding", "aggregation_strategy", "consistency")})
         listed.append(entry)
     return JSONBytesResponse(listed)
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
 
 from service.decoding.aggregate import Decoding, Strategy
+from service.decoding.consistency import Consistency
 from service.decoding.pipeline import Overlap
 
 _EXAMPLE_TEXT = "IL-2 gene expression requires NF-kappa B activation in human T lymphocytes."
@@ -43,6 +44,13 @@ class NerRequest(BaseModel):
         description="greedy: arg-max per word, stray I- tags repaired into new spans; "
         "constrained: the most probable valid BIO sequence (Viterbi); "
         "crf: as constrained, with the learned transition scores of a model trained with a CRF head. Default: the model's.",
+    )
+    consistency: Consistency = Field(  # type: ignore[assignment]
+        None,
+        strict=False,
+        description="first_mention: every later mention of a name in a text takes the type of its first mention "
+        "(an abstract names a thing in full context once, then uses the bare name); none: each mention is typed by "
+        "its own context. Default: the model's (GET /model).",
     )
     min_score: float = Field(
         0.0, ge=0.0, le=1.0, description="Drop entities scoring below this (a calibrated probability on bundles with a temperature)."
@@ -225,6 +233,7 @@ class ModelInfoOut(BaseModel):
     window_align: str = Field("tokens", description="Where windows end: 'tokens' (fixed length, overlapping) or 'sentences'.")
     aggregation_strategy: str
     decoding: str
+    consistency: str = Field("none", description="Whether a name keeps its first mention's type within a text, by default.")
     provider: str
     temperature: float = Field(1.0, description="Score calibration temperature fitted at export (1: raw probabilities).")
     heads: list[dict[str, Any]] = Field(
@@ -280,6 +289,7 @@ class ModelEntryOut(BaseModel):
     provider: str
     decoding: str
     aggregation_strategy: str
+    consistency: str
 
 
 class HealthOut(BaseModel):

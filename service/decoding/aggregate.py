@@ -232,8 +232,8 @@ def _alternatives(word_probs: np.ndarray, scheme: LabelScheme, chosen: str, k: i
     return tuple(sorted(mass.items(), key=lambda item: -item[1])[:k])
 
 
-def _make_entity(text: str, pieces: list[list[int]], label: str, score: float, source: str) -> Entity | None:
-    """The entity over its subwords' ``[start, end)`` character pieces, trimmed of whitespace."""
+def _bounds(text: str, pieces: list[list[int]]) -> tuple[int, int] | None:
+    """``[start, end)`` over subwords' character pieces, trimmed of whitespace; ``None`` if empty."""
     real = [(a, b) for a, b in pieces if b > a]
     if not real:
         return None
@@ -242,6 +242,20 @@ def _make_entity(text: str, pieces: list[list[int]], label: str, score: float, s
         start += 1
     while end > start and text[end - 1].isspace():
         end -= 1
-    if start >= end:
+    return (start, end) if start < end else None
+
+
+def span_text(text: str, offsets: np.ndarray, words: Words, first: int, last: int) -> str | None:
+    """The characters of words ``[first, last)`` exactly as their entity's ``text`` would be."""
+    pieces = cast("list[list[int]]", offsets[int(words.token_start[first]) : int(words.token_end[last - 1])].tolist())
+    bounds = _bounds(text, pieces)
+    return None if bounds is None else text[bounds[0] : bounds[1]]
+
+
+def _make_entity(text: str, pieces: list[list[int]], label: str, score: float, source: str) -> Entity | None:
+    """The entity over its subwords' ``[start, end)`` character pieces, trimmed of whitespace."""
+    bounds = _bounds(text, pieces)
+    if bounds is None:
         return None
+    start, end = bounds
     return Entity(start, end, label, score, text[start:end], source=source)

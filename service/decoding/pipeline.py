@@ -25,6 +25,7 @@ import numpy as np
 
 from service.decoding.aggregate import Decoding, Entity, Strategy, WordScores, choose_labels, entities_from_labels, softmax, word_scores
 from service.decoding.calibration import calibrated_probs
+from service.decoding.consistency import Consistency, first_mention_types, inherit_scores
 from service.decoding.crf import Transitions
 from service.decoding.labels import LabelScheme
 from service.decoding.windows import DEFAULT_WINDOW, Encoded, TextEncoder, WindowConfig, WindowSpan, stitch
@@ -69,6 +70,7 @@ class Options:
     alternatives: int = 0
     heads: frozenset[str] | None = None
     overlap: Overlap = Overlap.KEEP_ALL
+    consistency: Consistency = Consistency.NONE
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,7 @@ class Pipeline:
         temperature: float = 1.0,
         pad_id: int = 0,
         name: str = "",
+        consistency: Consistency = Consistency.NONE,
     ) -> None:
         """``scheme``: one head's labels (a single-head bundle, named ``name``), or the heads."""
         window.validate(encoder.n_special)
@@ -197,7 +200,7 @@ class Pipeline:
         self.labels: tuple[str, ...] = tuple(dict.fromkeys(t for h in heads for t in h.scheme.entity_types))
         crf_everywhere = all(h.transitions is not None for h in heads)
         self.decodings: tuple[Decoding, ...] = tuple(d for d in Decoding if d is not Decoding.CRF or crf_everywhere)
-        self.defaults = self._checked(Options(strategy, decoding))
+        self.defaults = self._checked(Options(strategy, decoding, consistency=consistency))
 
     @property
     def scheme(self) -> LabelScheme:
@@ -235,6 +238,7 @@ class Pipeline:
         alternatives: int = 0,
         heads: Sequence[str] | None = None,
         overlap: Overlap = Overlap.KEEP_ALL,
+        consistency: Consistency | None = None,
     ) -> Options:
         """This model's defaults with a request's choices on top."""
         chosen = Options(
@@ -245,6 +249,7 @@ class Pipeline:
             alternatives,
             frozenset(heads) if heads else None,
             overlap,
+            consistency or self.defaults.consistency,
         )
         return self._checked(chosen)
 
@@ -317,11 +322,19 @@ class Pipeline:
                 chosen = choose_labels([u.scores for u in run], head.scheme, decoding, head.transitions, temperature)
                 for unit, (labels, confidence) in zip(run, chosen):
                     text, words, alternatives = unit.text, unit.scores.words, unit.options.alternatives
-                    found[unit.job][unit.index].extend(
-                        entities_from_labels(
-                            text.text, text.encoded.offsets, words, labels, confidence, head.scheme, alternatives, head.name
-                        )
+                    entities = entities_from_labels(
+                        text.text, text.encoded.offsets, words, labels, confidence, head.scheme, alternatives, head.name
                     )
+                    if unit.options.consistency is Consistency.FIRST_MENTION:
+                        retyped = first_mention_types(text.text, text.encoded.offsets, words, labels, head.scheme)
+                        if retyped is not labels:
+                            entities = inherit_scores(
+                                entities,
+                                entities_from_labels(
+                                    text.text, text.encoded.offsets, words, retyped, confidence, head.scheme, alternatives, head.name
+                                ),
+                            )
+                    found[unit.job][unit.index].extend(entities)
         return [[self._kept(entities, job.options) for entities in per_text] for job, per_text in zip(jobs, found)]
 
     @staticmethod

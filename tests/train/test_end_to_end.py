@@ -31,7 +31,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert best["epoch"] == 1 + dev_f1.index(max(dev_f1))  # the first epoch with the highest dev F1 is kept
     assert best == records[best["epoch"]]
     flags = ["--data", str(corpus), "--dev-fraction", "0.25", "--quantize", "static", "--calibration-windows", "16"]
-    assert export_bundle(root / "ckpt", root / "bundle", *flags, "--keep-fp32", "ffn_out", "--name", "e2e", "--version", "0") == 0
+    named = ["--consistency", "first_mention", "--name", "e2e", "--version", "0"]
+    assert export_bundle(root / "ckpt", root / "bundle", *flags, "--keep-fp32", "ffn_out", *named) == 0
     return root / "bundle"
 
 
@@ -94,6 +95,8 @@ def test_export_writes_golden_answers_that_check_passes(exported: Path) -> None:
     assert [t["text"] for t in golden["texts"]] == list(GOLDEN_TEXTS)
     assert golden["made_on"]["graph"] == "int8_static_s7" and golden["made_on"]["cpu"]["model"]
     assert main(["check", "--model-path", str(exported)]) == 0  # this machine reproduces the bundle's answers
+    # made under the default the bundle is released with, which the check serves by
+    assert json.loads((exported / "serving.json").read_text())["consistency"] == "first_mention"
 
 
 def test_export_fits_a_temperature_and_draws_the_reliability_diagram(exported: Path) -> None:

@@ -113,3 +113,20 @@ async def test_readme_example_is_what_the_service_answers(client: httpx.AsyncCli
     ]
     assert all(abs(a["score"] - b["score"]) <= 1e-3 for a, b in zip(answered["entities"], shown["entities"]))
     assert answered["model"] == shown["model"]
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_request_chooses_whether_a_name_keeps_one_type(client: httpx.AsyncClient) -> None:
+    """``consistency``: the bundle's default on ``GET /model``, either value per request, and a
+    clear 422 for a value that does not exist."""
+    text = (
+        "The Epstein-Barr virus BZLF1 gene promoter (Zp) is induced by phorbol esters. "
+        "Zp activation requires two AP-1 sites, and Zp is silent in resting B cells."
+    )
+    assert (await client.get("/model")).json()["consistency"] in ("none", "first_mention")
+    each = {c: (await client.post("/ner", json={"text": text, "consistency": c})).json()["entities"] for c in ("none", "first_mention")}
+    zp = {c: [e["label"] for e in found if e["text"] == "Zp"] for c, found in each.items()}
+    assert len(zp["none"]) == 3 and len(set(zp["none"])) == 2, "left to its context, the model types a later Zp otherwise"
+    assert zp["first_mention"] == [zp["none"][0]] * 3
+    refused = await client.post("/ner", json={"text": text, "consistency": "majority"})
+    assert refused.status_code == 422 and "consistency" in refused.text
