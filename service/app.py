@@ -20,7 +20,7 @@ from service.api.pages import install_pages
 from service.api.responses import JSONBytesResponse
 from service.api.routes import make_router
 from service.api.schemas import request_model
-from service.bundle_format import pipeline_for
+from service.bundle_format import ServingConfig, pipeline_for
 from service.decoding.pipeline import Pipeline
 from service.decoding.windows import WindowConfig
 from service.engine import Engine, NerEngine
@@ -152,7 +152,13 @@ def self_check(engine: NerEngine, metrics: Metrics) -> None:
     report = compare(golden, engine.recognize_sync)
     served, made = engine.pipeline.window, engine.bundle.serving.window
     overridden = {"served": window_fields(served), "bundle": window_fields(made)} if served != made else None
-    engine.info = replace(engine.info, self_check=report.as_dict() | ({"window_override": overridden} if overridden else {}))
+    decoding = decoding_override(engine.pipeline, engine.bundle.serving)
+    engine.info = replace(
+        engine.info,
+        self_check=report.as_dict()
+        | ({"window_override": overridden} if overridden else {})
+        | ({"decoding_override": decoding} if decoding else {}),
+    )
     metrics.self_check.labels(engine.info.name).set(1 if report.passed else 0)
     if report.passed:
         log.info(
@@ -177,6 +183,30 @@ def self_check(engine: NerEngine, metrics: Metrics) -> None:
                 overridden["served"],
                 overridden["bundle"],
             )
+        if decoding:
+            log.warning(
+                "self-check: decoding defaults are overridden (%s served, the golden answers were made with the bundle's %s); "
+                "labels and scores are expected to differ",
+                decoding["served"],
+                decoding["bundle"],
+            )
+
+
+def decoding_override(pipeline: Pipeline, serving: ServingConfig) -> dict[str, dict[str, str]] | None:
+    """The served decoding defaults against the bundle's, where the settings changed them (the golden
+    answers were made with the bundle's)."""
+    defaults = pipeline.defaults
+    served = {
+        "aggregation_strategy": defaults.strategy.value,
+        "decoding": defaults.decoding.value,
+        "consistency": defaults.consistency.value,
+    }
+    made = {
+        "aggregation_strategy": serving.strategy.value,
+        "decoding": serving.default_decoding.value,
+        "consistency": serving.consistency.value,
+    }
+    return {"served": served, "bundle": made} if served != made else None
 
 
 def window_fields(window: WindowConfig) -> str:

@@ -180,6 +180,7 @@ def _annotate(args: argparse.Namespace) -> int:
     from service.bulk.annotator import Options
     from service.bulk.files import claim_output, plan_jobs, remove_partials
     from service.bulk.local import run_local
+    from service.bundle_format import SERVING_FILE
     from service.documents.formats import Format
     from service.documents.offsets import OffsetUnit
     from service.runtime.bundle import file_sha256
@@ -196,8 +197,11 @@ def _annotate(args: argparse.Namespace) -> int:
         args.batch_size,
     )
     jobs = plan_jobs(args.inputs, args.output, options.output_format)
+    serving = options.model_path / SERVING_FILE
     made_with = {
         "model_sha256": file_sha256(options.model_path / "model.onnx"),
+        # the same graph may ship with other decoding defaults (1.5.0 and 1.6.0): they decide the answers too
+        "serving_sha256": file_sha256(serving) if serving.exists() else None,
         "format": options.output_format.value,
         "offsets": options.offsets.value,
         "keep_existing": options.keep_existing,

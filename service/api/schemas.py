@@ -262,7 +262,7 @@ class ModelEntryOut(BaseModel):
                 {
                     "name": "bioner-minilm-jnlpba",
                     "default": True,
-                    "version": "1.5.0",
+                    "version": "1.6.0",
                     "sha256": "d454998208f665365a68d1e5553933a07aa9daa624b57f42c669e2cca011ec1d",
                     "heads": [{"name": "bioner-minilm-jnlpba", "labels": ["DNA", "RNA", "cell_line", "cell_type", "protein"]}],
                     "labels": ["DNA", "RNA", "cell_line", "cell_type", "protein"],
@@ -272,6 +272,7 @@ class ModelEntryOut(BaseModel):
                     "provider": "CPUExecutionProvider",
                     "decoding": "crf",
                     "aggregation_strategy": "first",
+                    "consistency": "first_mention",
                 }
             ]
         }
@@ -289,7 +290,7 @@ class ModelEntryOut(BaseModel):
     provider: str
     decoding: str
     aggregation_strategy: str
-    consistency: str
+    consistency: str = Field(description="Whether a name keeps its first mention's type within a text, by default.")
 
 
 class HealthOut(BaseModel):

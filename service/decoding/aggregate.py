@@ -176,18 +176,39 @@ def entities_from_labels(
     alternatives: int = 0,
     source: str = "",
 ) -> list[Entity]:
-    """Spans of the chosen labels, with offsets into ``text`` and the mean confidence of their words.
+    """Spans of the chosen labels, with offsets into ``text`` and the mean confidence of their words."""
+    ids = cast("list[int]", chosen.tolist())
+    spans = decode_tags([scheme.prefixes[c] for c in ids], [scheme.types[c] for c in ids])
+    return entities_from_spans(text, offsets, words, spans, chosen, confidence, scheme, alternatives, source)
+
+
+def entities_from_spans(
+    text: str,
+    offsets: np.ndarray,
+    words: Words,
+    spans: Sequence[tuple[int, int, str]],
+    chosen: np.ndarray,
+    confidence: np.ndarray,
+    scheme: LabelScheme,
+    alternatives: int = 0,
+    source: str = "",
+    decided_by: Sequence[int | None] | None = None,
+) -> list[Entity]:
+    """Entities of word spans ``(first, last_exclusive, type)``, each scored by the mean confidence of
+    its words' chosen labels; with ``decided_by``, a span whose entry names another span (its type was
+    decided there) takes that span's score instead.
 
     Per entity this is plain Python over lists (a few per text, each a handful of words): numpy's
     per-call cost would be most of the time."""
     ids = cast("list[int]", chosen.tolist())
     chosen_p = cast("list[float]", confidence[np.arange(len(ids)), chosen].tolist())
     token_start, token_end = cast("list[int]", words.token_start.tolist()), cast("list[int]", words.token_end.tolist())
+    scores = [sum(chosen_p[first:last]) / (last - first) for first, last, _ in spans]
     entities = []
-    for first, last, kind in decode_tags([scheme.prefixes[c] for c in ids], [scheme.types[c] for c in ids]):
+    for k, (first, last, kind) in enumerate(spans):
         pieces = cast("list[list[int]]", offsets[token_start[first] : token_end[last - 1]].tolist())
-        score = sum(chosen_p[first:last]) / (last - first)
-        entity = _make_entity(text, pieces, kind, score, source)
+        decider = decided_by[k] if decided_by is not None else None
+        entity = _make_entity(text, pieces, kind, scores[k if decider is None else decider], source)
         if entity is not None and alternatives:
             entity = replace(entity, alternatives=_alternatives(confidence[first:last], scheme, kind, alternatives))
         if entity is not None:

@@ -5,22 +5,22 @@ An abstract defines a name once, in full context ("the BZLF1 gene promoter (Zp)"
 JNLPBA's gold gives a name one type within an abstract in 3,470 of 3,477 cases, so the first mention's
 type is the better guess for the rest (README, "One type per name", measured on the 200 dev abstracts).
 
-It works on the word labels, before spans become entities, so a retyped mention keeps its boundaries
-and its alternatives are the other types' probabilities in its own context (the type it had among them).
-Its score is its first mention's: the type was decided there, and so was the confidence in it. (Its own
-probability of the new type is low by construction: its context alone chose another.)
+It retypes the decoded word spans themselves, so no boundary can move: a retyped mention is the same
+span with another type. Its alternatives are the other types' probabilities in its own context (the
+type it had among them). Its score is its first mention's: the type was decided there, and so was the
+confidence in it (its own probability of the new type is low by construction: its context chose another).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from enum import Enum
 
 import numpy as np
 
-from service.decoding.aggregate import Entity, Words, decode_tags, span_text
-from service.decoding.labels import LabelScheme
+from service.decoding.aggregate import Words, span_text
+
+Span = tuple[int, int, str]  # first word, last word (exclusive), type
 
 
 class Consistency(str, Enum):
@@ -30,40 +30,21 @@ class Consistency(str, Enum):
     FIRST_MENTION = "first_mention"  # every mention of a name takes the type of its first mention
 
 
-def first_mention_types(text: str, offsets: np.ndarray, words: Words, labels: np.ndarray, scheme: LabelScheme) -> np.ndarray:
-    """``labels`` (one class id per word) with each span retyped to the type of the first span of the
-    same text (exact characters) before it; spans keep their boundaries and their tags' prefixes.
-    A span whose prefixes do not exist for the new type (a scheme without them) keeps its type."""
-    ids = labels.tolist()
-    spans = decode_tags([scheme.prefixes[c] for c in ids], [scheme.types[c] for c in ids])
-    if len(spans) < 2:
-        return labels
-    by_tag = {(p, t): k for k, (p, t) in enumerate(zip(scheme.prefixes, scheme.types))}
-    first_type: dict[str, str] = {}
-    out = labels
-    for first, last, kind in spans:
-        name = span_text(text, offsets, words, first, last)
-        if name is None:
+def first_mention_types(text: str, offsets: np.ndarray, words: Words, spans: Sequence[Span]) -> tuple[list[Span], list[int | None]]:
+    """``spans`` with each one retyped to the type of the first span of the same name (its exact
+    characters, at least one of them a letter or digit) before it, and for each span the index of the
+    span that decided its type (``None``: its own)."""
+    first: dict[str, int] = {}
+    out: list[Span] = []
+    decided_by: list[int | None] = []
+    for k, (start, last, kind) in enumerate(spans):
+        name = span_text(text, offsets, words, start, last)
+        if name is None or not any(c.isalnum() for c in name):
+            out.append((start, last, kind))
+            decided_by.append(None)
             continue
-        decided = first_type.setdefault(name, kind)
-        if decided == kind:
-            continue
-        retyped = [by_tag.get((scheme.prefixes[c], decided)) for c in ids[first:last]]
-        if None in retyped:
-            continue
-        if out is labels:
-            out = labels.copy()
-        out[first:last] = retyped
-    return out
-
-
-def inherit_scores(own: Sequence[Entity], retyped: Sequence[Entity]) -> list[Entity]:
-    """``retyped`` (the entities of :func:`first_mention_types`'s labels) with each retyped mention
-    scored as its first mention. ``own`` are the same spans under the labels before retyping: the
-    boundaries do not move, so the two lists pair up one to one."""
-    first: dict[str, Entity] = {}
-    out = []
-    for before, after in zip(own, retyped, strict=True):
-        decided = first.setdefault(after.text, after)
-        out.append(replace(after, score=decided.score) if after.label != before.label else after)
-    return out
+        decider = first.setdefault(name, k)
+        decided = kind if decider == k else out[decider][2]
+        out.append((start, last, decided))
+        decided_by.append(decider if decided != kind else None)
+    return out, decided_by

@@ -23,9 +23,19 @@ from enum import Enum
 
 import numpy as np
 
-from service.decoding.aggregate import Decoding, Entity, Strategy, WordScores, choose_labels, entities_from_labels, softmax, word_scores
+from service.decoding.aggregate import (
+    Decoding,
+    Entity,
+    Strategy,
+    WordScores,
+    choose_labels,
+    decode_tags,
+    entities_from_spans,
+    softmax,
+    word_scores,
+)
 from service.decoding.calibration import calibrated_probs
-from service.decoding.consistency import Consistency, first_mention_types, inherit_scores
+from service.decoding.consistency import Consistency, first_mention_types
 from service.decoding.crf import Transitions
 from service.decoding.labels import LabelScheme
 from service.decoding.windows import DEFAULT_WINDOW, Encoded, TextEncoder, WindowConfig, WindowSpan, stitch
@@ -322,18 +332,14 @@ class Pipeline:
                 chosen = choose_labels([u.scores for u in run], head.scheme, decoding, head.transitions, temperature)
                 for unit, (labels, confidence) in zip(run, chosen):
                     text, words, alternatives = unit.text, unit.scores.words, unit.options.alternatives
-                    entities = entities_from_labels(
-                        text.text, text.encoded.offsets, words, labels, confidence, head.scheme, alternatives, head.name
-                    )
+                    ids = labels.tolist()
+                    spans = decode_tags([head.scheme.prefixes[c] for c in ids], [head.scheme.types[c] for c in ids])
+                    decided_by = None
                     if unit.options.consistency is Consistency.FIRST_MENTION:
-                        retyped = first_mention_types(text.text, text.encoded.offsets, words, labels, head.scheme)
-                        if retyped is not labels:
-                            entities = inherit_scores(
-                                entities,
-                                entities_from_labels(
-                                    text.text, text.encoded.offsets, words, retyped, confidence, head.scheme, alternatives, head.name
-                                ),
-                            )
+                        spans, decided_by = first_mention_types(text.text, text.encoded.offsets, words, spans)
+                    entities = entities_from_spans(
+                        text.text, text.encoded.offsets, words, spans, labels, confidence, head.scheme, alternatives, head.name, decided_by
+                    )
                     found[unit.job][unit.index].extend(entities)
         return [[self._kept(entities, job.options) for entities in per_text] for job, per_text in zip(jobs, found)]
 

@@ -4,7 +4,9 @@ CLI that a kill cannot leave half-written, and the Ray run equal to the local on
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -170,6 +172,11 @@ def test_cli_is_deterministic_resumable_and_process_count_blind(tiny_bundle: Pat
     assert _outputs(tmp_path / "a") == outputs
     other = _annotate(tiny_bundle, inputs, tmp_path / "a", "--format", "bioc_xml", "--offsets", "utf16")
     assert other.returncode == 2 and "offsets: codepoint -> utf16" in other.stderr  # no mixing of files made two ways
+    regraded = shutil.copytree(tiny_bundle, tmp_path / "regraded")  # the same graph, other decoding defaults
+    serving = json.loads((regraded / "serving.json").read_text())
+    (regraded / "serving.json").write_text(json.dumps({**serving, "consistency": "first_mention"}))
+    other = _annotate(regraded, inputs, tmp_path / "a", "--format", "bioc_xml")
+    assert other.returncode == 2 and "serving_sha256" in other.stderr
     assert _outputs(tmp_path / "a") == outputs
 
 

@@ -123,8 +123,9 @@ async def test_a_request_chooses_whether_a_name_keeps_one_type(client: httpx.Asy
         "The Epstein-Barr virus BZLF1 gene promoter (Zp) is induced by phorbol esters. "
         "Zp activation requires two AP-1 sites, and Zp is silent in resting B cells."
     )
-    assert (await client.get("/model")).json()["consistency"] in ("none", "first_mention")
+    assert (await client.get("/model")).json()["consistency"] == "first_mention"  # the JNLPBA bundle's default
     each = {c: (await client.post("/ner", json={"text": text, "consistency": c})).json()["entities"] for c in ("none", "first_mention")}
+    assert (await client.post("/ner", json={"text": text})).json()["entities"] == each["first_mention"]
     zp = {c: [e["label"] for e in found if e["text"] == "Zp"] for c, found in each.items()}
     assert len(zp["none"]) == 3 and len(set(zp["none"])) == 2, "left to its context, the model types a later Zp otherwise"
     assert zp["first_mention"] == [zp["none"][0]] * 3

@@ -88,9 +88,9 @@ async def test_models_lists_every_model_and_marks_the_default(client: httpx.Asyn
     assert chem["provider"] == "CPUExecutionProvider" and len(chem["sha256"]) == 64
     assert set(prot) == {
         "name", "default", "version", "sha256", "heads", "labels", "max_length", "stride", "window_align", "provider", "decoding",
-        "aggregation_strategy",
+        "aggregation_strategy", "consistency",
     }  # fmt: skip
-    assert prot["window_align"] == "tokens"
+    assert prot["window_align"] == "tokens" and prot["consistency"] == "none"
     model = (await client.get("/model")).json()  # /model stays the default model's
     assert model["name"] == "prot" and model["labels"] == ["protein", "DNA"] and model["limits"]["max_text_chars"] == 1000
     assert (await client.get("/ready")).json() == {"status": "ready", "model": "prot"}

@@ -9,8 +9,8 @@ import pytest
 from paths import JNLPBA_BUNDLE
 
 from service.bundle_format import ServingConfig, pipeline_for
-from service.decoding.aggregate import Entity, Words, entities_from_labels
-from service.decoding.consistency import Consistency, first_mention_types, inherit_scores
+from service.decoding.aggregate import Decoding, Entity, Words, decode_tags, entities_from_spans
+from service.decoding.consistency import Consistency, first_mention_types
 from service.decoding.labels import LabelScheme
 from service.errors import BundleError
 from service.runtime.bundle import load_bundle
@@ -30,58 +30,68 @@ def one_token_per_word(text: str) -> tuple[np.ndarray, Words]:
     return np.array(offsets), words
 
 
-def retyped(text: str, tags: list[str], scheme: LabelScheme = BIO) -> list[str]:
+def retyped(text: str, tags: list[str], scheme: LabelScheme = BIO) -> list[tuple[str, str]]:
+    """``(name, type)`` of every span of ``tags`` after the rule."""
     offsets, words = one_token_per_word(text)
-    labels = np.array([scheme.labels.index(t) for t in tags])
-    return [scheme.labels[c] for c in first_mention_types(text, offsets, words, labels, scheme)]
+    parts = [(scheme.prefixes[scheme.labels.index(t)], scheme.types[scheme.labels.index(t)]) for t in tags]
+    spans, _ = first_mention_types(text, offsets, words, decode_tags([p for p, _ in parts], [k for _, k in parts]))
+    names = text.split(" ")
+    return [(" ".join(names[a:b]), kind) for a, b, kind in spans]
 
 
 def test_later_mentions_take_the_first_mentions_type() -> None:
     text = "Zp binds Zp and PLD binds Zp"
     tags = ["B-DNA", "O", "B-protein", "O", "B-protein", "O", "B-protein"]
-    assert retyped(text, tags) == ["B-DNA", "O", "B-DNA", "O", "B-protein", "O", "B-DNA"]
+    assert retyped(text, tags) == [("Zp", "DNA"), ("Zp", "DNA"), ("PLD", "protein"), ("Zp", "DNA")]
 
 
-def test_a_name_of_several_words_keeps_its_boundaries_and_prefixes() -> None:
+def test_a_name_of_several_words_is_retyped_whole() -> None:
     text = "NF kappa B and NF kappa B sites"
     tags = ["B-protein", "I-protein", "I-protein", "O", "B-DNA", "I-DNA", "I-DNA", "O"]
-    assert retyped(text, tags) == ["B-protein", "I-protein", "I-protein", "O", "B-protein", "I-protein", "I-protein", "O"]
+    assert retyped(text, tags) == [("NF kappa B", "protein"), ("NF kappa B", "protein")]
 
 
 def test_names_match_exactly() -> None:
     """Case and extent matter: ``zp`` is not ``Zp``, and ``NF kappa`` is not ``NF kappa B``."""
     text = "Zp zp NF kappa B NF kappa"
     tags = ["B-DNA", "B-protein", "B-protein", "I-protein", "I-protein", "B-DNA", "I-DNA"]
-    assert retyped(text, tags) == tags
+    assert retyped(text, tags) == [("Zp", "DNA"), ("zp", "protein"), ("NF kappa B", "protein"), ("NF kappa", "DNA")]
 
 
-def test_nothing_to_retype_returns_the_labels_themselves() -> None:
-    offsets, words = one_token_per_word("Zp binds Zp")
-    labels = np.array([3, 0, 3])
-    assert first_mention_types("Zp binds Zp", offsets, words, labels, BIO) is labels
+def test_names_without_a_letter_or_digit_are_left_alone() -> None:
+    assert retyped("- x -", ["B-DNA", "O", "B-protein"]) == [("-", "DNA"), ("-", "protein")]
 
 
-def test_bioes_prefixes_carry_over_and_a_missing_tag_keeps_the_type() -> None:
-    bioes = LabelScheme.from_id2label({0: "O", 1: "S-DNA", 2: "S-protein", 3: "B-DNA", 4: "E-DNA", 5: "B-RNA", 6: "E-RNA"})
-    assert retyped("Zp Zp", ["S-DNA", "S-protein"], bioes) == ["S-DNA", "S-DNA"]
-    # no S-RNA in this scheme: the second mention cannot become RNA, so it stays as it was
-    assert retyped("Zp x Zp", ["B-RNA", "O", "S-DNA"], bioes) == ["B-RNA", "O", "S-DNA"]
+@pytest.mark.parametrize(
+    ("scheme", "tags"),
+    [
+        # IO: a retyped span next to a span of its new type must not merge with it
+        (LabelScheme.from_id2label({0: "O", 1: "DNA", 2: "protein"}), ["DNA", "O", "DNA", "protein"]),
+        # greedy BIO: a stray I- opens a span; retyped, it stays a span of its own
+        (BIO, ["B-DNA", "O", "B-DNA", "I-protein"]),
+    ],
+)
+def test_boundaries_never_move(scheme: LabelScheme, tags: list[str]) -> None:
+    offsets, words = one_token_per_word("Zp x Zp Zp")
+    parts = [(scheme.prefixes[scheme.labels.index(t)], scheme.types[scheme.labels.index(t)]) for t in tags]
+    spans = decode_tags([p for p, _ in parts], [k for _, k in parts])
+    labels = np.array([scheme.labels.index(t) for t in tags])
+    confidence = np.full((4, len(scheme)), 0.5, dtype=np.float32)
+    new, decided_by = first_mention_types("Zp x Zp Zp", offsets, words, spans)
+    entities = entities_from_spans("Zp x Zp Zp", offsets, words, new, labels, confidence, scheme, decided_by=decided_by)
+    assert [(e.start, e.end) for e in entities] == [(0, 2), (5, 7), (8, 10)]
+    assert [e.label for e in entities] == ["DNA", "DNA", "DNA"] and decided_by == [None, None, 0]
 
 
-def test_retyped_mentions_are_scored_as_their_first_mention() -> None:
-    own = [Entity(0, 2, "DNA", 0.74, "Zp"), Entity(9, 11, "protein", 0.79, "Zp"), Entity(16, 19, "protein", 0.9, "PLD")]
-    after = [Entity(0, 2, "DNA", 0.74, "Zp"), Entity(9, 11, "DNA", 0.14, "Zp"), Entity(16, 19, "protein", 0.9, "PLD")]
-    assert [(e.label, e.score) for e in inherit_scores(own, after)] == [("DNA", 0.74), ("DNA", 0.74), ("protein", 0.9)]
-
-
-def test_retyped_alternatives_list_the_type_the_context_gave() -> None:
+def test_retyped_mentions_are_scored_as_their_first_mention_with_their_own_alternatives() -> None:
     text = "Zp binds Zp"
     offsets, words = one_token_per_word(text)
     probs = np.array([[0.05, 0.05, 0.0, 0.9, 0.0], [0.9, 0.05, 0.0, 0.05, 0.0], [0.1, 0.7, 0.0, 0.2, 0.0]], dtype=np.float32)
     labels = np.array([3, 0, 1])
-    new = first_mention_types(text, offsets, words, labels, BIO)
-    second = entities_from_labels(text, offsets, words, new, probs, BIO, alternatives=1)[1]
-    assert (second.label, second.alternatives) == ("DNA", (("protein", pytest.approx(0.7)),))
+    spans, decided_by = first_mention_types(text, offsets, words, [(0, 1, "DNA"), (2, 3, "protein")])
+    first, second = entities_from_spans(text, offsets, words, spans, labels, probs, BIO, alternatives=1, decided_by=decided_by)
+    assert (second.label, second.score) == ("DNA", pytest.approx(0.9)) and first.score == pytest.approx(0.9)
+    assert second.alternatives == (("protein", pytest.approx(0.7)),)
 
 
 def test_serving_json_carries_the_default(tmp_path: Path) -> None:
@@ -102,15 +112,17 @@ TEXTS = [
 
 
 @pytest.mark.skipif(not (JNLPBA_BUNDLE / "model.onnx").exists(), reason="JNLPBA model not present")
-def test_the_real_model_types_each_name_once_and_moves_no_boundary() -> None:
+@pytest.mark.parametrize("decoding", list(Decoding))
+def test_the_real_model_types_each_name_once_and_moves_no_boundary(decoding: Decoding) -> None:
     bundle = load_bundle(JNLPBA_BUNDLE)
     session = OnnxSession(bundle.onnx_path, len(bundle.scheme))
-    answers = {
-        c: pipeline_for(bundle.serving, bundle.encoder, bundle.scheme, bundle.pad_id, consistency=c).predict(TEXTS, session.run)
-        for c in Consistency
-    }
+
+    def answers(consistency: Consistency) -> list[list[Entity]]:
+        pipeline = pipeline_for(bundle.serving, bundle.encoder, bundle.scheme, bundle.pad_id, consistency=consistency, decoding=decoding)
+        return pipeline.predict(TEXTS, session.run)
+
     changed = 0
-    for own, consistent in zip(answers[Consistency.NONE], answers[Consistency.FIRST_MENTION], strict=True):
+    for own, consistent in zip(answers(Consistency.NONE), answers(Consistency.FIRST_MENTION), strict=True):
         assert [(e.start, e.end) for e in own] == [(e.start, e.end) for e in consistent]
         first: dict[str, Entity] = {}
         for before, after in zip(own, consistent):

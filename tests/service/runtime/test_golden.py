@@ -113,3 +113,18 @@ async def test_self_check_names_window_overrides(golden_bundle: Path, caplog: py
         "bundle": "max_length 16, stride 4, align tokens",
     }
     assert "windows are overridden" in caplog.text
+
+
+async def test_self_check_names_decoding_overrides(golden_bundle: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Golden answers are made with the bundle's decoding defaults; a setting that changes one is named."""
+    _relabel_first(golden_bundle)
+    app = create_app(Settings(model_path=golden_bundle, max_text_chars=1000, consistency="first_mention", decoding="constrained"))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            check = (await client.get("/model")).json()["self_check"]
+    assert check["passed"] is False and "window_override" not in check
+    assert check["decoding_override"] == {
+        "served": {"aggregation_strategy": "first", "decoding": "constrained", "consistency": "first_mention"},
+        "bundle": {"aggregation_strategy": "first", "decoding": "greedy", "consistency": "none"},
+    }
+    assert "decoding defaults are overridden" in caplog.text
