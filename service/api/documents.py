@@ -14,6 +14,7 @@ from fastapi import Query, Request
 from starlette.responses import Response
 
 from service.api.routes import engine_for, recognize_many
+from service.decoding.consistency import Consistency, first_mention_documents
 from service.decoding.pipeline import Overlap
 from service.documents.annotate import add_entities
 from service.documents.formats import MEDIA_TYPE, WRITABLE, Format, read_documents, write_documents
@@ -73,6 +74,8 @@ async def annotate(
     texts = [p.text for p in collection.passages()]
     engine.check_many(texts, "passage")
     found = await recognize_many(request, engine, texts, min_score, labels, heads, overlap)
+    if engine.info.consistency == Consistency.FIRST_MENTION.value:  # a title's names carry into the abstract
+        found = first_mention_documents([len(d.passages) for d in collection.documents], found)
     info = engine.info
     provenance = {"model": info.name, "model_version": info.version, "model_sha256": info.sha256}
     add_entities(collection, found, provenance, keep_existing)

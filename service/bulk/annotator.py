@@ -11,6 +11,7 @@ from pathlib import Path
 
 from service.bulk.files import Job, write_atomically
 from service.bundle_format import pipeline_for
+from service.decoding.consistency import Consistency, first_mention_documents
 from service.documents.annotate import add_entities
 from service.documents.formats import Format, read_documents, sniff, write_documents
 from service.documents.offsets import OffsetUnit
@@ -53,6 +54,8 @@ class FileAnnotator:
         texts = [p.text for p in collection.passages()]
         plan = self.pipeline.plan(texts)
         found = self.pipeline.finish(plan, self.pipeline.run(self.session.run, plan, self.options.batch_size))
+        if self.pipeline.defaults.consistency is Consistency.FIRST_MENTION:  # a title's names carry into the abstract
+            found = first_mention_documents([len(d.passages) for d in collection.documents], found)
         add_entities(collection, found, self.provenance, self.options.keep_existing)
         write_atomically(job.target, write_documents(collection, self.options.output_format, self.options.offsets))
         return FileStats(len(collection.documents), len(texts), plan.tokens, sum(map(len, found)), len(data))

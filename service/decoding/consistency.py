@@ -14,11 +14,12 @@ confidence in it (its own probability of the new type is low by construction: it
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from enum import Enum
 
 import numpy as np
 
-from service.decoding.aggregate import Words, span_text
+from service.decoding.aggregate import Entity, Words, span_text
 
 Span = tuple[int, int, str]  # first word, last word (exclusive), type
 
@@ -48,3 +49,37 @@ def first_mention_types(text: str, offsets: np.ndarray, words: Words, spans: Seq
         out.append((start, last, decided))
         decided_by.append(decider if decided != kind else None)
     return out, decided_by
+
+
+def first_mention_across(passages: Sequence[Sequence[Entity]]) -> list[list[Entity]]:
+    """One document's passages' entities, in reading order (title, abstract, sections), each passage
+    already consistent within itself: a name's first mention in an earlier passage decides its type,
+    and its score, in the later ones, head by head. Passages are decoded one by one, so this is done on
+    entities; a retyped mention's alternatives, if asked for, trade the new type for the one it had,
+    at the score it had (the mean probability of its own tags, close to that type's mass)."""
+    first: dict[tuple[str, str], Entity] = {}
+    out: list[list[Entity]] = []
+    for entities in passages:
+        kept: list[Entity] = []
+        for entity in entities:
+            decided = first.setdefault((entity.source, entity.text), entity)
+            if decided.label != entity.label and any(c.isalnum() for c in entity.text):
+                alternatives = entity.alternatives
+                if alternatives:
+                    others = [(label, p) for label, p in alternatives if label != decided.label] + [(entity.label, entity.score)]
+                    alternatives = tuple(sorted(others, key=lambda item: -item[1])[: len(alternatives)])
+                entity = replace(entity, label=decided.label, score=decided.score, alternatives=alternatives)
+            kept.append(entity)
+        out.append(kept)
+    return out
+
+
+def first_mention_documents(passages_per_document: Sequence[int], found: Sequence[Sequence[Entity]]) -> list[list[Entity]]:
+    """:func:`first_mention_across` for every document of a collection, given how many passages each
+    has; ``found`` holds every passage's entities in collection order."""
+    out: list[list[Entity]] = []
+    cursor = 0
+    for n in passages_per_document:
+        out.extend(first_mention_across(found[cursor : cursor + n]))
+        cursor += n
+    return out

@@ -226,3 +226,32 @@ def test_ray_run_equals_the_local_run(tiny_bundle: Path, tmp_path: Path) -> None
     assert on_ray.entities > 0
     assert len(on_ray.failed) == len(local.failed) == 1 and "broken.pubtator" in on_ray.failed[0]  # reported; the rest went on
     assert _outputs(tmp_path / "ray") == _outputs(tmp_path / "local")
+
+
+TITLE_AND_ABSTRACT = (
+    "1|t|The Epstein-Barr virus BZLF1 gene promoter (Zp) is induced by phorbol esters.\n"
+    "1|a|Zp activation requires two AP-1 sites, and Zp is silent in resting B cells.\n\n"
+)
+
+
+def _zp_types(data: bytes, fmt: Format) -> list[str]:
+    return [kind for _, _, _, kind, text in _ours(data, fmt) if text == "Zp"]
+
+
+async def test_a_titles_names_carry_into_the_abstract_over_http_and_in_bulk(tmp_path: Path) -> None:
+    """Title and abstract are two passages, decoded one by one; under the JNLPBA bundle's
+    ``first_mention`` default the title's ``Zp`` (DNA, after "gene promoter") decides the
+    abstract's two, which the abstract alone types as proteins."""
+    from service.bulk.annotator import FileAnnotator, Options
+    from service.bulk.files import Job
+
+    async with app_client(Settings(model_path=JNLPBA_BUNDLE)) as (client, _):
+        response = await client.post("/annotate", content=TITLE_AND_ABSTRACT.encode(), headers={"content-type": "text/plain"})
+        alone = (await client.post("/ner", json={"text": TITLE_AND_ABSTRACT.split("|a|")[1].strip()})).json()["entities"]
+    assert response.status_code == 200, response.text
+    assert [e["label"] for e in alone if e["text"] == "Zp"] == ["protein", "protein"], "the abstract alone types Zp otherwise"
+    assert _zp_types(response.content, Format.PUBTATOR) == ["DNA", "DNA", "DNA"]
+    source = tmp_path / "in.txt"
+    source.write_text(TITLE_AND_ABSTRACT, encoding="utf-8")
+    FileAnnotator(Options(JNLPBA_BUNDLE, Format.PUBTATOR))(Job(source, tmp_path / "out.txt"))
+    assert _zp_types((tmp_path / "out.txt").read_bytes(), Format.PUBTATOR) == ["DNA", "DNA", "DNA"]

@@ -10,7 +10,7 @@ from paths import JNLPBA_BUNDLE
 
 from service.bundle_format import ServingConfig, pipeline_for
 from service.decoding.aggregate import Decoding, Entity, Words, decode_tags, entities_from_spans
-from service.decoding.consistency import Consistency, first_mention_types
+from service.decoding.consistency import Consistency, first_mention_across, first_mention_documents, first_mention_types
 from service.decoding.labels import LabelScheme
 from service.errors import BundleError
 from service.runtime.bundle import load_bundle
@@ -135,3 +135,16 @@ def test_the_real_model_types_each_name_once_and_moves_no_boundary(decoding: Dec
                 assert after == before
     # the model, left to each mention's context, types a later "Zp" or "GRE" as a protein
     assert changed >= 1
+
+
+def test_across_passages_the_first_mention_decides_per_head_and_alternatives_trade_places() -> None:
+    title = [Entity(0, 2, "DNA", 0.8, "Zp", source="jnlpba"), Entity(5, 6, "protein", 0.9, "-", source="jnlpba")]
+    abstract = [
+        Entity(0, 2, "protein", 0.6, "Zp", alternatives=(("DNA", 0.3), ("RNA", 0.05)), source="jnlpba"),
+        Entity(4, 6, "cell_line", 0.7, "Zp", source="other"),  # another head: its own names
+        Entity(8, 9, "DNA", 0.5, "-", source="jnlpba"),  # no letter or digit: left alone
+    ]
+    _, after = first_mention_across([title, abstract])
+    assert [(e.label, e.score) for e in after] == [("DNA", 0.8), ("cell_line", 0.7), ("DNA", 0.5)]
+    assert after[0].alternatives == (("protein", 0.6), ("RNA", 0.05))
+    assert first_mention_documents([1, 1], [title, abstract]) == [title, abstract]  # two documents: nothing carries
