@@ -61,6 +61,13 @@ async def annotate(
     model: Annotated[
         str | None, Query(max_length=64, description="Which loaded model annotates (GET /models); default: the default model.")
     ] = None,
+    consistency: Annotated[
+        Consistency | None,
+        Query(
+            description="first_mention: every later mention of a name in a document (title, abstract, sections) takes the type "
+            "of its first mention; none: each by its own context. Default: the model's (GET /model)."
+        ),
+    ] = None,
 ) -> Response:
     """Your documents back with entities added: each a BioC annotation whose infons carry the type,
     the score and the model (name, version, sha256). Offsets slice the passage text exactly."""
@@ -73,8 +80,8 @@ async def annotate(
     collection = await asyncio.to_thread(read_documents, body, source, offsets, "request body")
     texts = [p.text for p in collection.passages()]
     engine.check_many(texts, "passage")
-    found = await recognize_many(request, engine, texts, min_score, labels, heads, overlap)
-    if engine.info.consistency == Consistency.FIRST_MENTION.value:  # a title's names carry into the abstract
+    found = await recognize_many(request, engine, texts, min_score, labels, heads, overlap, consistency)
+    if (consistency or Consistency(engine.info.consistency)) is Consistency.FIRST_MENTION:  # a title's names carry into the abstract
         found = first_mention_documents([len(d.passages) for d in collection.documents], found)
     info = engine.info
     provenance = {"model": info.name, "model_version": info.version, "model_sha256": info.sha256}

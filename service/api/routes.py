@@ -27,6 +27,7 @@ from service.api.schemas import (
 from service.corpora.load import parse_corpus, split_dev
 from service.corpora.scoring import score_documents
 from service.decoding.aggregate import Entity
+from service.decoding.consistency import Consistency
 from service.decoding.pipeline import Overlap
 from service.engine import Engine, Recognition
 from service.errors import ClientGoneError, InvalidRequestError, ShuttingDownError
@@ -134,13 +135,16 @@ async def recognize_many(
     labels: list[str] | None = None,
     heads: list[str] | None = None,
     overlap: Overlap = Overlap.KEEP_ALL,
+    consistency: Consistency | None = None,
 ) -> list[list[Entity]]:
     """Many texts, one request's worth at a time, through the same batcher as ``/ner`` (so a
     large call shares the queue fairly instead of flooding it); checked with ``check_many`` first."""
     found: list[list[Entity]] = []
     metrics: Metrics = request.app.state.metrics
     for chunk in engine.chunks(texts):
-        work = engine.recognize(texts[chunk.start : chunk.stop], None, min_score, labels, heads=heads, overlap=overlap)
+        work = engine.recognize(
+            texts[chunk.start : chunk.stop], None, min_score, labels, heads=heads, overlap=overlap, consistency=consistency
+        )
         result = await until_disconnect(request, work)
         _observe(metrics, engine.info.name, result, len(chunk))
         found.extend(result.entities)

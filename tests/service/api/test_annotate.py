@@ -248,6 +248,14 @@ async def test_a_titles_names_carry_into_the_abstract_over_http_and_in_bulk(tmp_
     async with app_client(Settings(model_path=JNLPBA_BUNDLE)) as (client, _):
         response = await client.post("/annotate", content=TITLE_AND_ABSTRACT.encode(), headers={"content-type": "text/plain"})
         alone = (await client.post("/ner", json={"text": TITLE_AND_ABSTRACT.split("|a|")[1].strip()})).json()["entities"]
+        own_context = await client.post(
+            "/annotate?consistency=none", content=TITLE_AND_ABSTRACT.encode(), headers={"content-type": "text/plain"}
+        )
+        refused = await client.post(
+            "/annotate?consistency=majority", content=TITLE_AND_ABSTRACT.encode(), headers={"content-type": "text/plain"}
+        )
+    assert refused.status_code == 422 and "consistency" in refused.text
+    assert _zp_types(own_context.content, Format.PUBTATOR) == ["DNA", "protein", "protein"]
     assert response.status_code == 200, response.text
     assert [e["label"] for e in alone if e["text"] == "Zp"] == ["protein", "protein"], "the abstract alone types Zp otherwise"
     assert _zp_types(response.content, Format.PUBTATOR) == ["DNA", "DNA", "DNA"]
