@@ -177,9 +177,13 @@ def entities_from_labels(
     source: str = "",
 ) -> list[Entity]:
     """Spans of the chosen labels, with offsets into ``text`` and the mean confidence of their words."""
+    return entities_from_spans(text, offsets, words, label_spans(chosen, scheme), chosen, confidence, scheme, alternatives, source)
+
+
+def label_spans(chosen: np.ndarray, scheme: LabelScheme) -> list[tuple[int, int, str]]:
+    """Word spans ``(first, last_exclusive, type)`` of one text's chosen class ids."""
     ids = cast("list[int]", chosen.tolist())
-    spans = decode_tags([scheme.prefixes[c] for c in ids], [scheme.types[c] for c in ids])
-    return entities_from_spans(text, offsets, words, spans, chosen, confidence, scheme, alternatives, source)
+    return decode_tags([scheme.prefixes[c] for c in ids], [scheme.types[c] for c in ids])
 
 
 def entities_from_spans(
@@ -200,8 +204,7 @@ def entities_from_spans(
 
     Per entity this is plain Python over lists (a few per text, each a handful of words): numpy's
     per-call cost would be most of the time."""
-    ids = cast("list[int]", chosen.tolist())
-    chosen_p = cast("list[float]", confidence[np.arange(len(ids)), chosen].tolist())
+    chosen_p = cast("list[float]", confidence[np.arange(len(chosen)), chosen].tolist())
     token_start, token_end = cast("list[int]", words.token_start.tolist()), cast("list[int]", words.token_end.tolist())
     scores = [sum(chosen_p[first:last]) / (last - first) for first, last, _ in spans]
     entities = []

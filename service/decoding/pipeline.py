@@ -29,8 +29,8 @@ from service.decoding.aggregate import (
     Strategy,
     WordScores,
     choose_labels,
-    decode_tags,
     entities_from_spans,
+    label_spans,
     softmax,
     word_scores,
 )
@@ -332,8 +332,7 @@ class Pipeline:
                 chosen = choose_labels([u.scores for u in run], head.scheme, decoding, head.transitions, temperature)
                 for unit, (labels, confidence) in zip(run, chosen):
                     text, words, alternatives = unit.text, unit.scores.words, unit.options.alternatives
-                    ids = labels.tolist()
-                    spans = decode_tags([head.scheme.prefixes[c] for c in ids], [head.scheme.types[c] for c in ids])
+                    spans = label_spans(labels, head.scheme)
                     decided_by = None
                     if unit.options.consistency is Consistency.FIRST_MENTION:
                         spans, decided_by = first_mention_types(text.text, text.encoded.offsets, words, spans)
