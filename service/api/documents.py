@@ -14,6 +14,7 @@ from fastapi import Query, Request
 from starlette.responses import Response
 
 from service.api.routes import engine_for, recognize_many
+from service.decoding.aggregate import Decoding, Strategy
 from service.decoding.consistency import Consistency, first_mention_documents
 from service.decoding.pipeline import Overlap
 from service.documents.annotate import add_entities
@@ -68,6 +69,12 @@ async def annotate(
             "of its first mention; none: each by its own context. Default: the model's (GET /model)."
         ),
     ] = None,
+    aggregation_strategy: Annotated[
+        Strategy | None, Query(description="Subword-to-word aggregation, as /ner's; default: the model's.")
+    ] = None,
+    decoding: Annotated[
+        Decoding | None, Query(description="greedy, constrained or crf, as /ner's; default: the model's (GET /model).")
+    ] = None,
 ) -> Response:
     """Your documents back with entities added: each a BioC annotation whose infons carry the type,
     the score and the model (name, version, sha256). Offsets slice the passage text exactly."""
@@ -80,7 +87,7 @@ async def annotate(
     collection = await asyncio.to_thread(read_documents, body, source, offsets, "request body")
     texts = [p.text for p in collection.passages()]
     engine.check_many(texts, "passage")
-    found = await recognize_many(request, engine, texts, min_score, labels, heads, overlap, consistency)
+    found = await recognize_many(request, engine, texts, min_score, labels, heads, overlap, consistency, aggregation_strategy, decoding)
     if (consistency or Consistency(engine.info.consistency)) is Consistency.FIRST_MENTION:  # a title's names carry into the abstract
         found = first_mention_documents([len(d.passages) for d in collection.documents], found)
     info = engine.info

@@ -26,7 +26,7 @@ from service.api.schemas import (
 )
 from service.corpora.load import parse_corpus, split_dev
 from service.corpora.scoring import score_documents
-from service.decoding.aggregate import Entity
+from service.decoding.aggregate import Decoding, Entity, Strategy
 from service.decoding.consistency import Consistency
 from service.decoding.pipeline import Overlap
 from service.engine import Engine, Recognition
@@ -136,6 +136,8 @@ async def recognize_many(
     heads: list[str] | None = None,
     overlap: Overlap = Overlap.KEEP_ALL,
     consistency: Consistency | None = None,
+    strategy: Strategy | None = None,
+    decoding: Decoding | None = None,
 ) -> list[list[Entity]]:
     """Many texts, one request's worth at a time, through the same batcher as ``/ner`` (so a
     large call shares the queue fairly instead of flooding it); checked with ``check_many`` first."""
@@ -143,7 +145,14 @@ async def recognize_many(
     metrics: Metrics = request.app.state.metrics
     for chunk in engine.chunks(texts):
         work = engine.recognize(
-            texts[chunk.start : chunk.stop], None, min_score, labels, heads=heads, overlap=overlap, consistency=consistency
+            texts[chunk.start : chunk.stop],
+            strategy,
+            min_score,
+            labels,
+            decoding=decoding,
+            heads=heads,
+            overlap=overlap,
+            consistency=consistency,
         )
         result = await until_disconnect(request, work)
         _observe(metrics, engine.info.name, result, len(chunk))
@@ -164,10 +173,18 @@ async def evaluate(body: EvaluateRequest, request: Request) -> Response:
         _, docs = split_dev(docs, body.dev_fraction, body.seed)
     texts = [d.text for d in docs]
     engine.check_many(texts, "document")
-    predicted = await recognize_many(request, engine, texts)
+    predicted = await recognize_many(
+        request, engine, texts, consistency=body.consistency, strategy=body.aggregation_strategy, decoding=body.decoding
+    )
     report, _, _ = await asyncio.to_thread(score_documents, docs, predicted, body.types)
     info = engine.info
     settings = {k: getattr(info, k) for k in (*WINDOW_FIELDS, "aggregation_strategy", "decoding", "consistency", "provider")}
+    chosen: dict[str, Strategy | Decoding | Consistency | None] = {
+        "aggregation_strategy": body.aggregation_strategy,
+        "decoding": body.decoding,
+        "consistency": body.consistency,
+    }
+    settings.update({k: v.value for k, v in chosen.items() if v is not None})  # what scored, the request's choice over the model's
     model = {"name": info.name, "version": info.version, "sha256": info.sha256}
     return JSONBytesResponse({**report, "documents": len(docs), "model": model, "settings": settings})
 

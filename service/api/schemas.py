@@ -156,6 +156,10 @@ class EvaluateRequest(BaseModel):
     model: str = Field(  # type: ignore[assignment]
         None, max_length=64, description=_MODEL_CHOICE, examples=["bioner-minilm-jnlpba"]
     )
+    # The decoding choices /ner takes, so a lab can score them on its own gold before it picks one.
+    aggregation_strategy: Strategy = Field(None, strict=False, description="As /ner's; default: the model's.")  # type: ignore[assignment]
+    decoding: Decoding = Field(None, strict=False, description="As /ner's; default: the model's.")  # type: ignore[assignment]
+    consistency: Consistency = Field(None, strict=False, description="As /ner's; default: the model's.")  # type: ignore[assignment]
 
     @model_validator(mode="after")
     def _one_source(self) -> EvaluateRequest:

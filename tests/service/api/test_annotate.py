@@ -66,6 +66,24 @@ async def test_pubtator_in_pubtator_out_with_entities_added(client: httpx.AsyncC
     assert "Gold" not in kept_out.text and "X1" not in kept_out.text
 
 
+async def test_decoding_is_chosen_per_request_as_on_ner(client: httpx.AsyncClient) -> None:
+    """``/annotate`` takes ``/ner``'s decoding choices: "the kinase gene" has a stray I- tag that
+    greedy decoding (the tiny bundle's default) repairs into a span and the constrained path does not."""
+    stray = "1|t|the kinase gene\n1|a|p53 binds\n\n"
+    headers = {"content-type": "text/plain"}
+    answers = {}
+    for decoding in ("greedy", "constrained"):
+        response = await client.post(f"/annotate?decoding={decoding}", content=stray.encode(), headers=headers)
+        assert response.status_code == 200, response.text
+        answers[decoding] = _ours(response.content, Format.PUBTATOR)
+        ner = (await client.post("/ner", json={"texts": ["the kinase gene", "p53 binds"], "decoding": decoding})).json()["entities"]
+        assert [(s, e, t) for _, s, e, t, _ in answers[decoding]] == [(x["start"], x["end"], x["label"]) for ents in ner for x in ents]
+    default = await client.post("/annotate", content=stray.encode(), headers=headers)
+    assert _ours(default.content, Format.PUBTATOR) == answers["greedy"] != answers["constrained"]
+    refused = await client.post("/annotate?decoding=crf", content=stray.encode(), headers=headers)  # no CRF head here
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_request"
+
+
 @pytest.mark.parametrize("unit", list(OffsetUnit))
 async def test_bioc_xml_keeps_the_collection_and_adds_traceable_annotations(client: httpx.AsyncClient, unit: OffsetUnit) -> None:
     response = await client.post(f"/annotate?offsets={unit.value}", content=BIOC_XML.encode(), headers={"content-type": "application/xml"})

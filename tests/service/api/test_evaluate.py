@@ -112,3 +112,26 @@ async def test_default_model_on_jnlpba_equals_bioner_evaluate(shared_data: Path,
             response = await c.post("/evaluate", json={"format": "brat", "documents": documents})
     assert response.status_code == 200, response.text
     same_scores(response.json(), cli_report(JNLPBA_BUNDLE, folder))
+
+
+async def test_a_decoding_chosen_per_request_scores_as_bioner_evaluate_does(
+    client: httpx.AsyncClient, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """A lab scores the decodings on its own gold before it picks one: d3's stray I- tag is
+    repaired into a span by greedy decoding (the tiny bundle's default), not by the constrained path."""
+    folder = tmp_path / "brat"
+    folder.mkdir()
+    for doc_id, text, ann in DOCS:
+        (folder / f"{doc_id}.txt").write_text(text)
+        (folder / f"{doc_id}.ann").write_text(ann)
+    body = {"format": "brat", "documents": [{"id": i, "text": t, "ann": a} for i, t, a in DOCS]}
+    default = (await client.post("/evaluate", json=body)).json()
+    constrained = await client.post("/evaluate", json={**body, "decoding": "constrained"})
+    assert constrained.status_code == 200, constrained.text
+    assert constrained.json()["settings"]["decoding"] == "constrained" and default["settings"]["decoding"] == "greedy"
+    assert constrained.json()["micro"] != default["micro"]
+    same_scores(constrained.json(), cli_report(tiny_bundle, folder, "--decoding", "constrained"))
+    no_crf = await client.post("/evaluate", json={**body, "decoding": "crf"})  # the tiny bundle has no transition scores
+    assert no_crf.status_code == 422 and no_crf.json()["error"]["code"] == "invalid_request"  # as /ner answers it
+    unknown = await client.post("/evaluate", json={**body, "decoding": "beam"})
+    assert unknown.status_code == 422
