@@ -119,6 +119,39 @@ def test_a_killed_worker_is_replaced_and_sigterm_stops_them_all(workers: tuple[s
         wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists() or b"zombie" in Path(f"/proc/{pid}/status").read_bytes().lower())
 
 
+def test_sigterm_drains_both_workers_accepted_requests(workers: tuple[subprocess.Popen[bytes], str]) -> None:
+    """Each worker finishes what it accepted before it exits: an outcome is an answer (200, or 503
+    once draining) or a connection never accepted, never a connection cut mid-request."""
+    proc, url = workers
+    big = [" ".join(["p53 kinase binds the myc gene"] * 40)] * 60  # enough work to be mid-flight in both
+
+    async def scenario() -> list[httpx.Response | BaseException]:
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=0)  # a new connection each: both workers get some
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+            task = asyncio.gather(*(client.post("/ner", json={"text": t}) for t in big), return_exceptions=True)
+            for _ in range(1000):  # SIGTERM only once work is really queued (the scrape sums both workers)
+                scrape = httpx.get(f"{url}/metrics", headers={"connection": "close"}).text
+                if metric(scrape, "bioner_queue_depth_windows") > 0:
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                pytest.fail("no window was ever seen queued")
+            last = children(proc.pid)
+            proc.send_signal(signal.SIGTERM)
+            outcomes = await task
+        for pid in last:
+            wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists() or b"zombie" in Path(f"/proc/{pid}/status").read_bytes().lower())
+        return outcomes
+
+    outcomes = asyncio.run(scenario())
+    assert proc.wait(timeout=30) == 0
+    answered = [o for o in outcomes if isinstance(o, httpx.Response)]
+    assert sum(r.status_code == 200 for r in answered) > 0
+    assert all(r.status_code in (200, 503) for r in answered), [r.status_code for r in answered]
+    cut = [o for o in outcomes if not isinstance(o, httpx.Response) and not isinstance(o, httpx.ConnectError)]
+    assert not cut, cut[:3]
+
+
 def test_a_bundle_that_will_not_load_stops_the_service_with_status_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     bad.mkdir()
