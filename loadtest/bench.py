@@ -8,6 +8,8 @@
    no HTTP, no queue: the ceiling for this model on this machine.
 3. the service over HTTP (a real server process) at client concurrencies 1, 4, 16, 64 with the
    micro-batcher on, and at 16 with batching off (max batch size 1);
+   With ``--compare-env``, a second service configuration (another worker layout, say) is timed
+   at 16 beside it, in the same run;
 4. the service under an open-loop load: Poisson arrivals at stated shares of the capacity
    measured in 3 (25%, 50%, 65%, 80%, 90% by default), latency counted from each request's
    scheduled arrival, so a slow server cannot slow the offered load down (no coordinated omission).
@@ -413,6 +415,13 @@ def main() -> None:
         "--decode-alone", action="store_true", help="also run the service at c=16 decoding each request alone (decode batcher off)"
     )
     parser.add_argument(
+        "--compare-env",
+        nargs="*",
+        default=[],
+        help="a second service configuration (BIONER_*=value), timed at c=16 in the same run: "
+        "e.g. BIONER_WORKERS=2 BIONER_INTRA_OP_THREADS=1",
+    )
+    parser.add_argument(
         "--texts-per-request",
         type=int,
         default=0,
@@ -453,6 +462,10 @@ def main() -> None:
     if args.decode_alone:
         alone_env = {**extra, "BIONER_DECODE_BATCH_REQUESTS": "1"}
         results["service_decode_alone"] = bench_service(args.model, texts, args.threads, [16], alone_env)
+    if args.compare_env:
+        results["compare_env"] = service_env(args.compare_env)
+        compared_env = {**extra, **results["compare_env"]}
+        results["service_compared"] = bench_service(args.model, texts, args.threads, [16], compared_env)
     if args.texts_per_request:
         results["service_grouped"] = bench_service(args.model, texts, args.threads, [4], extra, per_request=args.texts_per_request)
 
@@ -470,6 +483,7 @@ def main() -> None:
     labelled = [("service", "service, micro-batching", None), ("service_unbatched", "service, batching off", 16)]
     labelled += [("service_decode_alone", "service, each request decoded alone", 16)]
     labelled += [("service_grouped", f"service, {args.texts_per_request} texts per request (latency per request)", 4)]
+    labelled += [("service_compared", f"service, {' '.join(args.compare_env)}", 16)]
     for key, name, only in labelled:
         for c, run in results.get(key, {}).get("runs", {}).items():
             if only is None or c == only:
@@ -504,6 +518,12 @@ def main() -> None:
             ratios["service16_over_pipeline"] = at16["texts_per_s"] / pipe["texts_per_s"]
         if single:
             ratios["p99_at_16_over_single_p50"] = at16["p99"] / single["p50"]
+    compared = results.get("service_compared", {}).get("runs", {}).get(16)
+    if compared:
+        if at16:
+            ratios["service16_compared_over_service16"] = compared["texts_per_s"] / at16["texts_per_s"]
+        if isinstance(pipe, dict):
+            ratios["service16_compared_over_pipeline"] = compared["texts_per_s"] / pipe["texts_per_s"]
     if isinstance(pipe, dict):
         ratios["raw_ort_over_pipeline"] = raw["texts_per_s"] / pipe["texts_per_s"]
     if "reference_raw_ort" in results:
@@ -543,7 +563,7 @@ def main() -> None:
     for section in ("raw_ort", "reference_raw_ort", "pipeline"):
         if isinstance(results.get(section), dict):
             results[section].pop("predicted", None)
-    for key in ("service", "service_unbatched", "service_decode_alone", "service_grouped"):
+    for key in ("service", "service_unbatched", "service_decode_alone", "service_grouped", "service_compared"):
         for run in results.get(key, {}).get("runs", {}).values():
             run.pop("predicted", None)
     write_report(args.out, "bench", lines, results)
