@@ -416,7 +416,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--compare-env",
-        nargs="*",
+        nargs="+",
         default=[],
         help="a second service configuration (BIONER_*=value), timed at c=16 in the same run: "
         "e.g. BIONER_WORKERS=2 BIONER_INTRA_OP_THREADS=1",
@@ -435,6 +435,7 @@ def main() -> None:
     extra = {**service_env(args.service_env), **window_env}
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "threads": args.threads, "cpu": cpu_model()}, "texts": len(texts)}
     results["service_env"] = service_env(args.service_env)
+    compared_env = {**extra, **service_env(args.compare_env)} if args.compare_env else None  # a typo fails now, not after the runs
 
     raw = bench_raw_ort(args.model, texts, args.threads, args.raw_batch_size, window)
     tokens = raw["tokens"]
@@ -462,9 +463,8 @@ def main() -> None:
     if args.decode_alone:
         alone_env = {**extra, "BIONER_DECODE_BATCH_REQUESTS": "1"}
         results["service_decode_alone"] = bench_service(args.model, texts, args.threads, [16], alone_env)
-    if args.compare_env:
+    if compared_env is not None:
         results["compare_env"] = service_env(args.compare_env)
-        compared_env = {**extra, **results["compare_env"]}
         results["service_compared"] = bench_service(args.model, texts, args.threads, [16], compared_env)
     if args.texts_per_request:
         results["service_grouped"] = bench_service(args.model, texts, args.threads, [4], extra, per_request=args.texts_per_request)

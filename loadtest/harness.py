@@ -53,6 +53,8 @@ def rss_mb(pid: int) -> float:
 
 def service_env(items: list[str]) -> dict[str, str]:
     """``--service-env BIONER_X=value ...`` as the environment a service run adds."""
+    if bad := [item for item in items if "=" not in item]:
+        raise SystemExit(f"settings must be NAME=value, got {bad}")
     return dict(item.split("=", 1) for item in items)
 
 

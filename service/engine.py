@@ -17,7 +17,7 @@ from service.batching import BatcherHooks, Health, MicroBatcher, WindowResult
 from service.decode_batcher import DecodeBatcher
 from service.decoding.aggregate import Decoding, Entity, Strategy
 from service.decoding.consistency import Consistency
-from service.decoding.pipeline import Finishing, Overlap, Pipeline, Plan, pad_windows, run_rows
+from service.decoding.pipeline import Finishing, Options, Overlap, Pipeline, Plan, pad_windows, run_rows
 from service.errors import DeadlineExceededError, RequestTooLargeError, TextTooLongError
 from service.runtime.bundle import Bundle
 from service.runtime.session import OnnxSession
@@ -76,6 +76,18 @@ class Engine(Protocol):
         overlap: Overlap = Overlap.KEEP_ALL,
         consistency: Consistency | None = None,
     ) -> Recognition: ...
+
+    def options(
+        self,
+        strategy: Strategy | None = None,
+        decoding: Decoding | None = None,
+        min_score: float = 0.0,
+        labels: Sequence[str] | None = None,
+        alternatives: int = 0,
+        heads: Sequence[str] | None = None,
+        overlap: Overlap = Overlap.KEEP_ALL,
+        consistency: Consistency | None = None,
+    ) -> Options: ...
 
     def chunks(self, texts: Sequence[str]) -> list[range]: ...
 
@@ -271,7 +283,7 @@ class NerEngine:
         overlap: Overlap = Overlap.KEEP_ALL,
         consistency: Consistency | None = None,
     ) -> Recognition:
-        options = self.pipeline.options(strategy, decoding, min_score, labels, alternatives, heads, overlap, consistency)
+        options = self.options(strategy, decoding, min_score, labels, alternatives, heads, overlap, consistency)
         bound = self._windows_bound(texts, "text")
         if bound > self.max_request_windows:
             raise RequestTooLargeError(
@@ -303,6 +315,21 @@ class NerEngine:
             windows=len(plan.rows),
             batches=tuple(sorted({r.batch for r in results})),
         )
+
+    def options(
+        self,
+        strategy: Strategy | None = None,
+        decoding: Decoding | None = None,
+        min_score: float = 0.0,
+        labels: Sequence[str] | None = None,
+        alternatives: int = 0,
+        heads: Sequence[str] | None = None,
+        overlap: Overlap = Overlap.KEEP_ALL,
+        consistency: Consistency | None = None,
+    ) -> Options:
+        """The model's defaults with a request's choices on top, checked: a route that scores or
+        reports them refuses what this model cannot do before any text is read."""
+        return self.pipeline.options(strategy, decoding, min_score, labels, alternatives, heads, overlap, consistency)
 
     def chunks(self, texts: Sequence[str]) -> list[range]:
         """Consecutive runs of texts that each fit one request's limits (count and window budget)."""

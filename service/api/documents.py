@@ -73,12 +73,14 @@ async def annotate(
         Strategy | None, Query(description="Subword-to-word aggregation, as /ner's; default: the model's.")
     ] = None,
     decoding: Annotated[
-        Decoding | None, Query(description="greedy, constrained or crf, as /ner's; default: the model's (GET /model).")
+        Decoding | None, Query(description="How word labels are chosen, as /ner's; default: the model's (GET /model).")
     ] = None,
 ) -> Response:
     """Your documents back with entities added: each a BioC annotation whose infons carry the type,
     the score and the model (name, version, sha256). Offsets slice the passage text exactly."""
     engine = engine_for(request, model)
+    # What this model cannot do is refused before the body is read.
+    chosen = engine.options(aggregation_strategy, decoding, min_score, labels, 0, heads, overlap, consistency)
     source = _input_format(request, format)
     target = Format(output) if output in _WRITABLE else source
     if output is not None and output not in _WRITABLE:
@@ -87,8 +89,19 @@ async def annotate(
     collection = await asyncio.to_thread(read_documents, body, source, offsets, "request body")
     texts = [p.text for p in collection.passages()]
     engine.check_many(texts, "passage")
-    found = await recognize_many(request, engine, texts, min_score, labels, heads, overlap, consistency, aggregation_strategy, decoding)
-    if (consistency or Consistency(engine.info.consistency)) is Consistency.FIRST_MENTION:  # a title's names carry into the abstract
+    found = await recognize_many(
+        request,
+        engine,
+        texts,
+        min_score=min_score,
+        labels=labels,
+        heads=heads,
+        overlap=overlap,
+        consistency=chosen.consistency,
+        strategy=chosen.strategy,
+        decoding=chosen.decoding,
+    )
+    if chosen.consistency is Consistency.FIRST_MENTION:  # a title's names carry into the abstract
         found = first_mention_documents([len(d.passages) for d in collection.documents], found)
     info = engine.info
     provenance = {"model": info.name, "model_version": info.version, "model_sha256": info.sha256}

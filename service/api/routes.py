@@ -164,6 +164,7 @@ async def evaluate(body: EvaluateRequest, request: Request) -> Response:
     """The running model's strict span precision, recall and F1 on your gold annotations, per type,
     micro and macro: the figures ``bioner evaluate`` computes on the same data and model."""
     engine = engine_for(request, body.model)
+    chosen = engine.options(body.aggregation_strategy, body.decoding, consistency=body.consistency)  # refused before the gold is read
     brat = [(d.id, d.text, d.ann) for d in body.documents or []]
     try:  # parsing and scoring a few MB of gold leave the event loop
         docs = await asyncio.to_thread(parse_corpus, body.format, body.content or "", brat, body.tag_map, body.separator)
@@ -174,17 +175,13 @@ async def evaluate(body: EvaluateRequest, request: Request) -> Response:
     texts = [d.text for d in docs]
     engine.check_many(texts, "document")
     predicted = await recognize_many(
-        request, engine, texts, consistency=body.consistency, strategy=body.aggregation_strategy, decoding=body.decoding
+        request, engine, texts, consistency=chosen.consistency, strategy=chosen.strategy, decoding=chosen.decoding
     )
     report, _, _ = await asyncio.to_thread(score_documents, docs, predicted, body.types)
     info = engine.info
-    settings = {k: getattr(info, k) for k in (*WINDOW_FIELDS, "aggregation_strategy", "decoding", "consistency", "provider")}
-    chosen: dict[str, Strategy | Decoding | Consistency | None] = {
-        "aggregation_strategy": body.aggregation_strategy,
-        "decoding": body.decoding,
-        "consistency": body.consistency,
-    }
-    settings.update({k: v.value for k, v in chosen.items() if v is not None})  # what scored, the request's choice over the model's
+    settings: dict[str, object] = {k: getattr(info, k) for k in WINDOW_FIELDS}  # what scored: the request's choices over the model's
+    settings |= {"aggregation_strategy": chosen.strategy.value, "decoding": chosen.decoding.value, "consistency": chosen.consistency.value}
+    settings["provider"] = info.provider
     model = {"name": info.name, "version": info.version, "sha256": info.sha256}
     return JSONBytesResponse({**report, "documents": len(docs), "model": model, "settings": settings})
 

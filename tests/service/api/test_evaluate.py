@@ -133,5 +133,10 @@ async def test_a_decoding_chosen_per_request_scores_as_bioner_evaluate_does(
     same_scores(constrained.json(), cli_report(tiny_bundle, folder, "--decoding", "constrained"))
     no_crf = await client.post("/evaluate", json={**body, "decoding": "crf"})  # the tiny bundle has no transition scores
     assert no_crf.status_code == 422 and no_crf.json()["error"]["code"] == "invalid_request"  # as /ner answers it
+    empty = await client.post("/evaluate", json={"format": "jsonl", "content": "", "decoding": "crf"})
+    assert empty.status_code == 422, "refused even with nothing to score, never reported as what scored"
+    chosen = (await client.post("/evaluate", json={**body, "aggregation_strategy": "average", "consistency": "first_mention"})).json()
+    assert (chosen["settings"]["aggregation_strategy"], chosen["settings"]["consistency"]) == ("average", "first_mention")
+    assert default["settings"]["consistency"] == "none"
     unknown = await client.post("/evaluate", json={**body, "decoding": "beam"})
     assert unknown.status_code == 422

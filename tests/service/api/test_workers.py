@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from live_server import free_port, start_server
+from live_server import free_port, start_server, stop_server
 
 from service.settings import Settings
 from service.workers import cores, per_worker
@@ -119,36 +119,62 @@ def test_a_killed_worker_is_replaced_and_sigterm_stops_them_all(workers: tuple[s
         wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists() or b"zombie" in Path(f"/proc/{pid}/status").read_bytes().lower())
 
 
-def test_sigterm_drains_both_workers_accepted_requests(workers: tuple[subprocess.Popen[bytes], str]) -> None:
-    """Each worker finishes what it accepted before it exits: an outcome is an answer (200, or 503
-    once draining) or a connection never accepted, never a connection cut mid-request."""
-    proc, url = workers
-    big = [" ".join(["p53 kinase binds the myc gene"] * 40)] * 60  # enough work to be mid-flight in both
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
 
-    async def scenario() -> list[httpx.Response | BaseException]:
-        limits = httpx.Limits(max_connections=100, max_keepalive_connections=0)  # a new connection each: both workers get some
-        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
-            task = asyncio.gather(*(client.post("/ner", json={"text": t}) for t in big), return_exceptions=True)
-            for _ in range(1000):  # SIGTERM only once work is really queued (the scrape sums both workers)
-                scrape = httpx.get(f"{url}/metrics", headers={"connection": "close"}).text
-                if metric(scrape, "bioner_queue_depth_windows") > 0:
-                    break
-                await asyncio.sleep(0.01)
-            else:
-                pytest.fail("no window was ever seen queued")
-            last = children(proc.pid)
-            proc.send_signal(signal.SIGTERM)
-            outcomes = await task
-        for pid in last:
-            wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists() or b"zombie" in Path(f"/proc/{pid}/status").read_bytes().lower())
-        return outcomes
 
-    outcomes = asyncio.run(scenario())
-    assert proc.wait(timeout=30) == 0
-    answered = [o for o in outcomes if isinstance(o, httpx.Response)]
-    assert sum(r.status_code == 200 for r in answered) > 0
-    assert all(r.status_code in (200, 503) for r in answered), [r.status_code for r in answered]
-    cut = [o for o in outcomes if not isinstance(o, httpx.Response) and not isinstance(o, httpx.ConnectError)]
+def test_sigterm_drains_both_workers_accepted_requests(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no grace period the listener closes at SIGTERM while both workers still hold queued
+    work: each finishes what it accepted. Every request with windows queued at the signal is
+    answered after it with a 200; any other outcome is a refusal as shutting down or a connection
+    never accepted, never a connection cut mid-request."""
+    monkeypatch.setenv("BIONER_DRAIN_GRACE_S", "0")
+    monkeypatch.setenv("BIONER_MAX_BATCH_SIZE", "1")  # one window a batch: the queue outlasts the signal
+    proc, url = start_server(tiny_bundle, "--workers", "2")
+    big = [" ".join(["p53 kinase binds the myc gene"] * 100)] * 40
+    try:
+        wait_for(lambda: len(children(proc.pid)) == 2)
+        pids = children(proc.pid)
+        before = {pid: cpu_ticks(pid) for pid in pids}
+
+        windows = int(httpx.post(f"{url}/ner", json={"text": big[0]}, headers={"connection": "close"}).headers["x-windows"])
+
+        async def scenario() -> tuple[list[tuple[float, httpx.Response | BaseException]], float, dict[int, int], float]:
+            limits = httpx.Limits(max_connections=100, max_keepalive_connections=0)  # a new connection each: both workers get some
+            async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+
+                async def timed(text: str) -> tuple[float, httpx.Response | BaseException]:
+                    try:
+                        response: httpx.Response | BaseException = await client.post("/ner", json={"text": text})
+                    except httpx.HTTPError as error:
+                        response = error
+                    return time.monotonic(), response
+
+                task = asyncio.gather(*(timed(t) for t in big))
+                for _ in range(1000):  # SIGTERM only once work is really queued (the scrape sums both workers)
+                    queued = metric((await client.get("/metrics")).text, "bioner_queue_depth_windows")
+                    if queued >= 10 * windows:
+                        break
+                    await asyncio.sleep(0.01)
+                else:
+                    pytest.fail("no window was ever seen queued")
+                busy = {pid: cpu_ticks(pid) - ticks for pid, ticks in before.items()}
+                signalled = time.monotonic()
+                proc.send_signal(signal.SIGTERM)
+                return await task, signalled, busy, queued
+
+        outcomes, signalled, busy, queued = asyncio.run(scenario())
+        assert proc.wait(timeout=60) == 0
+    finally:
+        stop_server(proc)
+    assert all(ticks > 0 for ticks in busy.values()), f"both workers must hold work when the signal comes: {busy}"
+    answered = [(t, o) for t, o in outcomes if isinstance(o, httpx.Response)]
+    ok = [t for t, o in answered if o.status_code == 200]
+    refused = [o for _, o in answered if o.status_code != 200]
+    assert all(o.status_code == 503 and o.json()["error"]["code"] == "shutting_down" for o in refused), [o.text for o in refused]
+    assert sum(t > signalled for t in ok) >= queued // windows, "every request with windows queued at the signal is answered"
+    cut = [o for _, o in outcomes if not isinstance(o, httpx.Response) and not isinstance(o, httpx.ConnectError)]
     assert not cut, cut[:3]
 
 
