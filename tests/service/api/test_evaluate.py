@@ -44,13 +44,18 @@ def same_scores(served: dict[str, object], cli: dict[str, object]) -> None:
     assert served["micro"] == cli["micro"] and served["macro"] == cli["macro"] and served["per_type"] == cli["per_type"]
 
 
-async def test_brat_equals_bioner_evaluate(client: httpx.AsyncClient, tiny_bundle: Path, tmp_path: Path) -> None:
+def brat_gold(tmp_path: Path) -> tuple[Path, dict[str, object]]:
+    """DOCS as a brat folder (for `bioner evaluate`) and as the same gold in an /evaluate body."""
     folder = tmp_path / "brat"
     folder.mkdir()
     for doc_id, text, ann in DOCS:
         (folder / f"{doc_id}.txt").write_text(text)
         (folder / f"{doc_id}.ann").write_text(ann)
-    body = {"format": "brat", "documents": [{"id": i, "text": t, "ann": a} for i, t, a in DOCS]}
+    return folder, {"format": "brat", "documents": [{"id": i, "text": t, "ann": a} for i, t, a in DOCS]}
+
+
+async def test_brat_equals_bioner_evaluate(client: httpx.AsyncClient, tiny_bundle: Path, tmp_path: Path) -> None:
+    folder, body = brat_gold(tmp_path)
     response = await client.post("/evaluate", json=body)
     assert response.status_code == 200, response.text
     served = response.json()
@@ -119,12 +124,7 @@ async def test_a_decoding_chosen_per_request_scores_as_bioner_evaluate_does(
 ) -> None:
     """A lab scores the decodings on its own gold before it picks one: d3's stray I- tag is
     repaired into a span by greedy decoding (the tiny bundle's default), not by the constrained path."""
-    folder = tmp_path / "brat"
-    folder.mkdir()
-    for doc_id, text, ann in DOCS:
-        (folder / f"{doc_id}.txt").write_text(text)
-        (folder / f"{doc_id}.ann").write_text(ann)
-    body = {"format": "brat", "documents": [{"id": i, "text": t, "ann": a} for i, t, a in DOCS]}
+    folder, body = brat_gold(tmp_path)
     default = (await client.post("/evaluate", json=body)).json()
     constrained = await client.post("/evaluate", json={**body, "decoding": "constrained"})
     assert constrained.status_code == 200, constrained.text
