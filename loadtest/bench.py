@@ -435,7 +435,7 @@ def main() -> None:
     extra = {**service_env(args.service_env), **window_env}
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "threads": args.threads, "cpu": cpu_model()}, "texts": len(texts)}
     results["service_env"] = service_env(args.service_env)
-    compared_env = {**extra, **service_env(args.compare_env)} if args.compare_env else None  # a typo fails now, not after the runs
+    compare = service_env(args.compare_env)  # a typo fails now, not after the runs
 
     raw = bench_raw_ort(args.model, texts, args.threads, args.raw_batch_size, window)
     tokens = raw["tokens"]
@@ -463,9 +463,9 @@ def main() -> None:
     if args.decode_alone:
         alone_env = {**extra, "BIONER_DECODE_BATCH_REQUESTS": "1"}
         results["service_decode_alone"] = bench_service(args.model, texts, args.threads, [16], alone_env)
-    if compared_env is not None:
-        results["compare_env"] = service_env(args.compare_env)
-        results["service_compared"] = bench_service(args.model, texts, args.threads, [16], compared_env)
+    if compare:
+        results["compare_env"] = compare
+        results["service_compared"] = bench_service(args.model, texts, args.threads, [16], {**extra, **compare})
     if args.texts_per_request:
         results["service_grouped"] = bench_service(args.model, texts, args.threads, [4], extra, per_request=args.texts_per_request)
 
