@@ -8,8 +8,8 @@
    no HTTP, no queue: the ceiling for this model on this machine.
 3. the service over HTTP (a real server process) at client concurrencies 1, 4, 16, 64 with the
    micro-batcher on, and at 16 with batching off (max batch size 1);
-   With ``--compare-env``, a second service configuration (another worker layout, say) is timed
-   at 16 beside it, in the same run;
+   With ``--compare-env`` (once per configuration), other service configurations (a worker
+   layout, inference lanes) are timed at 16 beside it, in the same run;
 4. the service under an open-loop load: Poisson arrivals at stated shares of the capacity
    measured in 3 (25%, 50%, 65%, 80%, 90% by default), latency counted from each request's
    scheduled arrival, so a slow server cannot slow the offered load down (no coordinated omission).
@@ -64,6 +64,7 @@ from service.decoding.pipeline import pad_windows  # noqa: E402
 from service.decoding.windows import Align  # noqa: E402
 from service.runtime.bundle import load_bundle  # noqa: E402
 from service.runtime.session import OnnxSession  # noqa: E402
+from service.settings import Settings  # noqa: E402
 
 Spans = list[tuple[int, int, str]]
 
@@ -203,16 +204,14 @@ def peak_rss_mb(pid: int) -> float:
 def start_service(
     model: Path, threads: int, extra: dict[str, str], cpus: Sequence[int] | None = None
 ) -> tuple[subprocess.Popen[bytes], str, float]:
-    """The server as a process of its own (pinned to ``cpus`` when given: its workers inherit that)."""
+    """The server as a process of its own (pinned to ``cpus`` when given: its workers inherit that),
+    running ``threads`` inferences threads in all (0: the service's own choice), split over its
+    workers and lanes unless ``extra`` sets ``BIONER_INTRA_OP_THREADS`` itself."""
     port = free_port()
-    env = {
-        **os.environ,
-        "BIONER_MODEL_PATH": str(model),
-        "BIONER_PORT": str(port),
-        "BIONER_LOG_LEVEL": "warning",
-        "BIONER_INTRA_OP_THREADS": str(threads),
-        **extra,
-    }
+    env = {**os.environ, "BIONER_MODEL_PATH": str(model), "BIONER_PORT": str(port), "BIONER_LOG_LEVEL": "warning", **extra}
+    if threads and "BIONER_INTRA_OP_THREADS" not in extra:
+        lanes = int(extra.get("BIONER_INFERENCE_LANES", Settings.model_fields["inference_lanes"].default))
+        env["BIONER_INTRA_OP_THREADS"] = str(max(1, threads // (lanes * int(extra.get("BIONER_WORKERS", "1")))))
     started = time.perf_counter()
     pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus is not None else None
     proc = subprocess.Popen([sys.executable, "-m", "service", "serve"], env=env, preexec_fn=pin)
@@ -417,9 +416,10 @@ def main() -> None:
     parser.add_argument(
         "--compare-env",
         nargs="+",
+        action="append",
         default=[],
-        help="a second service configuration (BIONER_*=value), timed at c=16 in the same run: "
-        "e.g. BIONER_WORKERS=2 BIONER_INTRA_OP_THREADS=1",
+        help="another service configuration (BIONER_*=value ...), timed at c=16 in the same run; repeat for more: "
+        "e.g. --compare-env BIONER_INFERENCE_LANES=2 --compare-env BIONER_WORKERS=2 BIONER_INTRA_OP_THREADS=1",
     )
     parser.add_argument(
         "--texts-per-request",
@@ -435,7 +435,7 @@ def main() -> None:
     extra = {**service_env(args.service_env), **window_env}
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "threads": args.threads, "cpu": cpu_model()}, "texts": len(texts)}
     results["service_env"] = service_env(args.service_env)
-    compare = service_env(args.compare_env)  # a typo fails now, not after the runs
+    compares = [service_env(config) for config in args.compare_env]  # a typo fails now, not after the runs
 
     raw = bench_raw_ort(args.model, texts, args.threads, args.raw_batch_size, window)
     tokens = raw["tokens"]
@@ -463,9 +463,9 @@ def main() -> None:
     if args.decode_alone:
         alone_env = {**extra, "BIONER_DECODE_BATCH_REQUESTS": "1"}
         results["service_decode_alone"] = bench_service(args.model, texts, args.threads, [16], alone_env)
-    if compare:
-        results["compare_env"] = compare
-        results["service_compared"] = bench_service(args.model, texts, args.threads, [16], {**extra, **compare})
+    for k, compare in enumerate(compares):
+        results[f"compare_env_{k}"] = compare
+        results[f"service_compared_{k}"] = bench_service(args.model, texts, args.threads, [16], {**extra, **compare})
     if args.texts_per_request:
         results["service_grouped"] = bench_service(args.model, texts, args.threads, [4], extra, per_request=args.texts_per_request)
 
@@ -483,7 +483,7 @@ def main() -> None:
     labelled = [("service", "service, micro-batching", None), ("service_unbatched", "service, batching off", 16)]
     labelled += [("service_decode_alone", "service, each request decoded alone", 16)]
     labelled += [("service_grouped", f"service, {args.texts_per_request} texts per request (latency per request)", 4)]
-    labelled += [("service_compared", f"service, {' '.join(args.compare_env)}", 16)]
+    labelled += [(f"service_compared_{k}", f"service, {' '.join(config)}", 16) for k, config in enumerate(args.compare_env)]
     for key, name, only in labelled:
         for c, run in results.get(key, {}).get("runs", {}).items():
             if only is None or c == only:
@@ -518,12 +518,12 @@ def main() -> None:
             ratios["service16_over_pipeline"] = at16["texts_per_s"] / pipe["texts_per_s"]
         if single:
             ratios["p99_at_16_over_single_p50"] = at16["p99"] / single["p50"]
-    compared = results.get("service_compared", {}).get("runs", {}).get(16)
-    if compared:
-        if at16:
-            ratios["service16_compared_over_service16"] = compared["texts_per_s"] / at16["texts_per_s"]
-        if isinstance(pipe, dict):
-            ratios["service16_compared_over_pipeline"] = compared["texts_per_s"] / pipe["texts_per_s"]
+    for k in range(len(compares)):
+        compared = results[f"service_compared_{k}"].get("runs", {}).get(16)
+        if compared and at16:
+            ratios[f"service16_compared_{k}_over_service16"] = compared["texts_per_s"] / at16["texts_per_s"]
+        if compared and isinstance(pipe, dict):
+            ratios[f"service16_compared_{k}_over_pipeline"] = compared["texts_per_s"] / pipe["texts_per_s"]
     if isinstance(pipe, dict):
         ratios["raw_ort_over_pipeline"] = raw["texts_per_s"] / pipe["texts_per_s"]
     if "reference_raw_ort" in results:
@@ -563,7 +563,8 @@ def main() -> None:
     for section in ("raw_ort", "reference_raw_ort", "pipeline"):
         if isinstance(results.get(section), dict):
             results[section].pop("predicted", None)
-    for key in ("service", "service_unbatched", "service_decode_alone", "service_grouped", "service_compared"):
+    compared_keys = [f"service_compared_{k}" for k in range(len(compares))]
+    for key in ("service", "service_unbatched", "service_decode_alone", "service_grouped", *compared_keys):
         for run in results.get(key, {}).get("runs", {}).values():
             run.pop("predicted", None)
     write_report(args.out, "bench", lines, results)

@@ -58,7 +58,7 @@ def main() -> None:
         for k, workers, threads in plan:
             server, client = mine[:k], mine[k:] or mine
             os.sched_setaffinity(0, client)
-            env = {**common, "BIONER_WORKERS": str(workers), "BIONER_INTRA_OP_THREADS": str(threads)}
+            env = {**common, "BIONER_WORKERS": str(workers), "BIONER_INFERENCE_LANES": "1", "BIONER_INTRA_OP_THREADS": str(threads)}
             proc, url, _ = start_service(args.model, threads, env, cpus=server)
             try:
                 run = asyncio.run(drive(url, texts, max(16, args.concurrency_per_core * k), args.texts_per_request, server_pid=proc.pid))

@@ -18,13 +18,15 @@ from harness import add_common_args, service_env, stop_service
 
 CONFIGS = {
     "batch 8, wait 0 ms (default)": {},
+    "1 inference lane, 2 threads (the default before 2026-12-07)": {"BIONER_INFERENCE_LANES": "1", "BIONER_INTRA_OP_THREADS": "2"},
     "wait 2 ms": {"BIONER_MAX_WAIT_MS": "2"},
     "batch 4": {"BIONER_MAX_BATCH_SIZE": "4"},
     "batch 16": {"BIONER_MAX_BATCH_SIZE": "16"},
     "batch 32": {"BIONER_MAX_BATCH_SIZE": "32"},
     "wait 10 ms": {"BIONER_MAX_WAIT_MS": "10"},
-    "1 inference thread": {"BIONER_INTRA_OP_THREADS": "1"},
-    "2 workers, 1 inference thread each": {"BIONER_WORKERS": "2", "BIONER_INTRA_OP_THREADS": "1"},
+    "1 inference thread": {"BIONER_INFERENCE_LANES": "1", "BIONER_INTRA_OP_THREADS": "1"},
+    "2 workers, 1 inference thread each": {"BIONER_WORKERS": "2", "BIONER_INFERENCE_LANES": "1", "BIONER_INTRA_OP_THREADS": "1"},
+    "2 inference lanes, 1 thread each": {"BIONER_INFERENCE_LANES": "2", "BIONER_INTRA_OP_THREADS": "1"},
     "no thread spinning": {"BIONER_THREAD_SPINNING": "false"},
     "overlap 16 (stride)": {"BIONER_STRIDE": "16"},
     "graph optimisation basic": {"BIONER_GRAPH_OPTIMIZATION": "basic"},
@@ -50,7 +52,7 @@ def main() -> None:
     )
     chosen = [(n, CONFIGS[n]) for n in args.only] if args.only else list(CONFIGS.items())
     for name, extra in chosen * args.repeat:
-        extra = {"BIONER_INTRA_OP_THREADS": str(threads), **common, **extra}
+        extra = {**common, **extra}
         proc, url, _ = start_service(args.model, threads, extra)
         try:
             run = asyncio.run(drive(url, texts, args.concurrency, args.texts_per_request, server_pid=proc.pid))

@@ -1,10 +1,12 @@
 """Deadline-aware admission: admit a request only if the queue can finish it, and everything
 already admitted, before the tightest deadline among them.
 
-The drain rate is measured, not configured: an exponentially weighted mean of window tokens
-(real tokens, special tokens included) per second of inference, over recent batches, so padding
-and batch size are priced in and the estimate follows the machine (the same queue bound drains
-in 14 s on one CPU and 35 s on another). Before the first batch the estimate is the
+The drain rate is measured, not configured: window tokens (real tokens, special tokens included)
+and seconds of inference, each an exponentially weighted mean over recent batches, and their
+ratio, so padding and batch size are priced in and the estimate follows the machine (the same
+queue bound drains in 14 s on one CPU and 35 s on another). Smoothing the two apart, not the
+per-batch rates, keeps a batch with a tiny interval (two lanes finishing together) from
+dominating the estimate. Before the first batch the estimate is the
 conservative ``initial_tokens_per_s`` (or what the warm-up batch measured).
 
 Under round-robin scheduling a request's windows interleave with everyone's, so the one bound
@@ -27,15 +29,21 @@ class DrainRate:
     tokens_per_s: float
     weight: float = 0.2  # share of the newest batch: about the last 10 batches count
     batches: int = 0
+    _tokens: float = 0.0
+    _seconds: float = 0.0
 
     def observe(self, tokens: int, seconds: float) -> None:
-        if tokens <= 0 or seconds <= 0:
+        """``seconds`` may be 0: a batch that finished with another lane's adds its tokens to
+        the same stretch of busy time."""
+        if tokens <= 0 or seconds < 0:
             return
-        sample = tokens / seconds
         # The first real batches replace the conservative default rather than average with it.
         weight = 1.0 if self.batches == 0 else max(self.weight, 1.0 / (self.batches + 1))
-        self.tokens_per_s += weight * (sample - self.tokens_per_s)
+        self._tokens += weight * (tokens - self._tokens)
+        self._seconds += weight * (seconds - self._seconds)
         self.batches += 1
+        if self._seconds > 0:
+            self.tokens_per_s = self._tokens / self._seconds
 
     def seconds_for(self, tokens: int) -> float:
         return tokens / self.tokens_per_s

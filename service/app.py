@@ -31,6 +31,7 @@ from service.runtime.bundle import Bundle, load_bundle
 from service.runtime.golden import GoldenError, compare, read_golden
 from service.runtime.session import OnnxSession
 from service.settings import Settings
+from service.workers import cores, inference_threads
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def build_engine(settings: Settings, metrics: Metrics, path: Path | None = None,
         bundle.onnx_path,
         len(bundle.scheme),
         settings.provider,
-        settings.intra_op_threads,
+        inference_threads(settings, cores()),
         settings.inter_op_threads,
         settings.graph_optimization,
         settings.thread_spinning,
@@ -96,6 +97,7 @@ def build_engine(settings: Settings, metrics: Metrics, path: Path | None = None,
         hooks=metrics.batcher_hooks(name),
         on_decode=metrics.decode_hook(name),
         decode_batch_requests=settings.decode_batch_requests,
+        lanes=settings.inference_lanes,
     )
     limits = {
         "max_texts_per_request": settings.max_texts_per_request,

@@ -1,4 +1,4 @@
-"""MicroBatcher: an asyncio queue of token windows in front of one inference worker thread.
+"""MicroBatcher: an asyncio queue of token windows in front of one or more inference lanes.
 
 Contract (tested in ``tests/service/test_batching.py``):
 - every submitted future resolves exactly once (result, exception, or cancelled by its owner);
@@ -11,7 +11,15 @@ Contract (tested in ``tests/service/test_batching.py``):
 - admission is all-or-nothing per request and bounded: a full queue refuses at once;
 - requests are served round-robin: every request with windows waiting gets one window into each
   batch before any request gets a second, so a short request waits about one batch behind a
-  1,000-window one instead of behind all of it.
+  1,000-window one instead of behind all of it;
+- with ``lanes`` above 1, that many batches run at once, each in its own thread (ONNX Runtime
+  releases the GIL). With lanes idle, the waiting windows are split across them, so one request
+  alone still uses every lane.
+
+Lanes are the cheap way to use several cores: one single-threaded inference per core needs no
+synchronisation inside an op, and a lane that loses its core to Python work (tokenising,
+decoding) slows only itself, where one inference spread over both cores waits for the slower
+thread at every op (README, "Inference lanes", measured).
 
 Batches are formed when ``max_batch_size`` windows or ``max_batch_tokens`` padded tokens are
 waiting, or when the oldest has waited ``max_wait_ms``. The request at the head of the rotation
@@ -110,8 +118,12 @@ class MicroBatcher:
         initial_tokens_per_s: float = 2_000.0,
         clock: Callable[[], float] = time.monotonic,
         headroom: float = 1.0,
+        lanes: int = 1,
     ) -> None:
+        if lanes < 1:
+            raise ValueError(f"lanes must be at least 1, not {lanes}")
         self._batch_fn = batch_fn
+        self.lanes = lanes
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.max_wait_s = max_wait_s
@@ -130,14 +142,14 @@ class MicroBatcher:
         self._requests = 0
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._executor = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="inference")
         self._closing = False
         self._batches = 0
         self._failures = 0  # consecutive failed batches
         self._last_failure = 0.0
         self._backlog = False  # work was waiting when the last batch finished: the next ran back to back
-        self._running_since: float | None = None  # start of the batch in flight
-        self._in_flight: list[_Item] = []
+        self._running: dict[int, tuple[float, list[_Item]]] = {}  # batches in flight: start, items
+        self._lane_tasks: set[asyncio.Task[None]] = set()
         self._death: str | None = None
         self._drain_expired = False
 
@@ -192,7 +204,7 @@ class MicroBatcher:
             return alive
         if self._failures >= self.max_consecutive_failures and now - self._last_failure < self.stall_s:
             return Health(f"the last {self._failures} inference batches failed")
-        started = self._running_since
+        started = self._oldest_running()
         if started is not None and now - started > self.stall_s:
             return Health(f"an inference batch has been running for over {self.stall_s:.0f} s")
         return Health(None)
@@ -204,10 +216,13 @@ class MicroBatcher:
             return Health(f"inference worker stopped: {self._death}")
         if self._task is not None and self._task.done() and not self._closing:
             return Health("inference worker not running")
-        started = self._running_since
+        started = self._oldest_running()
         if started is not None and (self._clock() if now is None else now) - started > 2 * self.stall_s:
             return Health(f"an inference batch has hung for over {2 * self.stall_s:.0f} s")
         return Health(None)
+
+    def _oldest_running(self) -> float | None:
+        return min((started for started, _ in self._running.values()), default=None)
 
     def _on_worker_exit(self, task: asyncio.Task[None]) -> None:
         """A worker that ends while work is pending must not leave futures hanging."""
@@ -217,18 +232,19 @@ class MicroBatcher:
             exc = task.exception()
             self._death = f"{type(exc).__name__}: {exc}"
             log.error("the inference worker died; failing %d queued windows", self._depth, exc_info=exc)
-        if self._death is None and not self._depth and not self._in_flight:
+        if self._death is None and not self._depth and not self._running:
             return
         error: Exception = InferenceError(f"inference worker stopped ({self._death})")
         if self._death is None:  # a drain that ran out of time: the service is stopping, retry elsewhere
             error = ShuttingDownError("the service stopped before this request's inference finished")
         failed = 0
-        for queue in [*self._queues.values(), self._in_flight]:
+        for queue in [*self._queues.values(), *(items for _, items in self._running.values())]:
             for item in queue:
                 if not item.future.done():
                     item.future.set_exception(error)
                     failed += 1
         self._queues.clear()
+        self._running.clear()
         self._depth = self._tokens = 0
         self._closing = True
         if failed:
@@ -312,26 +328,43 @@ class MicroBatcher:
     async def _worker(self) -> None:
         assert self._wakeup is not None
         loop = asyncio.get_running_loop()
-        while True:
-            self._discard_dead()
-            if not self._depth:
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            oldest = min(queue[0].enqueued for queue in self._queues.values())
-            remaining = oldest + self.max_wait_s - self._clock()
-            if remaining > 0 and not self._batch_ready() and not self._closing:
-                self._wakeup.clear()
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=remaining)
-                except TimeoutError:
-                    pass
-                continue
-            batch = self._take_batch()
-            if batch:
-                await self._run(loop, batch)
+        try:
+            while True:
+                self._reap()
+                self._discard_dead()
+                if not self._depth or len(self._lane_tasks) >= self.lanes:
+                    if self._closing and not self._depth and not self._lane_tasks:
+                        return
+                    self._wakeup.clear()
+                    await self._wakeup.wait()  # new work, or a lane freed
+                    continue
+                oldest = min(queue[0].enqueued for queue in self._queues.values())
+                remaining = oldest + self.max_wait_s - self._clock()
+                if remaining > 0 and not self._batch_ready() and not self._closing:
+                    self._wakeup.clear()
+                    try:
+                        await asyncio.wait_for(self._wakeup.wait(), timeout=remaining)
+                    except TimeoutError:
+                        pass
+                    continue
+                batch = self._take_batch()
+                if batch:
+                    task = asyncio.create_task(self._run(loop, batch), name="inference-lane")
+                    self._lane_tasks.add(task)
+                    task.add_done_callback(lambda _: self._wakeup.set() if self._wakeup is not None else None)
+        finally:  # cancelled (a drain out of time) or dead: no lane outlives the worker
+            for task in self._lane_tasks:
+                task.cancel()
+            if self._lane_tasks:
+                await asyncio.wait(self._lane_tasks)
+
+    def _reap(self) -> None:
+        """Forget finished lanes; a lane that died of a bug outside the per-batch guard (a failing
+        hook) takes the worker with it, as it would with one lane."""
+        for task in [t for t in self._lane_tasks if t.done()]:
+            self._lane_tasks.discard(task)
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                raise exc
 
     def _batch_ready(self) -> bool:
         if self._depth >= self.max_batch_size:
@@ -368,7 +401,8 @@ class MicroBatcher:
             self._report()
 
     def _take_batch(self) -> list[_Item]:
-        """Round-robin over requests, one window each per round, within both limits.
+        """Round-robin over requests, one window each per round, within both limits, and no more
+        than an even share of what waits for the lanes now free.
 
         The head of the rotation opens the batch with its oldest window; from then on each request
         gives the window of its own nearest that one's length (a request's windows may run in any
@@ -383,10 +417,12 @@ class MicroBatcher:
         served: list[int] = []
         longest = 0
         progress = True
-        while progress and len(chosen) < self.max_batch_size:
+        free = self.lanes - len(self._lane_tasks)
+        size = min(self.max_batch_size, -(-self._depth // free))
+        while progress and len(chosen) < size:
             progress = False
             for key, queue in ranked:
-                if not queue or len(chosen) >= self.max_batch_size:
+                if not queue or len(chosen) >= size:
                     continue
                 index = _nearest(queue, anchor) if chosen else 0
                 width = max(longest, len(queue[index].ids))
@@ -402,13 +438,14 @@ class MicroBatcher:
             if queue:
                 self._queues[key] = queue
         self._depth -= len(chosen)
-        self._in_flight = chosen  # visible to the exit handler from here until their futures are set
         self._report()
         return chosen
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
         started = self._clock()
-        self._running_since = started
+        self._batches += 1
+        number = self._batches
+        self._running[number] = (started, batch)  # visible to the exit handler until their futures are set
         real = sum(len(i.ids) for i in batch)
         try:
             outputs = await loop.run_in_executor(self._executor, self._batch_fn, [i.ids for i in batch])
@@ -422,26 +459,26 @@ class MicroBatcher:
                     item.future.set_exception(error)
             self._failures += 1
             self._last_failure = self._clock()
-            self._in_flight = []
+            self._running.pop(number, None)
             self._tokens -= real
             self._hooks.on_drop("inference_error", len(batch))
             self._report()
             return
-        finally:  # on cancellation _in_flight stays, so the exit handler fails those futures too
-            self._running_since = None
         finished = self._clock()
-        self._batches += 1
         self._failures = 0
         self._tokens -= real
         for item, logits in zip(batch, outputs):
             if not item.future.done():  # the owner may have gone while the batch ran
-                item.future.set_result(WindowResult(logits, started - item.enqueued, finished - started, self._batches))
-        self._in_flight = []
+                item.future.set_result(WindowResult(logits, started - item.enqueued, finished - started, number))
+        self._running.pop(number, None)
         # Drain rate over busy wall time: a batch that ran back to back with the previous one also
-        # pays for the gap between them (scheduling, the event loop), which admission must price.
-        since = self._last_finished if self._backlog and self._last_finished is not None else started
+        # pays for the gap between them (scheduling, the event loop), which admission must price;
+        # one that overlapped another lane's counts from that one's end, so the intervals tile the
+        # busy time and the rate is what all lanes together drain.
+        last = self._last_finished
+        since = last if last is not None and (self._backlog or last > started) else started
         self.rate.observe(real, finished - since)
-        self._last_finished, self._backlog = finished, self._depth > 0
+        self._last_finished, self._backlog = finished, self._depth > 0 or bool(self._running)
         self._hooks.on_batch(BatchStats(len(batch), max(len(i.ids) for i in batch) * len(batch), real, finished - started))
         self._report()
 

@@ -185,6 +185,7 @@ class NerEngine:
         hooks: BatcherHooks | None = None,
         on_decode: Callable[[int, float], None] | None = None,
         decode_batch_requests: int = 64,
+        lanes: int = 1,
     ) -> NerEngine:
         batcher = MicroBatcher(
             lambda rows: run_rows(session.run, rows, bundle.pad_id),
@@ -196,6 +197,7 @@ class NerEngine:
             stall_s=stall_s,
             initial_tokens_per_s=initial_tokens_per_s,
             headroom=admission_headroom,
+            lanes=lanes,
         )
         return NerEngine(
             bundle,

@@ -69,7 +69,16 @@ class Settings(BaseSettings):
         description="Server processes on the one port, each with its own copy of every model (memory x workers); "
         "more than 1 lets the Python work (HTTP, tokenising, decoding) use more than one core.",
     )
-    intra_op_threads: int = Field(0, ge=0, description="Threads per inference (0: the cores / workers).")
+    inference_lanes: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Inference batches each worker runs at once, in one model copy: 2 lanes of 1 thread use 2 cores "
+        "with no synchronisation inside an op (README, 'Inference lanes').",
+    )
+    intra_op_threads: int = Field(
+        0, ge=0, description="Threads per inference (0: the cores split over workers x lanes; one worker of one lane: ORT's own)."
+    )
     inter_op_threads: int = Field(1, ge=0, description="Threads across graph nodes (1 is right for BERT graphs).")
     thread_spinning: bool = Field(
         False,

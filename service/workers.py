@@ -75,12 +75,19 @@ def cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
     return available
 
 
+def inference_threads(settings: Settings, available: int) -> int:
+    """Threads per inference: the operator's, else the cores split evenly between every worker's
+    lanes (at least one each), so N inferences at once do not each start a thread per core; one
+    worker of one lane keeps 0, ONNX Runtime's own choice."""
+    lanes = settings.workers * settings.inference_lanes
+    if settings.intra_op_threads or lanes == 1:
+        return settings.intra_op_threads
+    return max(1, available // lanes)
+
+
 def per_worker(settings: Settings, available: int) -> Settings:
-    """Each worker's settings: with ``intra_op_threads`` 0, the cores split evenly between the
-    workers (at least one thread each), so N sessions do not each start a thread per core."""
-    if settings.intra_op_threads:
-        return settings
-    return settings.model_copy(update={"intra_op_threads": max(1, available // settings.workers)})
+    """Each worker's settings, with its share of the cores settled once by the supervisor."""
+    return settings.model_copy(update={"intra_op_threads": inference_threads(settings, available)})
 
 
 def supervise(settings: Settings) -> int:
@@ -102,10 +109,11 @@ def supervise(settings: Settings) -> int:
     available = cores()
     worker = per_worker(settings, available)
     log.info(
-        "serving on %s:%d with %d workers, %d inference threads each (%d cores)",
+        "serving on %s:%d with %d workers, %d inference lanes each of %d threads (%d cores)",
         settings.host,
         settings.port,
         settings.workers,
+        settings.inference_lanes,
         worker.intra_op_threads,
         available,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -129,3 +130,30 @@ async def test_precheck_refuses_before_any_work_when_the_queue_is_past_the_deadl
     assert refused.value.retry_after_s == 1
     hold.set()
     await batcher._task
+
+
+async def test_the_rate_with_two_lanes_is_what_both_drain_together() -> None:
+    """Two 100-token batches run side by side for 10 s on the fake clock: 20 tokens/s drained.
+    Timing each batch from its own start would say 10."""
+    clock = FakeClock()
+    gates = {1: threading.Event(), 2: threading.Event()}
+    entered: asyncio.Queue[int] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    def model(rows: Sequence[np.ndarray]) -> list[np.ndarray]:
+        key = int(rows[0][0])
+        loop.call_soon_threadsafe(entered.put_nowait, key)
+        gates[key].wait(10)
+        return [np.zeros((len(r), 2)) for r in rows]
+
+    batcher = MicroBatcher(model, max_batch_size=1, max_wait_s=0, initial_tokens_per_s=100.0, clock=clock, lanes=2)
+    batcher.start()
+    futures = [batcher.submit([np.full(100, key)], clock.now + 60)[0] for key in (1, 2)]
+    assert sorted([await asyncio.wait_for(entered.get(), 10) for _ in range(2)]) == [1, 2]
+    clock.now += 10
+    gates[1].set()
+    await futures[0]
+    gates[2].set()  # finishes at the same instant: no time of its own, its tokens count
+    await futures[1]
+    assert batcher.rate.tokens_per_s == pytest.approx(20.0)
+    await batcher.drain()

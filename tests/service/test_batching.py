@@ -313,3 +313,117 @@ async def test_each_request_gives_its_window_nearest_the_batch_length() -> None:
     await batcher.drain()
     assert [sorted(b) for b in recorder.batches[1:]] == [[1, 4], [2, 3]]
     assert sum(s.padded_tokens - s.real_tokens for s in stats[1:]) == 2 + 1
+
+
+class Keyed:
+    """A batch function that blocks each batch on the gate of its first key, so the test decides
+    when each of several concurrent batches finishes; ``entered`` counts batches in flight."""
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.gates: dict[int, threading.Event] = {}
+        self.entered: asyncio.Queue[list[int]] = asyncio.Queue()
+        self.fail_on = fail_on
+        self._loop = asyncio.get_running_loop()
+
+    def gate(self, key: int) -> threading.Event:
+        return self.gates.setdefault(key, threading.Event())
+
+    def __call__(self, rows: Sequence[np.ndarray]) -> list[np.ndarray]:
+        keys = [int(r[0]) for r in rows]
+        self._loop.call_soon_threadsafe(self.entered.put_nowait, keys)
+        self.gate(keys[0]).wait(10)  # a guard against a test that never opens it, not a timing
+        if self.fail_on in keys:
+            raise RuntimeError("boom")
+        return [np.full((len(r), 2), float(r[0])) for r in rows]
+
+    async def running(self, n: int) -> list[list[int]]:
+        """The next ``n`` batches to enter, once all of them are inside the batch function."""
+        return [await asyncio.wait_for(self.entered.get(), 10) for _ in range(n)]
+
+
+async def test_lanes_run_batches_at_once_and_finish_in_any_order() -> None:
+    batches = Keyed()
+    batcher = MicroBatcher(batches, max_batch_size=1, max_wait_s=0, lanes=2)
+    batcher.start()
+    first = batcher.submit([np.array([1])], far())
+    second = batcher.submit([np.array([2])], far())
+    assert sorted(await batches.running(2)) == [[1], [2]]  # both in flight: one lane would hold the second back
+    third = batcher.submit([np.array([3])], far())
+    await settle()
+    assert batches.entered.empty() and batcher.depth == 1  # both lanes busy: the third waits
+    batches.gate(2).set()  # the later batch finishes first; its lane takes the third
+    assert int((await second[0]).logits[0, 0]) == 2 and not first[0].done()
+    assert await batches.running(1) == [[3]]
+    batches.gate(3).set()
+    batches.gate(1).set()
+    results = await asyncio.gather(*first, *third)
+    assert [int(r.logits[0, 0]) for r in results] == [1, 3]
+    assert batcher.health().ok
+    await batcher.drain()
+
+
+async def test_one_request_alone_is_split_over_the_idle_lanes() -> None:
+    recorder = Recorder()
+    batcher = MicroBatcher(recorder, max_batch_size=8, max_wait_s=0, lanes=2)
+    batcher.start()
+    results = await asyncio.gather(*batcher.submit([np.array([k]) for k in range(8)], far()))
+    await batcher.drain()
+    assert [int(r.logits[0, 0]) for r in results] == list(range(8))
+    assert sorted(len(b) for b in recorder.batches) == [4, 4]  # one lane would run all 8 in one batch
+
+
+async def test_a_failing_lane_fails_only_its_batch() -> None:
+    batches = Keyed(fail_on=1)
+    batcher = MicroBatcher(batches, max_batch_size=1, max_wait_s=0, lanes=2)
+    batcher.start()
+    failing = batcher.submit([np.array([1])], far())
+    fine = batcher.submit([np.array([2])], far())
+    await batches.running(2)
+    batches.gate(1).set()
+    with pytest.raises(InferenceError):
+        await failing[0]
+    assert not fine[0].done()  # the other lane's batch is still running, untouched
+    batches.gate(2).set()
+    assert int((await fine[0]).logits[0, 0]) == 2
+    await batcher.drain()
+
+
+async def test_a_dead_lane_fails_what_the_other_lane_runs_and_everything_queued() -> None:
+    def broken_hook(stats: BatchStats) -> None:
+        raise RuntimeError("metrics bug")
+
+    batches = Keyed()
+    batcher = MicroBatcher(batches, max_batch_size=1, max_wait_s=0, lanes=2, hooks=BatcherHooks(on_batch=broken_hook))
+    batcher.start()
+    first = batcher.submit([np.array([1])], far())
+    other = batcher.submit([np.array([2])], far())
+    await batches.running(2)
+    queued = batcher.submit([np.array([3])], far())
+    batches.gate(1).set()
+    assert int((await first[0]).logits[0, 0]) == 1  # its batch ran; the hook failed after
+    for future in (*other, *queued):
+        with pytest.raises(InferenceError):
+            await asyncio.wait_for(future, 2)
+    assert "metrics bug" in str(batcher.health().reason)
+    batches.gate(2).set()
+    await batcher.drain()
+
+
+async def test_a_drain_out_of_time_fails_every_lane_in_flight() -> None:
+    batches = Keyed()
+    batcher = MicroBatcher(batches, max_batch_size=1, max_wait_s=0, lanes=2)
+    batcher.start()
+    running = [batcher.submit([np.array([k])], far()) for k in (1, 2)]
+    await batches.running(2)
+    waiting = batcher.submit([np.array([3])], far())
+    await batcher.drain(timeout_s=0.05)  # both batches hang: what is left answers 503
+    for future in (*running[0], *running[1], *waiting):
+        with pytest.raises(ShuttingDownError):
+            await future
+    for key in (1, 2):
+        batches.gate(key).set()
+
+
+def test_lanes_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="lanes"):
+        MicroBatcher(Recorder.__new__(Recorder), lanes=0)

@@ -74,7 +74,8 @@ async def test_batch_mates_proven_to_share_a_batch_change_nothing() -> None:
     """Two requests in one inference batch (shown by the batch numbers the engine reports), then
     in one decode call, get exactly the answers they get alone: the default graph has no
     per-batch quantisation, and the CRF recursions run per text whatever runs beside them."""
-    app = create_app(Settings(max_wait_ms=300, max_batch_size=8))  # a long wait: concurrent requests meet
+    # A long wait, so concurrent requests meet; one lane, which two lanes would split them over.
+    app = create_app(Settings(max_wait_ms=300, max_batch_size=8, inference_lanes=1))
     async with app.router.lifespan_context(app):
         engine = app.state.engine
         other = "The human T-cell leukemia virus type I Tax protein transactivates IL-2 receptor alpha gene. " * 3

@@ -17,7 +17,7 @@ import pytest
 from live_server import free_port, start_server, stop_server
 
 from service.settings import Settings
-from service.workers import cores, per_worker
+from service.workers import cores, inference_threads, per_worker
 
 TEXTS = ["The p53 kinase binds the myc gene in cells.", "myc gene and p53", "the kinase binds", "蛋白质在 cells"] * 25
 
@@ -194,9 +194,15 @@ def test_a_bundle_that_will_not_load_stops_the_service_with_status_2(tmp_path: P
 
 
 def test_inference_threads_split_the_cores_unless_set() -> None:
-    assert per_worker(Settings(workers=4), 16).intra_op_threads == 4
+    assert per_worker(Settings(workers=4, inference_lanes=1), 16).intra_op_threads == 4
+    assert per_worker(Settings(workers=4), 16).intra_op_threads == 2  # two lanes each by default
     assert per_worker(Settings(workers=3), 2).intra_op_threads == 1
     assert per_worker(Settings(workers=2, intra_op_threads=3), 16).intra_op_threads == 3
+    assert inference_threads(Settings(inference_lanes=2), 2) == 1  # one worker of two lanes on two cores
+    assert inference_threads(Settings(workers=2, inference_lanes=2), 16) == 4
+    assert inference_threads(Settings(inference_lanes=1), 16) == 0  # one worker of one lane: ONNX Runtime's own choice
+    assert inference_threads(Settings(), 2) == 1  # the default: two lanes of one thread on two cores
+    assert inference_threads(Settings(inference_lanes=2, intra_op_threads=2), 2) == 2
 
 
 def test_cores_are_the_cpu_set_or_the_cgroup_quota_whichever_is_smaller(tmp_path: Path) -> None:
