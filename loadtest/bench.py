@@ -65,6 +65,7 @@ from service.decoding.windows import Align  # noqa: E402
 from service.runtime.bundle import load_bundle  # noqa: E402
 from service.runtime.session import OnnxSession  # noqa: E402
 from service.settings import Settings  # noqa: E402
+from service.workers import inference_threads  # noqa: E402
 
 Spans = list[tuple[int, int, str]]
 
@@ -208,10 +209,11 @@ def start_service(
     running ``threads`` inferences threads in all (0: the service's own choice), split over its
     workers and lanes unless ``extra`` sets ``BIONER_INTRA_OP_THREADS`` itself."""
     port = free_port()
-    env = {**os.environ, "BIONER_MODEL_PATH": str(model), "BIONER_PORT": str(port), "BIONER_LOG_LEVEL": "warning", **extra}
+    env = {k: v for k, v in os.environ.items() if k != "BIONER_INTRA_OP_THREADS"}  # this run's, not the shell's
+    env |= {"BIONER_MODEL_PATH": str(model), "BIONER_PORT": str(port), "BIONER_LOG_LEVEL": "warning", **extra}
     if threads and "BIONER_INTRA_OP_THREADS" not in extra:
-        lanes = int(extra.get("BIONER_INFERENCE_LANES", Settings.model_fields["inference_lanes"].default))
-        env["BIONER_INTRA_OP_THREADS"] = str(max(1, threads // (lanes * int(extra.get("BIONER_WORKERS", "1")))))
+        layout = {k: int(extra[f"BIONER_{k.upper()}"]) for k in ("workers", "inference_lanes") if f"BIONER_{k.upper()}" in extra}
+        env["BIONER_INTRA_OP_THREADS"] = str(inference_threads(Settings.model_construct(**layout), threads) or threads)
     started = time.perf_counter()
     pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus is not None else None
     proc = subprocess.Popen([sys.executable, "-m", "service", "serve"], env=env, preexec_fn=pin)

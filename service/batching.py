@@ -147,7 +147,7 @@ class MicroBatcher:
         self._batches = 0
         self._failures = 0  # consecutive failed batches
         self._last_failure = 0.0
-        self._backlog = False  # work was waiting when the last batch finished: the next ran back to back
+        self._busy_since: float | None = None  # start of the first batch since the worker last went idle
         self._running: dict[int, tuple[float, list[_Item]]] = {}  # batches in flight: start, items
         self._lane_tasks: set[asyncio.Task[None]] = set()
         self._death: str | None = None
@@ -333,8 +333,10 @@ class MicroBatcher:
                 self._reap()
                 self._discard_dead()
                 if not self._depth or len(self._lane_tasks) >= self.lanes:
-                    if self._closing and not self._depth and not self._lane_tasks:
-                        return
+                    if not self._depth and not self._lane_tasks:  # idle: the next batch opens a new busy stretch
+                        self._busy_since = self._last_finished = None
+                        if self._closing:
+                            return
                     self._wakeup.clear()
                     await self._wakeup.wait()  # new work, or a lane freed
                     continue
@@ -347,9 +349,9 @@ class MicroBatcher:
                     except TimeoutError:
                         pass
                     continue
-                batch = self._take_batch()
-                if batch:
-                    task = asyncio.create_task(self._run(loop, batch), name="inference-lane")
+                number = self._take_batch()
+                if number is not None:
+                    task = asyncio.create_task(self._run(loop, number), name="inference-lane")
                     self._lane_tasks.add(task)
                     task.add_done_callback(lambda _: self._wakeup.set() if self._wakeup is not None else None)
         finally:  # cancelled (a drain out of time) or dead: no lane outlives the worker
@@ -361,10 +363,11 @@ class MicroBatcher:
     def _reap(self) -> None:
         """Forget finished lanes; a lane that died of a bug outside the per-batch guard (a failing
         hook) takes the worker with it, as it would with one lane."""
-        for task in [t for t in self._lane_tasks if t.done()]:
-            self._lane_tasks.discard(task)
-            if not task.cancelled() and (exc := task.exception()) is not None:
-                raise exc
+        done = [t for t in self._lane_tasks if t.done()]
+        self._lane_tasks.difference_update(done)
+        errors = [exc for t in done if not t.cancelled() and (exc := t.exception()) is not None]  # each retrieved
+        if errors:
+            raise errors[0]
 
     def _batch_ready(self) -> bool:
         if self._depth >= self.max_batch_size:
@@ -400,14 +403,15 @@ class MicroBatcher:
             self._depth -= cancelled + expired
             self._report()
 
-    def _take_batch(self) -> list[_Item]:
+    def _take_batch(self) -> int | None:
         """Round-robin over requests, one window each per round, within both limits, and no more
         than an even share of what waits for the lanes now free.
 
         The head of the rotation opens the batch with its oldest window; from then on each request
         gives the window of its own nearest that one's length (a request's windows may run in any
         order), and requests are visited nearest first. Requests served go to the back of the
-        rotation, in the order they were served.
+        rotation, in the order they were served. The batch is in flight from here (its number is
+        returned), before any hook runs: if one fails, the exit handler finds its items.
         """
         order = list(self._queues.items())
         anchor = len(order[0][1][0].ids)
@@ -437,15 +441,18 @@ class MicroBatcher:
             queue = self._queues.pop(key)
             if queue:
                 self._queues[key] = queue
+        if not chosen:
+            return None
         self._depth -= len(chosen)
-        self._report()
-        return chosen
-
-    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
-        started = self._clock()
         self._batches += 1
-        number = self._batches
-        self._running[number] = (started, batch)  # visible to the exit handler until their futures are set
+        now = self._clock()
+        self._running[self._batches] = (now, chosen)
+        self._busy_since = now if self._busy_since is None else self._busy_since
+        self._report()
+        return self._batches
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, number: int) -> None:
+        started, batch = self._running[number]  # there until its futures are set: the exit handler fails them
         real = sum(len(i.ids) for i in batch)
         try:
             outputs = await loop.run_in_executor(self._executor, self._batch_fn, [i.ids for i in batch])
@@ -471,14 +478,14 @@ class MicroBatcher:
             if not item.future.done():  # the owner may have gone while the batch ran
                 item.future.set_result(WindowResult(logits, started - item.enqueued, finished - started, number))
         self._running.pop(number, None)
-        # Drain rate over busy wall time: a batch that ran back to back with the previous one also
-        # pays for the gap between them (scheduling, the event loop), which admission must price;
-        # one that overlapped another lane's counts from that one's end, so the intervals tile the
-        # busy time and the rate is what all lanes together drain.
-        last = self._last_finished
-        since = last if last is not None and (self._backlog or last > started) else started
-        self.rate.observe(real, finished - since)
-        self._last_finished, self._backlog = finished, self._depth > 0 or bool(self._running)
+        # Drain rate over busy wall time: each batch counts from the previous batch's end (any lane),
+        # or from the start of the busy stretch, so the intervals tile the time since the worker last
+        # went idle, whatever order the lanes finish in. A batch run back to back with the previous
+        # one also pays for the gap between them (scheduling, the event loop), which admission must
+        # price; idle time is never counted.
+        busy = self._busy_since if self._busy_since is not None else started
+        self.rate.observe(real, finished - max(busy, self._last_finished or busy))
+        self._last_finished = finished
         self._hooks.on_batch(BatchStats(len(batch), max(len(i.ids) for i in batch) * len(batch), real, finished - started))
         self._report()
 

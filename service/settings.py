@@ -77,7 +77,10 @@ class Settings(BaseSettings):
         "with no synchronisation inside an op (README, 'Inference lanes').",
     )
     intra_op_threads: int = Field(
-        0, ge=0, description="Threads per inference (0: the cores split over workers x lanes; one worker of one lane: ORT's own)."
+        0,
+        ge=0,
+        description="ONNX Runtime pool threads per worker, which its lanes' runs share, each run's own thread counted "
+        "(0: the worker's share of the cores - lanes + 1, one thread per lane on two cores; one worker of one lane: ORT's own).",
     )
     inter_op_threads: int = Field(1, ge=0, description="Threads across graph nodes (1 is right for BERT graphs).")
     thread_spinning: bool = Field(

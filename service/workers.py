@@ -76,13 +76,14 @@ def cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
 
 
 def inference_threads(settings: Settings, available: int) -> int:
-    """Threads per inference: the operator's, else the cores split evenly between every worker's
-    lanes (at least one each), so N inferences at once do not each start a thread per core; one
-    worker of one lane keeps 0, ONNX Runtime's own choice."""
-    lanes = settings.workers * settings.inference_lanes
-    if settings.intra_op_threads or lanes == 1:
+    """The size of each worker's ONNX Runtime thread pool: the operator's, else the worker's share
+    of the cores. The lanes' runs share that one pool, each calling thread counting as one of its
+    threads, so L lanes run on ``pool - 1 + L`` threads: a pool of ``share - L + 1`` keeps them to
+    the share (one thread per lane on two cores). One worker of one lane keeps 0, ONNX Runtime's
+    own choice."""
+    if settings.intra_op_threads or settings.workers * settings.inference_lanes == 1:
         return settings.intra_op_threads
-    return max(1, available // lanes)
+    return max(1, available // settings.workers - settings.inference_lanes + 1)
 
 
 def per_worker(settings: Settings, available: int) -> Settings:

@@ -157,3 +157,66 @@ async def test_the_rate_with_two_lanes_is_what_both_drain_together() -> None:
     await futures[1]
     assert batcher.rate.tokens_per_s == pytest.approx(20.0)
     await batcher.drain()
+
+
+async def test_the_rate_counts_from_the_busy_start_when_a_later_batch_finishes_first() -> None:
+    """P runs from 0 to 10 s, Q from 9 to 9.5 s: 200 tokens in 10 busy seconds, whichever ends first."""
+    clock = FakeClock()
+    gates = {1: threading.Event(), 2: threading.Event()}
+    entered: asyncio.Queue[int] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    def model(rows: Sequence[np.ndarray]) -> list[np.ndarray]:
+        key = int(rows[0][0])
+        loop.call_soon_threadsafe(entered.put_nowait, key)
+        gates[key].wait(10)
+        return [np.zeros((len(r), 2)) for r in rows]
+
+    batcher = MicroBatcher(model, max_batch_size=1, max_wait_s=0, initial_tokens_per_s=100.0, clock=clock, lanes=2)
+    batcher.start()
+    p = batcher.submit([np.full(100, 1)], clock.now + 60)[0]
+    assert await asyncio.wait_for(entered.get(), 10) == 1
+    clock.now += 9
+    q = batcher.submit([np.full(100, 2)], clock.now + 60)[0]
+    assert await asyncio.wait_for(entered.get(), 10) == 2
+    clock.now += 0.5
+    gates[2].set()
+    await q
+    clock.now += 0.5
+    gates[1].set()
+    await p
+    assert batcher.rate.tokens_per_s == pytest.approx(20.0)
+    await batcher.drain()
+
+
+async def test_idle_time_never_counts_even_after_work_was_cancelled_in_the_queue() -> None:
+    """A batch finishes with a window still queued whose client left while the batch ran: the
+    service goes idle, and the next batch, ten minutes later, is timed from its own start."""
+    clock = FakeClock()
+    gate = threading.Event()
+    entered: asyncio.Queue[int] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    queued: list[asyncio.Future[object]] = []
+
+    def model(rows: Sequence[np.ndarray]) -> list[np.ndarray]:
+        loop.call_soon_threadsafe(entered.put_nowait, int(rows[0][0]))
+        gate.wait(10)
+        for future in queued:  # the client goes away while the batch runs
+            loop.call_soon_threadsafe(future.cancel)
+        queued.clear()
+        clock.now += 1.0  # every batch takes a second
+        return [np.zeros((len(r), 2)) for r in rows]
+
+    batcher = MicroBatcher(model, max_batch_size=1, max_wait_s=0, initial_tokens_per_s=100.0, clock=clock)
+    batcher.start()
+    first = batcher.submit([np.full(100, 1)], clock.now + 6000)[0]
+    await asyncio.wait_for(entered.get(), 10)
+    queued.extend(batcher.submit([np.full(100, 2)], clock.now + 6000))
+    gate.set()
+    await first
+    for _ in range(20):
+        await asyncio.sleep(0)
+    clock.now += 600
+    await batcher.submit([np.full(100, 3)], clock.now + 60)[0]
+    assert batcher.rate.tokens_per_s == pytest.approx(100.0)  # 100 tokens a second, twice
+    await batcher.drain()

@@ -427,3 +427,26 @@ async def test_a_drain_out_of_time_fails_every_lane_in_flight() -> None:
 def test_lanes_must_be_positive() -> None:
     with pytest.raises(ValueError, match="lanes"):
         MicroBatcher(Recorder.__new__(Recorder), lanes=0)
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+async def test_a_hook_failing_as_a_batch_is_taken_fails_that_batch_too(lanes: int) -> None:
+    """The batch is in flight before the queue-depth hook runs: when that hook fails, the worker
+    dies with the batch's windows where the exit handler finds them, not lost in between."""
+    calls = 0
+
+    def depth_hook(depth: int) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the first is the submission; the second, taking the batch
+            raise RuntimeError("metrics bug")
+
+    recorder = Recorder()
+    batcher = MicroBatcher(recorder, max_batch_size=2, max_wait_s=0, lanes=lanes, hooks=BatcherHooks(on_queue_depth=depth_hook))
+    batcher.start()
+    futures = batcher.submit([np.array([1]), np.array([2]), np.array([3])], far())
+    for future in futures:
+        with pytest.raises(InferenceError):
+            await asyncio.wait_for(future, 2)
+    assert "metrics bug" in str(batcher.health().reason)
+    await batcher.drain()

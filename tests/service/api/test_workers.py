@@ -195,11 +195,11 @@ def test_a_bundle_that_will_not_load_stops_the_service_with_status_2(tmp_path: P
 
 def test_inference_threads_split_the_cores_unless_set() -> None:
     assert per_worker(Settings(workers=4, inference_lanes=1), 16).intra_op_threads == 4
-    assert per_worker(Settings(workers=4), 16).intra_op_threads == 2  # two lanes each by default
+    assert per_worker(Settings(workers=4), 16).intra_op_threads == 3  # two lanes share a pool: 2 callers + 2 more
     assert per_worker(Settings(workers=3), 2).intra_op_threads == 1
     assert per_worker(Settings(workers=2, intra_op_threads=3), 16).intra_op_threads == 3
     assert inference_threads(Settings(inference_lanes=2), 2) == 1  # one worker of two lanes on two cores
-    assert inference_threads(Settings(workers=2, inference_lanes=2), 16) == 4
+    assert inference_threads(Settings(workers=2, inference_lanes=2), 16) == 7  # 2 lanes' threads + 6 pool threads: 8
     assert inference_threads(Settings(inference_lanes=1), 16) == 0  # one worker of one lane: ONNX Runtime's own choice
     assert inference_threads(Settings(), 2) == 1  # the default: two lanes of one thread on two cores
     assert inference_threads(Settings(inference_lanes=2, intra_op_threads=2), 2) == 2
