@@ -63,19 +63,9 @@ class Engine(Protocol):
 
     info: ModelInfo
 
-    async def recognize(
-        self,
-        texts: Sequence[str],
-        strategy: Strategy | None = None,
-        min_score: float = 0.0,
-        labels: Sequence[str] | None = None,
-        timeout_s: float | None = None,
-        decoding: Decoding | None = None,
-        alternatives: int = 0,
-        heads: Sequence[str] | None = None,
-        overlap: Overlap = Overlap.KEEP_ALL,
-        consistency: Consistency | None = None,
-    ) -> Recognition: ...
+    async def recognize(self, texts: Sequence[str], options: Options | None = None, timeout_s: float | None = None) -> Recognition:
+        """``options`` as :meth:`options` made them (checked); ``None``: the model's defaults."""
+        ...
 
     def options(
         self,
@@ -272,20 +262,8 @@ class NerEngine:
             return fn()
         return await asyncio.get_running_loop().run_in_executor(self._cpu, fn)
 
-    async def recognize(
-        self,
-        texts: Sequence[str],
-        strategy: Strategy | None = None,
-        min_score: float = 0.0,
-        labels: Sequence[str] | None = None,
-        timeout_s: float | None = None,
-        decoding: Decoding | None = None,
-        alternatives: int = 0,
-        heads: Sequence[str] | None = None,
-        overlap: Overlap = Overlap.KEEP_ALL,
-        consistency: Consistency | None = None,
-    ) -> Recognition:
-        options = self.options(strategy, decoding, min_score, labels, alternatives, heads, overlap, consistency)
+    async def recognize(self, texts: Sequence[str], options: Options | None = None, timeout_s: float | None = None) -> Recognition:
+        options = options or self.pipeline.defaults
         bound = self._windows_bound(texts, "text")
         if bound > self.max_request_windows:
             raise RequestTooLargeError(
@@ -329,8 +307,8 @@ class NerEngine:
         overlap: Overlap = Overlap.KEEP_ALL,
         consistency: Consistency | None = None,
     ) -> Options:
-        """The model's defaults with a request's choices on top, checked: a route that scores or
-        reports them refuses what this model cannot do before any text is read."""
+        """The model's defaults with a request's choices on top, checked once, before any text is
+        read: what this model cannot do is refused up front, and ``recognize`` takes the result."""
         return self.pipeline.options(strategy, decoding, min_score, labels, alternatives, heads, overlap, consistency)
 
     def chunks(self, texts: Sequence[str]) -> list[range]:

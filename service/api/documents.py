@@ -89,18 +89,7 @@ async def annotate(
     collection = await asyncio.to_thread(read_documents, body, source, offsets, "request body")
     texts = [p.text for p in collection.passages()]
     engine.check_many(texts, "passage")
-    found = await recognize_many(
-        request,
-        engine,
-        texts,
-        min_score=min_score,
-        labels=labels,
-        heads=heads,
-        overlap=overlap,
-        consistency=chosen.consistency,
-        strategy=chosen.strategy,
-        decoding=chosen.decoding,
-    )
+    found = await recognize_many(request, engine, texts, chosen)
     if chosen.consistency is Consistency.FIRST_MENTION:  # a title's names carry into the abstract
         found = first_mention_documents([len(d.passages) for d in collection.documents], found)
     info = engine.info

@@ -26,9 +26,8 @@ from service.api.schemas import (
 )
 from service.corpora.load import parse_corpus, split_dev
 from service.corpora.scoring import score_documents
-from service.decoding.aggregate import Decoding, Entity, Strategy
-from service.decoding.consistency import Consistency
-from service.decoding.pipeline import Overlap
+from service.decoding.aggregate import Entity
+from service.decoding.pipeline import Options
 from service.engine import Engine, Recognition
 from service.errors import ClientGoneError, InvalidRequestError, ShuttingDownError
 from service.metrics import Metrics
@@ -100,18 +99,10 @@ async def ner(body: NerRequest, request: Request) -> Response:
     """Entities with exact character offsets into each sent text, labels and scores."""
     engine = engine_for(request, body.model)
     texts = [body.text] if body.text is not None else list(body.texts or [])
-    work = engine.recognize(
-        texts,
-        body.aggregation_strategy,
-        body.min_score,
-        body.labels,
-        timeout_s=body.timeout,
-        decoding=body.decoding,
-        alternatives=body.alternatives,
-        heads=body.heads,
-        overlap=body.overlap,
-        consistency=body.consistency,
+    options = engine.options(
+        body.aggregation_strategy, body.decoding, body.min_score, body.labels, body.alternatives, body.heads, body.overlap, body.consistency
     )
+    work = engine.recognize(texts, options, timeout_s=body.timeout)
     result = await until_disconnect(request, work)
     _observe(request.app.state.metrics, engine.info.name, result, len(texts))
     info = engine.info
@@ -127,33 +118,13 @@ async def ner(body: NerRequest, request: Request) -> Response:
     return JSONBytesResponse(payload, headers=headers)
 
 
-async def recognize_many(
-    request: Request,
-    engine: Engine,
-    texts: list[str],
-    min_score: float = 0.0,
-    labels: list[str] | None = None,
-    heads: list[str] | None = None,
-    overlap: Overlap = Overlap.KEEP_ALL,
-    consistency: Consistency | None = None,
-    strategy: Strategy | None = None,
-    decoding: Decoding | None = None,
-) -> list[list[Entity]]:
+async def recognize_many(request: Request, engine: Engine, texts: list[str], options: Options) -> list[list[Entity]]:
     """Many texts, one request's worth at a time, through the same batcher as ``/ner`` (so a
     large call shares the queue fairly instead of flooding it); checked with ``check_many`` first."""
     found: list[list[Entity]] = []
     metrics: Metrics = request.app.state.metrics
     for chunk in engine.chunks(texts):
-        work = engine.recognize(
-            texts[chunk.start : chunk.stop],
-            strategy,
-            min_score,
-            labels,
-            decoding=decoding,
-            heads=heads,
-            overlap=overlap,
-            consistency=consistency,
-        )
+        work = engine.recognize(texts[chunk.start : chunk.stop], options)
         result = await until_disconnect(request, work)
         _observe(metrics, engine.info.name, result, len(chunk))
         found.extend(result.entities)
@@ -174,9 +145,7 @@ async def evaluate(body: EvaluateRequest, request: Request) -> Response:
         _, docs = split_dev(docs, body.dev_fraction, body.seed)
     texts = [d.text for d in docs]
     engine.check_many(texts, "document")
-    predicted = await recognize_many(
-        request, engine, texts, consistency=chosen.consistency, strategy=chosen.strategy, decoding=chosen.decoding
-    )
+    predicted = await recognize_many(request, engine, texts, chosen)
     report, _, _ = await asyncio.to_thread(score_documents, docs, predicted, body.types)
     info = engine.info
     settings: dict[str, object] = {k: getattr(info, k) for k in WINDOW_FIELDS}  # what scored: the request's choices over the model's

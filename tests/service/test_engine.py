@@ -90,12 +90,12 @@ async def test_options_filter_and_are_checked_once(engine: NerEngine) -> None:
     text = ["The p53 kinase binds the myc gene in cells."]
     everything = (await engine.recognize(text)).entities[0]
     assert {e.label for e in everything} == {"protein", "DNA"}
-    assert {e.label for e in (await engine.recognize(text, labels=["DNA"])).entities[0]} == {"DNA"}
-    assert (await engine.recognize(text, min_score=1.0)).entities == [[e for e in everything if e.score >= 1.0]]
+    assert {e.label for e in (await engine.recognize(text, engine.options(labels=["DNA"]))).entities[0]} == {"DNA"}
+    assert (await engine.recognize(text, engine.options(min_score=1.0))).entities == [[e for e in everything if e.score >= 1.0]]
     with pytest.raises(UnsupportedOptionError, match="CRF head"):
-        await engine.recognize(text, decoding=Decoding.CRF)
+        engine.options(decoding=Decoding.CRF)
     with pytest.raises(UnsupportedOptionError, match="unknown labels"):
-        await engine.recognize(text, labels=["GENE"])
+        engine.options(labels=["GENE"])
     assert Decoding.CRF not in engine.decodings
 
 
