@@ -484,7 +484,8 @@ class MicroBatcher:
         # one also pays for the gap between them (scheduling, the event loop), which admission must
         # price; idle time is never counted.
         busy = self._busy_since if self._busy_since is not None else started
-        self.rate.observe(real, finished - max(busy, self._last_finished or busy))
+        last = self._last_finished if self._last_finished is not None else busy
+        self.rate.observe(real, finished - max(busy, last))
         self._last_finished = finished
         self._hooks.on_batch(BatchStats(len(batch), max(len(i.ids) for i in batch) * len(batch), real, finished - started))
         self._report()
