@@ -135,7 +135,8 @@ def test_client_that_gives_up_has_its_queued_windows_dropped(tiny_bundle: Path) 
             metrics = httpx.get(f"{url}/metrics").text
             found = re.search(r'^bioner_windows_dropped_total\{model="tiny-test",reason="cancelled"\} (\S+)', metrics, re.M)
             dropped = float(found.group(1)) if found else 0.0
-            if dropped > 0 and queue_depth(metrics) == 0:
+            refused = 'bioner_requests_refused_total{reason="client_closed_request"} 1.0' in metrics
+            if dropped > 0 and queue_depth(metrics) == 0 and refused:  # the drop and the refusal, in either order
                 break
             time.sleep(0.1)
         assert dropped > 0
