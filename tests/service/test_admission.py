@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
+from gated_batches import Keyed
 
 from service.admission import DrainRate, judge
 from service.batching import MicroBatcher
@@ -33,25 +34,6 @@ class SlowModel:
     def __call__(self, rows: Sequence[np.ndarray]) -> list[np.ndarray]:
         self.clock.now += self.seconds_per_token * sum(len(r) for r in rows)
         return [np.zeros((len(r), 2)) for r in rows]
-
-
-class Gated:
-    """Batches of keys 1 and 2, each held until the test opens its gate: the test decides when
-    each of two lanes' batches finishes on the fake clock. Build it inside the running loop."""
-
-    def __init__(self) -> None:
-        self.gates = {1: threading.Event(), 2: threading.Event()}
-        self.entered: asyncio.Queue[int] = asyncio.Queue()
-        self._loop = asyncio.get_running_loop()
-
-    def __call__(self, rows: Sequence[np.ndarray]) -> list[np.ndarray]:
-        key = int(rows[0][0])
-        self._loop.call_soon_threadsafe(self.entered.put_nowait, key)
-        self.gates[key].wait(10)  # a guard against a test that never opens it, not a timing
-        return [np.zeros((len(r), 2)) for r in rows]
-
-    async def next_entered(self) -> int:
-        return await asyncio.wait_for(self.entered.get(), 10)
 
 
 def window(tokens: int = 100) -> np.ndarray:
@@ -155,15 +137,15 @@ async def test_the_rate_with_two_lanes_is_what_both_drain_together() -> None:
     """Two 100-token batches run side by side for 10 s on the fake clock: 20 tokens/s drained.
     Timing each batch from its own start would say 10."""
     clock = FakeClock()
-    model = Gated()
+    model = Keyed()
     batcher = MicroBatcher(model, max_batch_size=1, max_wait_s=0, initial_tokens_per_s=100.0, clock=clock, lanes=2)
     batcher.start()
     futures = [batcher.submit([np.full(100, key)], clock.now + 60)[0] for key in (1, 2)]
-    assert sorted([await model.next_entered(), await model.next_entered()]) == [1, 2]
+    assert sorted(await model.running(2)) == [[1], [2]]
     clock.now += 10
-    model.gates[1].set()
+    model.gate(1).set()
     await futures[0]
-    model.gates[2].set()  # finishes at the same instant: no time of its own, its tokens count
+    model.gate(2).set()  # finishes at the same instant: no time of its own, its tokens count
     await futures[1]
     assert batcher.rate.tokens_per_s == pytest.approx(20.0)
     await batcher.drain()
@@ -172,19 +154,19 @@ async def test_the_rate_with_two_lanes_is_what_both_drain_together() -> None:
 async def test_the_rate_counts_from_the_busy_start_when_a_later_batch_finishes_first() -> None:
     """P runs from 0 to 10 s, Q from 9 to 9.5 s: 200 tokens in 10 busy seconds, whichever ends first."""
     clock = FakeClock()
-    model = Gated()
+    model = Keyed()
     batcher = MicroBatcher(model, max_batch_size=1, max_wait_s=0, initial_tokens_per_s=100.0, clock=clock, lanes=2)
     batcher.start()
     p = batcher.submit([np.full(100, 1)], clock.now + 60)[0]
-    assert await model.next_entered() == 1
+    assert await model.running(1) == [[1]]
     clock.now += 9
     q = batcher.submit([np.full(100, 2)], clock.now + 60)[0]
-    assert await model.next_entered() == 2
+    assert await model.running(1) == [[2]]
     clock.now += 0.5
-    model.gates[2].set()
+    model.gate(2).set()
     await q
     clock.now += 0.5
-    model.gates[1].set()
+    model.gate(1).set()
     await p
     assert batcher.rate.tokens_per_s == pytest.approx(20.0)
     await batcher.drain()

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
+from gated_batches import Keyed
 
 from service.batching import BatcherHooks, BatchStats, MicroBatcher
 from service.errors import DeadlineExceededError, InferenceError, QueueFullError, RequestTooLargeError, ShuttingDownError
@@ -313,32 +314,6 @@ async def test_each_request_gives_its_window_nearest_the_batch_length() -> None:
     await batcher.drain()
     assert [sorted(b) for b in recorder.batches[1:]] == [[1, 4], [2, 3]]
     assert sum(s.padded_tokens - s.real_tokens for s in stats[1:]) == 2 + 1
-
-
-class Keyed:
-    """A batch function that blocks each batch on the gate of its first key, so the test decides
-    when each of several concurrent batches finishes; ``entered`` counts batches in flight."""
-
-    def __init__(self, fail_on: int | None = None) -> None:
-        self.gates: dict[int, threading.Event] = {}
-        self.entered: asyncio.Queue[list[int]] = asyncio.Queue()
-        self.fail_on = fail_on
-        self._loop = asyncio.get_running_loop()
-
-    def gate(self, key: int) -> threading.Event:
-        return self.gates.setdefault(key, threading.Event())
-
-    def __call__(self, rows: Sequence[np.ndarray]) -> list[np.ndarray]:
-        keys = [int(r[0]) for r in rows]
-        self._loop.call_soon_threadsafe(self.entered.put_nowait, keys)
-        self.gate(keys[0]).wait(10)  # a guard against a test that never opens it, not a timing
-        if self.fail_on in keys:
-            raise RuntimeError("boom")
-        return [np.full((len(r), 2), float(r[0])) for r in rows]
-
-    async def running(self, n: int) -> list[list[int]]:
-        """The next ``n`` batches to enter, once all of them are inside the batch function."""
-        return [await asyncio.wait_for(self.entered.get(), 10) for _ in range(n)]
 
 
 async def test_lanes_run_batches_at_once_and_finish_in_any_order() -> None:
