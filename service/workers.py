@@ -110,7 +110,7 @@ def supervise(settings: Settings) -> int:
     available = cores()
     worker = per_worker(settings, available)
     log.info(
-        "serving on %s:%d with %d workers, %d inference lanes each of %d threads (%d cores)",
+        "serving on %s:%d with %d workers, each %d inference lanes sharing a pool of %d threads (%d cores)",
         settings.host,
         settings.port,
         settings.workers,
