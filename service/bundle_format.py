@@ -18,6 +18,7 @@ from service.decoding.consistency import Consistency
 from service.decoding.crf import CRF_KEY, Transitions
 from service.decoding.labels import LabelScheme
 from service.decoding.pipeline import Head, Pipeline
+from service.decoding.token_types import TokenTypes
 from service.decoding.windows import DEFAULT_WINDOW, Align, TextEncoder, WindowConfig
 from service.errors import BundleError
 
@@ -48,6 +49,7 @@ _TYPED = {
     "aggregation_strategy",
     "decoding",
     "consistency",
+    "token_types",
     CRF_KEY,
     "calibration",
     "heads",
@@ -106,6 +108,7 @@ class ServingConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # training record, quantisation, checksums
     heads: tuple[HeadSpec, ...] = ()  # empty: one head, config.json's labels, named after the bundle
     consistency: Consistency = Consistency.NONE  # whether a name keeps its first mention's type within a text
+    token_types: TokenTypes = TokenTypes.NONE  # what the model was trained to read as token_type_ids
 
     @property
     def default_decoding(self) -> Decoding:
@@ -126,6 +129,8 @@ class ServingConfig:
         }
         if self.consistency is not Consistency.NONE:
             out["consistency"] = self.consistency.value
+        if self.token_types is not TokenTypes.NONE:
+            out["token_types"] = self.token_types.value
         if self.name is not None:
             out["name"] = self.name
         if self.version is not None:
@@ -151,6 +156,7 @@ class ServingConfig:
             strategy = Strategy(data.get("aggregation_strategy", Strategy.FIRST.value))
             decoding = Decoding(data["decoding"]) if "decoding" in data else None
             consistency = Consistency(data.get("consistency", Consistency.NONE.value))
+            token_types = TokenTypes(data.get("token_types", TokenTypes.NONE.value))
         except (ValueError, TypeError) as exc:
             raise BundleError(f"{where}: {exc}") from exc
         temperature = _temperature(data.get("calibration"), where)
@@ -170,6 +176,7 @@ class ServingConfig:
             strategy=strategy,
             decoding=decoding,
             consistency=consistency,
+            token_types=token_types,
             transitions=transitions,
             temperature=temperature,
             name=None if name is None else str(name),
@@ -221,7 +228,9 @@ def pipeline_for(
     """The decoding pipeline a bundle (or checkpoint) was released with, with overrides on top.
 
     ``scheme`` is ``config.json``'s labels: one head's, or every head's side by side. A one-head
-    bundle's head is called ``name`` (the name it is served under; default: the bundle's)."""
+    bundle's head is called ``name`` (the name it is served under; default: the bundle's). The
+    encoder marks the token types the model was trained on, whatever ``encoder`` marked."""
+    encoder = encoder.with_token_types(serving.token_types)
     window = WindowConfig(
         max_length or serving.window.max_length, serving.window.stride if stride is None else stride, align or serving.window.align
     )

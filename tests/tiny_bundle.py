@@ -91,6 +91,40 @@ def build_graph(n_labels: int = len(LABELS), table: np.ndarray | None = None) ->
     return model
 
 
+# The cased graph: a subword of token type 1 (written with an upper-case letter) gains this row.
+CASE_ROW = np.array([0.0, 8.0, 0.0, 0.0, 0.0], dtype=np.float32)
+
+
+def build_cased_graph() -> onnx.ModelProto:
+    """The tiny graph plus a ``token_type_ids`` input: type 1 adds :data:`CASE_ROW`, so ``The``
+    (cased) opens a protein where ``the`` stays ``O``: a test sees whether types reach the model."""
+    table = logit_table()
+    types = np.stack([np.zeros_like(CASE_ROW), CASE_ROW])
+    nodes = [
+        helper.make_node("Gather", ["table", "input_ids"], ["by_id"], axis=0),
+        helper.make_node("Gather", ["types", "token_type_ids"], ["by_type"], axis=0),
+        helper.make_node("Add", ["by_id", "by_type"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny-cased-ner",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
+            helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, ["batch", "seq"]),
+        ],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", len(LABELS)])],
+        initializer=[
+            helper.make_tensor("table", TensorProto.FLOAT, table.shape, table.flatten().tolist()),
+            helper.make_tensor("types", TensorProto.FLOAT, types.shape, types.flatten().tolist()),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
 def write_bundle(
     folder: Path,
     max_length: int = 16,

@@ -13,6 +13,7 @@ import numpy as np
 
 from service.bundle_format import CONFIG_FILE
 from service.decoding.pipeline import RunBatch
+from service.decoding.token_types import unpack
 
 if TYPE_CHECKING:
     import torch
@@ -25,8 +26,13 @@ def torch_runner(model: torch.nn.Module) -> RunBatch:
     device = next(model.parameters()).device
 
     def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        ids, types = unpack(ids)
         with torch.inference_mode():
-            out = model(input_ids=torch.from_numpy(ids).to(device), attention_mask=torch.from_numpy(mask).to(device))
+            out = model(
+                input_ids=torch.from_numpy(ids).to(device),
+                attention_mask=torch.from_numpy(mask).to(device),
+                token_type_ids=torch.from_numpy(types).to(device),
+            )
         return out.logits.float().cpu().numpy()
 
     return run

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from service.decoding.token_types import unpack
 from train.align import IGNORE, Feature
 
 
@@ -36,16 +37,25 @@ def sorted_batches(lengths: Sequence[int], size: int, rng: np.random.Generator |
 
 
 def pad_labelled(rows: Sequence[tuple[np.ndarray, np.ndarray]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad ``(input_ids, labels)`` rows into one batch; padding is masked and never trained."""
+    """Right-pad ``(input_ids, labels)`` rows into one batch; padding is masked and never trained.
+    Token types packed into the ids (service.decoding.token_types) come out as ``token_type_ids``."""
     width = max(len(ids) for ids, _ in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    types = torch.zeros((len(rows), width), dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
     for r, (row_ids, row_labels) in enumerate(rows):
-        ids[r, : len(row_ids)] = torch.from_numpy(row_ids)
+        plain, row_types = unpack(row_ids)
+        ids[r, : len(row_ids)] = torch.from_numpy(plain)
+        types[r, : len(row_ids)] = torch.from_numpy(row_types)
         mask[r, : len(row_ids)] = 1
         labels[r, : len(row_ids)] = torch.from_numpy(row_labels)
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": labels}
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What an encoder reads of a :func:`pad_labelled` batch (its labels are the loss's)."""
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "token_type_ids": batch["token_type_ids"]}
 
 
 def collate(features: Sequence[Feature], indices: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:

@@ -65,6 +65,14 @@ class TrainConfig:
     label_policy: str = field(
         default="first", metadata=flag("first: train each word's first subword; all: every subword", choices=("first", "all"))
     )
+    token_types: str | None = field(
+        default=None,
+        metadata=flag(
+            "what the model reads as token types: case marks subwords written with an upper-case letter (the uncased "
+            "tokenizer drops case); default: the base checkpoint's, none for a plain encoder",
+            choices=("none", "case"),
+        ),
+    )
     loss: str = field(default="ce", metadata=flag("class weighting against the dominant O tag", choices=("ce", "welt", "ens")))
     ens_beta: float = field(default=0.99, metadata=flag("beta of the effective-number weights (--loss ens)"))
     head: str = field(

@@ -21,6 +21,7 @@ from service.decoding.crf import FORBIDDEN, Transitions
 from service.decoding.labels import LabelScheme
 from service.decoding.paths import allowed_transitions
 from train.align import IGNORE
+from train.batches import model_inputs
 
 
 class CrfHead(nn.Module):
@@ -124,7 +125,7 @@ class CrfTagger(nn.Module):
         return self.model(**inputs)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = self.model(**model_inputs(batch)).logits
         emissions, tags, mask = labelled_positions(logits, batch["labels"])
         if emissions.shape[0] == 0:  # nothing labelled in the batch: a zero that keeps the graph
             return logits.sum() * 0.0
@@ -138,7 +139,7 @@ class CrfTagger(nn.Module):
         aligns the emissions. Matching the student's CRF marginals, not its emission softmax, is the
         posterior distillation of a CRF (Wang et al., 2020): the transitions take part, as in decoding.
         """
-        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = self.model(**model_inputs(batch)).logits
         emissions, tags, mask = labelled_positions(logits, batch["labels"])
         if emissions.shape[0] == 0:
             return logits.sum() * 0.0

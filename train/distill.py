@@ -29,6 +29,7 @@ from service.decoding.aggregate import softmax
 from service.decoding.labels import LabelScheme
 from service.decoding.paths import allowed_transitions, crf_marginals
 from service.decoding.pipeline import run_rows
+from service.decoding.token_types import TokenTypes, strip
 from train.align import IGNORE, Feature
 from train.batches import sorted_batches
 
@@ -87,12 +88,17 @@ def distill_loss(
 
 
 def teacher_probabilities(
-    teachers: Sequence[str], features: Sequence[Feature], labels: Sequence[str], vocabulary: dict[str, int], temperature: float
+    teachers: Sequence[str],
+    features: Sequence[Feature],
+    labels: Sequence[str],
+    vocabulary: dict[str, int],
+    temperature: float,
+    token_types: TokenTypes = TokenTypes.NONE,
 ) -> list[np.ndarray]:
     """Each window's soft labels at ``temperature``, per subword, averaged over the teachers."""
     total = [np.zeros((len(f.input_ids), len(labels)), dtype=np.float32) for f in features]
     for path in map(Path, teachers):
-        check_teacher(path, labels, vocabulary)
+        check_teacher(path, labels, vocabulary, token_types)
         if read_serving(path).transitions is not None:
             raise ValueError(f"teacher {path} has a CRF head, whose emission softmax is not what it predicts: train the student --head crf")
         for i, logits in teacher_logits(path, features):
@@ -101,7 +107,12 @@ def teacher_probabilities(
 
 
 def teacher_word_marginals(
-    teachers: Sequence[str], features: Sequence[Feature], labels: Sequence[str], vocabulary: dict[str, int], temperature: float
+    teachers: Sequence[str],
+    features: Sequence[Feature],
+    labels: Sequence[str],
+    vocabulary: dict[str, int],
+    temperature: float,
+    token_types: TokenTypes = TokenTypes.NONE,
 ) -> list[np.ndarray]:
     """Each window's soft labels for a CRF student: ``(words, labels)`` at its labelled positions (word
     starts), averaged over the teachers.
@@ -115,7 +126,7 @@ def teacher_word_marginals(
     words = [f.labels != IGNORE for f in features]
     total = [np.zeros((int(w.sum()), len(labels)), dtype=np.float64) for w in words]
     for path in map(Path, teachers):
-        check_teacher(path, labels, vocabulary)
+        check_teacher(path, labels, vocabulary, token_types)
         transitions = read_serving(path).transitions
         for i, logits in teacher_logits(path, features):
             if not len(total[i]):
@@ -133,12 +144,19 @@ def teacher_logits(path: Path, features: Sequence[Feature]) -> Iterator[tuple[in
     from train.evaluate_cli import load_runner
 
     run, _ = load_runner(path)
+    keep_types = read_serving(path).token_types is not TokenTypes.NONE
     for group in sorted_batches([len(f.input_ids) for f in features], 32, None):
-        yield from zip(group, run_rows(run, [features[i].input_ids for i in group]))
+        rows = [f.input_ids if keep_types else strip(f.input_ids) for f in (features[i] for i in group)]
+        yield from zip(group, run_rows(run, rows))
 
 
-def check_teacher(path: Path, labels: Sequence[str], vocabulary: dict[str, int]) -> None:
-    """A teacher must tag with the student's labels, in order, over the student's vocabulary."""
+def check_teacher(path: Path, labels: Sequence[str], vocabulary: dict[str, int], token_types: TokenTypes) -> None:
+    """A teacher must tag with the student's labels, in order, over the student's vocabulary, and read
+    no token types the student's windows lack (a cased student's teacher may be uncased)."""
+    theirs_types = read_serving(path).token_types
+    if theirs_types not in (TokenTypes.NONE, token_types):
+        kind = theirs_types.value
+        raise ValueError(f"teacher {path} reads token types {kind!r}; train the student with --token-types {kind}")
     config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
     theirs = [label for _, label in sorted((int(k), v) for k, v in config["id2label"].items())]
     if theirs != list(labels):

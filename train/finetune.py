@@ -93,7 +93,8 @@ def save_checkpoint(out: Path, task: Task, transitions: Transitions | None, extr
     settings, and after a QAT epoch the ranges it trained with."""
     task.model.save_pretrained(out)
     task.tokenizer.save_pretrained(out)
-    write_serving(out, ServingConfig(task.window, task.strategy, task.decoding, transitions, extra=extra))
+    serving = ServingConfig(task.window, task.strategy, task.decoding, transitions, extra=extra, token_types=task.encoder.token_types)
+    write_serving(out, serving)
     if task.quant_sim is not None and task.quant_sim.enabled:
         task.quant_sim.save(out)
     else:

@@ -31,7 +31,7 @@ from service.decoding.pipeline import Pipeline
 from service.decoding.windows import TextEncoder, WindowConfig
 from train.align import IGNORE, Feature, LabelPolicy, build_features, label_list
 from train.backends import torch_runner
-from train.batches import collate, length_grouped_batches
+from train.batches import collate, length_grouped_batches, model_inputs
 from train.config import JointConfig
 from train.corpus_spec import merged, parse_heads, source_splits
 from train.device import resolve, to_device
@@ -54,12 +54,12 @@ class MultiHeadTagger(torch.nn.Module):
         self.dropout = torch.nn.Dropout(dropout)
         self.heads = torch.nn.ModuleDict({name: torch.nn.Linear(encoder.config.hidden_size, n) for name, n in sizes.items()})
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> Any:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
         return _Logits(torch.cat([self.heads[name](hidden) for name in self.order], dim=-1))
 
     def loss(self, name: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        hidden = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        hidden = self.encoder(**model_inputs(batch)).last_hidden_state
         logits = self.heads[name](self.dropout(hidden))
         return torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), batch["labels"].view(-1), ignore_index=IGNORE)
 

@@ -33,7 +33,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer
 from service.corpora.load import split_dev
 from service.decoding.windows import TextEncoder
 from train.align import IGNORE
-from train.batches import pad_labelled, sorted_batches
+from train.batches import model_inputs, pad_labelled, sorted_batches
 from train.config import PretrainConfig, dev_split_seed
 from train.data import held_out_split, read_all, read_texts, without_texts_of
 from train.device import device_of, resolve, to_device
@@ -105,10 +105,10 @@ def masked_loss(model: Any, batch: dict[str, torch.Tensor], reduction: str = "me
     labels = batch["labels"]
     head = getattr(model, "cls", None)
     if head is None:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = model(**model_inputs(batch)).logits
         flat = logits.view(-1, logits.shape[-1])
         return torch.nn.functional.cross_entropy(flat, labels.view(-1), ignore_index=IGNORE, reduction=reduction)
-    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    hidden = model.base_model(**model_inputs(batch)).last_hidden_state
     keep = labels != IGNORE
     return torch.nn.functional.cross_entropy(head(hidden[keep]), labels[keep], reduction=reduction)
 

@@ -32,6 +32,7 @@ import numpy as np
 import onnx
 
 from service.decoding.pipeline import pad_windows
+from service.decoding.token_types import unpack
 
 
 class WindowReader:
@@ -51,10 +52,11 @@ class WindowReader:
         whole = len(rows) - len(rows) % batch_size if uniform and len(rows) >= batch_size else len(rows)
         out = []
         for lo in range(0, whole, batch_size):
-            ids, mask = pad_windows(rows[lo : min(lo + batch_size, whole)], width=width)
+            packed, mask = pad_windows(rows[lo : min(lo + batch_size, whole)], width=width)
+            ids, types = unpack(packed)
             feed = {"input_ids": ids, "attention_mask": mask}
             if "token_type_ids" in names:
-                feed["token_type_ids"] = np.zeros_like(ids)
+                feed["token_type_ids"] = types
             out.append(feed)
         return out
 

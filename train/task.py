@@ -25,9 +25,10 @@ from service.bundle_format import CONFIG_FILE, SERVING_FILE, read_serving
 from service.corpora import Document
 from service.decoding.aggregate import Decoding, Strategy
 from service.decoding.labels import LabelScheme
+from service.decoding.token_types import TokenTypes
 from service.decoding.windows import Align, TextEncoder, WindowConfig
 from train.align import IGNORE, Feature, LabelPolicy, build_features, label_list
-from train.batches import collate, length_grouped_batches, mixed_batches
+from train.batches import collate, length_grouped_batches, mixed_batches, model_inputs
 from train.config import TrainConfig
 from train.crf import CrfTagger, invalid_moves
 from train.data import read_all, read_texts, without_texts_of
@@ -43,7 +44,7 @@ def token_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], weight: t
     """Cross-entropy over trained subwords, class-weighted when ``weight`` is given."""
     if weight is None:
         return model(**batch).loss
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logits = model(**model_inputs(batch)).logits
     flat = logits.view(-1, logits.shape[-1])
     return torch.nn.functional.cross_entropy(flat, batch["labels"].view(-1), weight=weight, ignore_index=IGNORE)
 
@@ -58,7 +59,7 @@ class AuxHead(torch.nn.Module):
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         encoder: Any = model.base_model  # the shared encoder under any token-classification head
-        hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        hidden = encoder(**model_inputs(batch)).last_hidden_state
         logits = self.classifier(self.dropout(hidden))
         return torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), batch["labels"].view(-1), ignore_index=IGNORE)
 
@@ -147,7 +148,7 @@ class Task:
             loss = self.tagger.loss(batch)
         elif teacher is not None:
             soft = teacher.batch(indices, batch["input_ids"].shape[1]).to(self.device)
-            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            logits = self.model(**model_inputs(batch)).logits
             loss = distill_loss(logits, batch["labels"], soft, teacher, self.loss_weight)
         else:
             loss = token_loss(self.model, batch, self.loss_weight)
@@ -159,7 +160,8 @@ def prepare(config: TrainConfig, train_docs: list[Document], dev_docs: list[Docu
     labels = label_list(train_docs + dev_docs)
     tokenizer = AutoTokenizer.from_pretrained(config.base_model, use_fast=True)
     window, policy = WindowConfig(config.max_length, config.stride, Align(config.window_align)), LabelPolicy(config.label_policy)
-    encoder = TextEncoder(tokenizer.backend_tokenizer)
+    token_types = resolve_token_types(config)
+    encoder = TextEncoder(tokenizer.backend_tokenizer, token_types)
     features, stats = build_features(train_docs, encoder, {label: i for i, label in enumerate(labels)}, window, policy)
     print(
         f"{len(train_docs)} train / {len(dev_docs)} dev documents, {len(features)} windows, "
@@ -174,6 +176,9 @@ def prepare(config: TrainConfig, train_docs: list[Document], dev_docs: list[Docu
         label2id={label: i for i, label in enumerate(labels)},
         classifier_dropout=config.dropout,
     )
+    if token_types is not read_serving(Path(config.base_model)).token_types:
+        start_token_types(model)
+    header["token_types"] = token_types.value
     if config.student_layers:
         header["student_layers"] = shrink(model, config.student_layers)
     task = Task(labels, tokenizer, encoder, window, policy, features, model, None, loss_weight, header)
@@ -191,6 +196,22 @@ def prepare(config: TrainConfig, train_docs: list[Document], dev_docs: list[Docu
         task.quant_sim = QuantSim(model)
     task.place(resolve(config.device))
     return task
+
+
+def resolve_token_types(config: TrainConfig) -> TokenTypes:
+    """``--token-types``, else the base checkpoint's (none for a plain encoder or a hub name)."""
+    if config.token_types is not None:
+        return TokenTypes(config.token_types)
+    return read_serving(Path(config.base_model)).token_types
+
+
+def start_token_types(model: Any) -> None:
+    """Type 1 starts as type 0's embedding: the network starts as the one it was without the types
+    (BERT's type 1 was pretrained as "sentence B", a meaning a tagger of one text does not want),
+    and learns what the marked subwords have in common from there."""
+    weight = model.base_model.embeddings.token_type_embeddings.weight
+    with torch.no_grad():
+        weight[1:] = weight[0]
 
 
 def check_continued_labels(base: Path, labels: list[str]) -> None:
@@ -245,7 +266,7 @@ def add_teacher(task: Task, config: TrainConfig, dev_texts: Sequence[str] = ()) 
     # one pass per teacher over the labelled and unlabelled windows together
     vocabulary = task.tokenizer.backend_tokenizer.get_vocab()
     soft_labels = teacher_word_marginals if config.head == "crf" else teacher_probabilities
-    soft = soft_labels(config.teacher, task.features + task.extra_features, task.labels, vocabulary, t)
+    soft = soft_labels(config.teacher, task.features + task.extra_features, task.labels, vocabulary, t, task.encoder.token_types)
     n = len(task.features)
     task.teacher = Teacher(soft[:n], config.distill_alpha, t)
     if task.extra_features:

@@ -14,6 +14,7 @@ window must cut inside a sentence.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -22,12 +23,14 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
+from service.decoding.token_types import TokenTypes, case_flags, pack
+
 
 @dataclass(frozen=True)
 class Encoded:
     """One text's subwords: ids, character offsets into the text and pre-tokenizer word ids."""
 
-    ids: np.ndarray  # (n,) int64
+    ids: np.ndarray  # (n,) int64, with the token type packed in (service.decoding.token_types)
     offsets: np.ndarray  # (n, 2) int64, Python str indices, end exclusive
     word_ids: np.ndarray  # (n,) int64
 
@@ -110,17 +113,27 @@ class TextEncoder:
 
     ``tokenizer.json`` files often ship with truncation and padding enabled (the bundled MiniLM
     pads and truncates at 128), which would silently cut every abstract; both are disabled here.
+    ``token_types`` is what the model reads as token types, packed into the ids it returns.
     """
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    def __init__(self, tokenizer: Tokenizer, token_types: TokenTypes = TokenTypes.NONE) -> None:
         tokenizer.no_truncation()
         tokenizer.no_padding()
         self._tokenizer = tokenizer
+        self.token_types = token_types
         self.prefix_ids, self.suffix_ids = _special_affixes(tokenizer)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> TextEncoder:
-        return cls(Tokenizer.from_file(str(path)))
+    def from_file(cls, path: str | Path, token_types: TokenTypes = TokenTypes.NONE) -> TextEncoder:
+        return cls(Tokenizer.from_file(str(path)), token_types)
+
+    def with_token_types(self, token_types: TokenTypes) -> TextEncoder:
+        """The same tokenizer, marking ``token_types`` (itself when they are already these)."""
+        if token_types is self.token_types:
+            return self
+        encoder = copy.copy(self)
+        encoder.token_types = token_types
+        return encoder
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -132,10 +145,16 @@ class TextEncoder:
 
     def encode_batch(self, texts: Sequence[str]) -> list[Encoded]:
         encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        return [_to_encoded(e) for e in encodings]
+        return [self._to_encoded(e, text) for e, text in zip(encodings, texts)]
 
     def encode(self, text: str) -> Encoded:
-        return _to_encoded(self._tokenizer.encode(text, add_special_tokens=False))
+        return self._to_encoded(self._tokenizer.encode(text, add_special_tokens=False), text)
+
+    def _to_encoded(self, encoding: Encoding, text: str) -> Encoded:
+        encoded = _to_encoded(encoding)
+        if self.token_types is TokenTypes.CASE:
+            return Encoded(pack(encoded.ids, case_flags(text, encoded.offsets)), encoded.offsets, encoded.word_ids)
+        return encoded
 
     def window_ids(self, encoded: Encoded, span: WindowSpan) -> np.ndarray:
         """Input ids of one window: special prefix + content + special suffix."""

@@ -106,7 +106,7 @@ def load_bundle(path: Path) -> Bundle:
         onnx_path=onnx_path,
         sha256=file_sha256(onnx_path),
         scheme=scheme,
-        encoder=encoder,
+        encoder=encoder.with_token_types(serving.token_types),
         pad_id=int(config.get("pad_token_id") or 0),
         serving=serving,
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from service.decoding.token_types import unpack
 from service.errors import BundleError, InferenceError
 from service.settings import GraphOptimization, Provider
 
@@ -69,9 +70,13 @@ class OnnxSession:
         self.provider = self._session.get_providers()[0]
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """``input_ids`` may carry token types packed in (service.decoding.token_types)."""
+        input_ids, token_types = unpack(input_ids)
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self.input_names:
-            feeds["token_type_ids"] = np.zeros_like(input_ids)
+            feeds["token_type_ids"] = token_types
+        elif token_types.any():
+            raise InferenceError("the bundle marks token types but model.onnx has no token_type_ids input")
         logits: np.ndarray = self._session.run(["logits"], feeds)[0]
         if logits.shape[:2] != input_ids.shape or logits.shape[-1] != self.n_labels:
             raise InferenceError(f"model.onnx returned logits {logits.shape} for inputs {input_ids.shape}")

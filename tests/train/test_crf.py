@@ -87,14 +87,14 @@ def test_crf_distillation_loss_limits() -> None:
     from train.crf import CrfTagger
 
     class Emitting(torch.nn.Module):  # a "model" whose logits are the input: the loss alone under test
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> object:
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> object:
             return type("Out", (), {"logits": input_ids})()
 
     head, emissions, mask, lengths = _random_head_and_ragged_batch()
     tagger = CrfTagger(Emitting(), SCHEME)
     tagger.crf = head
     labels = torch.where(mask, torch.randint(0, 1, mask.shape), torch.full(mask.shape, IGNORE))  # all O: valid BIO
-    batch = {"input_ids": emissions, "attention_mask": mask.long(), "labels": labels}
+    batch = {"input_ids": emissions, "attention_mask": mask.long(), "token_type_ids": torch.zeros_like(mask.long()), "labels": labels}
     own = head.log_marginals(emissions, mask, 2.0).exp().detach()
     # alpha 0: the CRF's own likelihood
     assert torch.allclose(tagger.distill_loss(batch, own, 0.0, 2.0), tagger.loss(batch))

@@ -32,6 +32,7 @@ TRAIN_FLAGS = [
     "--stride",
     "--window-align",
     "--label-policy",
+    "--token-types",
     "--loss",
     "--ens-beta",
     "--head",
