@@ -71,6 +71,7 @@ class WindowResult:
     queued_s: float
     inference_s: float
     batch: int  # sequence number of the batch the window ran in
+    started: float = 0.0  # the batcher's clock when that batch began (lanes run batches side by side)
 
 
 @dataclass
@@ -476,7 +477,7 @@ class MicroBatcher:
         self._tokens -= real
         for item, logits in zip(batch, outputs):
             if not item.future.done():  # the owner may have gone while the batch ran
-                item.future.set_result(WindowResult(logits, started - item.enqueued, finished - started, number))
+                item.future.set_result(WindowResult(logits, started - item.enqueued, finished - started, number, started))
         self._running.pop(number, None)
         # Drain rate over busy wall time: each batch counts from the previous batch's end (any lane),
         # or from the start of the busy stretch, so the intervals tile the time since the worker last

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -27,6 +27,18 @@ T = TypeVar("T")
 # engine's bounded CPU pool, so /health answers while a 100,000-character text is tokenised.
 _INLINE_CHARS = 1_000
 _INLINE_TOKENS = 256
+
+
+def covered_seconds(intervals: Iterable[tuple[float, float]]) -> float:
+    """Wall time inside any of the ``(start, end)`` intervals: a request's inference time when its
+    windows ran in several batches, some side by side on different lanes (a sum would count the
+    overlap twice)."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 @dataclass(frozen=True)
@@ -286,11 +298,14 @@ class NerEngine:
                 for future in futures:  # a cancelled request leaves nothing queued behind it
                     future.cancel()
         window_logits = [r.logits for r in results]
-        entities = await self.decoder.submit(Finishing(plan, window_logits, options))
+        try:  # and decoding: a request still waiting for it at its deadline is skipped, not decoded late
+            entities = await asyncio.wait_for(self.decoder.submit(Finishing(plan, window_logits, options)), max(deadline - clock(), 0))
+        except TimeoutError:
+            raise DeadlineExceededError("the request's deadline passed before its answer was decoded") from None
         return Recognition(
             entities=entities,
             queued_s=max((r.queued_s for r in results), default=0.0),
-            inference_s=sum({r.batch: r.inference_s for r in results}.values()),
+            inference_s=covered_seconds({r.batch: (r.started, r.started + r.inference_s) for r in results}.values()),
             tokens=plan.tokens,
             windows=len(plan.rows),
             batches=tuple(sorted({r.batch for r in results})),

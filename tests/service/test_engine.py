@@ -127,3 +127,34 @@ async def test_lifecycle_ready_drain_then_refuse(engine: NerEngine) -> None:
     assert engine.queued_windows == 0 and not engine.drain_expired
     with pytest.raises(ShuttingDownError):
         await engine.recognize(["p53"])
+
+
+def test_inference_time_counts_batches_that_ran_side_by_side_once() -> None:
+    from service.engine import covered_seconds
+
+    assert covered_seconds([]) == 0.0
+    assert covered_seconds([(0.0, 1.0), (2.0, 3.0)]) == 2.0  # one after the other: the sum
+    assert covered_seconds([(0.0, 1.0), (0.5, 1.5)]) == 1.5  # two lanes overlapping: not 2.0
+    assert covered_seconds([(1.0, 4.0), (0.0, 2.0), (2.5, 3.0)]) == 4.0  # unsorted, one inside another
+
+
+async def test_the_deadline_covers_decoding_and_the_decoder_goes_on(engine: NerEngine) -> None:
+    import threading
+
+    from service.errors import DeadlineExceededError
+
+    release, calls = threading.Event(), []
+    finish_many = engine.decoder._finish_many
+
+    def slow(jobs):  # type: ignore[no-untyped-def]
+        calls.append(len(jobs))
+        release.wait(5)
+        return finish_many(jobs)
+
+    engine.decoder._finish_many = slow
+    engine.decoder._is_small = lambda jobs: False  # off the loop, as long requests are decoded
+    with pytest.raises(DeadlineExceededError, match="decoded"):
+        await engine.recognize([TEXTS[0]], timeout_s=0.3)
+    release.set()
+    late = await engine.recognize([TEXTS[0]], timeout_s=5)  # the decoder is not stuck
+    assert spans(late.entities) and calls == [1, 1]
