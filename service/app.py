@@ -22,7 +22,6 @@ from service.api.routes import make_router
 from service.api.schemas import request_model
 from service.bundle_format import ServingConfig, pipeline_for
 from service.decoding.pipeline import Pipeline
-from service.decoding.token_types import TokenTypes
 from service.decoding.windows import WindowConfig
 from service.engine import Engine, NerEngine
 from service.errors import BundleError
@@ -69,8 +68,7 @@ def build_engine(settings: Settings, metrics: Metrics, path: Path | None = None,
         settings.graph_optimization,
         settings.thread_spinning,
     )
-    if bundle.encoder.token_types is not TokenTypes.NONE and "token_type_ids" not in session.input_names:
-        raise BundleError(f"serving.json in {bundle.path} marks token types {bundle.encoder.token_types.value!r}, model.onnx reads none")
+    session.check_reads(bundle.encoder.token_types, bundle.path)
     pipeline = make_pipeline(bundle, settings, name)
     window = pipeline.window
     largest = pipeline.window_bound(settings.max_text_chars)

@@ -27,12 +27,11 @@ def torch_runner(model: torch.nn.Module) -> RunBatch:
 
     def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         ids, types = unpack(ids)
+        inputs = {"input_ids": torch.from_numpy(ids).to(device), "attention_mask": torch.from_numpy(mask).to(device)}
+        if types.any():  # as train.batches.model_inputs: encoders without token types take none
+            inputs["token_type_ids"] = torch.from_numpy(types).to(device)
         with torch.inference_mode():
-            out = model(
-                input_ids=torch.from_numpy(ids).to(device),
-                attention_mask=torch.from_numpy(mask).to(device),
-                token_type_ids=torch.from_numpy(types).to(device),
-            )
+            out = model(**inputs)
         return out.logits.float().cpu().numpy()
 
     return run

@@ -54,8 +54,13 @@ def pad_labelled(rows: Sequence[tuple[np.ndarray, np.ndarray]], pad_id: int) -> 
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """What an encoder reads of a :func:`pad_labelled` batch (its labels are the loss's)."""
-    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "token_type_ids": batch["token_type_ids"]}
+    """What an encoder reads of a :func:`pad_labelled` batch (its labels are the loss's). Token types
+    only when some are marked: all zeros is what BERT assumes without them, and encoders without
+    token types (DistilBERT) take no such argument."""
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if bool(batch["token_type_ids"].any()):
+        inputs["token_type_ids"] = batch["token_type_ids"]
+    return inputs
 
 
 def collate(features: Sequence[Feature], indices: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:

@@ -38,6 +38,7 @@ from train.device import resolve, to_device
 from train.evaluate import evaluate_documents
 from train.loop import EpochStats, Phase, TrainingLoop, adamw, decay_groups
 from train.seeding import seed_everything
+from train.task import refuse_token_types
 
 HEADS_FILE = "heads.pt"
 ENCODER_DIR = "encoder"
@@ -124,6 +125,7 @@ def train_joint(config: JointConfig, *, resume: bool = False, stop_after: int = 
     loop = TrainingLoop(out, asdict(config), resume=resume, stop_after=stop_after)
     if loop.finished:
         return dict(loop.extra["best"])
+    refuse_token_types(config.base_model, "train-joint")
     tokenizer = AutoTokenizer.from_pretrained(config.base_model, use_fast=True)
     encoder_text = TextEncoder(tokenizer.backend_tokenizer)
     window = WindowConfig(config.max_length, config.stride)

@@ -39,6 +39,7 @@ from train.data import held_out_split, read_all, read_texts, without_texts_of
 from train.device import device_of, resolve, to_device
 from train.loop import EpochStats, Phase, TrainingLoop, adamw
 from train.seeding import seed_everything
+from train.task import refuse_token_types
 from train.vocab import extend_vocabulary
 
 
@@ -254,6 +255,7 @@ def pretrain(config: PretrainConfig, *, resume: bool = False, stop_after: int = 
 
     ``resume`` continues the run in ``output`` after its last epoch; ``stop_after`` pauses it after that many epochs.
     """
+    refuse_token_types(config.base_model, "pretrain")
     seed_everything(config.seed, config.threads)
     out = Path(config.output)
     loop = TrainingLoop(out, asdict(config), resume=resume, stop_after=stop_after)

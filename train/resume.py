@@ -20,7 +20,7 @@ STATE_FILE = "resume.pt"
 # Settings a run may resume under other values of: they change how fast it runs, not what it learns.
 FREE_TO_CHANGE = frozenset({"threads", "device", "keep_epochs"})  # a run may go on on other hardware, keeping more
 # Settings added after runs were saved, with the value every earlier run had: such a run still resumes.
-ADDED_SETTINGS: dict[str, Any] = {"window_align": "tokens", "qat_epochs": 0, "dev_seed": None}
+ADDED_SETTINGS: dict[str, Any] = {"window_align": "tokens", "qat_epochs": 0, "dev_seed": None, "token_types": None}
 
 
 class ResumeError(ValueError):

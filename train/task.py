@@ -176,6 +176,8 @@ def prepare(config: TrainConfig, train_docs: list[Document], dev_docs: list[Docu
         label2id={label: i for i, label in enumerate(labels)},
         classifier_dropout=config.dropout,
     )
+    if token_types is not TokenTypes.NONE and getattr(model.config, "type_vocab_size", 0) < 2:
+        raise ValueError(f"--token-types {token_types.value} needs an encoder with two token types; {config.base_model} has none to spare")
     if token_types is not read_serving(Path(config.base_model)).token_types:
         start_token_types(model)
     header["token_types"] = token_types.value
@@ -203,6 +205,12 @@ def resolve_token_types(config: TrainConfig) -> TokenTypes:
     if config.token_types is not None:
         return TokenTypes(config.token_types)
     return read_serving(Path(config.base_model)).token_types
+
+
+def refuse_token_types(base_model: str, command: str) -> None:
+    """``command`` feeds no token types: a base trained to read them would silently run uncased."""
+    if (kind := read_serving(Path(base_model)).token_types) is not TokenTypes.NONE:
+        raise ValueError(f"{base_model} reads token types {kind.value!r}, which {command} does not mark: start from an uncased base")
 
 
 def start_token_types(model: Any) -> None:

@@ -46,6 +46,7 @@ class FileAnnotator:
         bundle = load_bundle(options.model_path)
         self.pipeline = pipeline_for(bundle.serving, bundle.encoder, bundle.scheme, bundle.pad_id)
         self.session = OnnxSession(bundle.onnx_path, len(bundle.scheme), intra_op_threads=options.threads, spinning=False)
+        self.session.check_reads(bundle.encoder.token_types, bundle.path)
         self.provenance = {"model": bundle.name, "model_version": bundle.version, "model_sha256": bundle.sha256}
 
     def __call__(self, job: Job) -> FileStats:

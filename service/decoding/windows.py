@@ -144,7 +144,8 @@ class TextEncoder:
         return len(self.prefix_ids) + len(self.suffix_ids)
 
     def encode_batch(self, texts: Sequence[str]) -> list[Encoded]:
-        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        texts = list(texts)
+        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=False)
         return [self._to_encoded(e, text) for e, text in zip(encodings, texts)]
 
     def encode(self, text: str) -> Encoded:

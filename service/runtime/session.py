@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.decoding.token_types import unpack
+from service.decoding.token_types import TokenTypes, unpack
 from service.errors import BundleError, InferenceError
 from service.settings import GraphOptimization, Provider
 
@@ -68,6 +68,12 @@ class OnnxSession:
             raise BundleError(f"model.onnx gives {width} logits per token but config.json has {n_labels} labels")
         self.n_labels = n_labels
         self.provider = self._session.get_providers()[0]
+
+    def check_reads(self, token_types: TokenTypes, where: Path) -> None:
+        """A bundle that marks token types needs a graph that reads them: refused at load, not at
+        the first request with an upper-case letter."""
+        if token_types is not TokenTypes.NONE and "token_type_ids" not in self.input_names:
+            raise BundleError(f"serving.json in {where} marks token types {token_types.value!r}, model.onnx reads none")
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """``input_ids`` may carry token types packed in (service.decoding.token_types)."""

@@ -87,7 +87,7 @@ def test_crf_distillation_loss_limits() -> None:
     from train.crf import CrfTagger
 
     class Emitting(torch.nn.Module):  # a "model" whose logits are the input: the loss alone under test
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> object:
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> object:
             return type("Out", (), {"logits": input_ids})()
 
     head, emissions, mask, lengths = _random_head_and_ragged_batch()

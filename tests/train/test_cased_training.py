@@ -18,16 +18,17 @@ from service.bundle_format import read_serving  # noqa: E402
 from service.decoding.token_types import TokenTypes, strip, unpack  # noqa: E402
 from train.finetune import train  # noqa: E402
 
-# A protein is written in upper case (P53), the same word in lower case is not one: only the cased
-# channel tells them apart, since the tokenizer lowercases both.
-SENTENCE = "the P53 kinase binds the myc gene in cells . the p53 binds ."
+# A protein is written in upper case (P53), the same word in lower case is not one, in the same
+# context and in either order: only the cased channel tells them apart (the tokenizer lowercases both).
+SENTENCES = ("the P53 binds . the p53 binds .", "the p53 binds . the P53 binds .")
 
 
 def make_cased_corpus(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    start = SENTENCE.index("P53")
     for i in range(12):
-        (folder / f"d{i}.txt").write_text(SENTENCE, encoding="utf-8")
+        text = SENTENCES[i % 2]
+        start = text.index("P53")
+        (folder / f"d{i}.txt").write_text(text, encoding="utf-8")
         (folder / f"d{i}.ann").write_text(f"T1\tprotein {start} {start + 3}\tP53\n", encoding="utf-8")
     return folder
 
@@ -49,8 +50,10 @@ def test_a_cased_student_of_an_uncased_teacher_learns_case_and_exports_it(uncase
     header = json.loads((student / "metrics.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert header["token_types"] == "case"
     assert read_serving(student).token_types is TokenTypes.CASE
-    # only case separates the protein from the word that is not one: the uncased teacher cannot pass 2/3
-    assert best["dev"]["micro"]["f1"] > 0.9 > max(_dev_f1s(teacher.parent / "teacher"))
+    # only case separates the protein from the word that is not one: the same run uncased cannot pass 2/3
+    assert best["dev"]["micro"]["f1"] > 0.9
+    uncased = train(tiny_train_config(base, corpus, tmp_path / "uncased", token_types="none", **settings))
+    assert uncased["dev"]["micro"]["f1"] < 0.7
     from transformers import AutoModelForTokenClassification
 
     embeddings = AutoModelForTokenClassification.from_pretrained(student).base_model.embeddings.token_type_embeddings.weight
@@ -59,11 +62,6 @@ def test_a_cased_student_of_an_uncased_teacher_learns_case_and_exports_it(uncase
     bundle = tmp_path / "bundle"
     assert export_bundle(student, bundle, "--quantize", "none") == 0  # its parity check runs the cased rows through both
     assert read_serving(bundle).token_types is TokenTypes.CASE
-
-
-def _dev_f1s(run: Path) -> list[float]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
-    return [row["dev"]["micro"]["f1"] for row in rows if "dev" in row]
 
 
 def test_an_uncased_run_stays_uncased(uncased_teacher: tuple[Path, Path, Path]) -> None:
@@ -100,10 +98,24 @@ def test_a_cased_teacher_cannot_teach_an_uncased_student(uncased_teacher: tuple[
     train(tiny_train_config(base, corpus, cased, head="crf", crf_learning_rate=0.1, token_types="case"))
     with pytest.raises(ValueError, match="reads token types 'case'"):
         train(tiny_train_config(base, corpus, tmp_path / "s", head="crf", teacher=[str(cased)], token_types="none"))
-    # continuing the cased checkpoint keeps its types unless told otherwise
-    continued = tmp_path / "continued"
-    train(tiny_train_config(cased, corpus, continued, head="crf", crf_learning_rate=0.1))
-    assert read_serving(continued).token_types is TokenTypes.CASE
+    # continuing the cased checkpoint keeps its types, and its learned type 1, unless told otherwise
+    from transformers import AutoModelForTokenClassification
+
+    from train.data import load_documents
+    from train.task import prepare
+
+    config = tiny_train_config(cased, corpus, tmp_path / "continued", head="crf", crf_learning_rate=0.1)
+    learned = AutoModelForTokenClassification.from_pretrained(cased).base_model.embeddings.token_type_embeddings.weight
+    task = prepare(config, *load_documents(config))
+    assert task.encoder.token_types is TokenTypes.CASE
+    assert torch.equal(task.model.base_model.embeddings.token_type_embeddings.weight, learned)
+    train(config)
+    assert read_serving(tmp_path / "continued").token_types is TokenTypes.CASE
+    # commands that mark no types refuse a base that reads them
+    from train.task import refuse_token_types
+
+    with pytest.raises(ValueError, match="does not mark"):
+        refuse_token_types(str(cased), "pretrain")
 
 
 def test_type_one_starts_as_type_zero(uncased_teacher: tuple[Path, Path, Path], tmp_path: Path) -> None:
