@@ -131,6 +131,7 @@ def test_sigterm_drains_both_workers_accepted_requests(tiny_bundle: Path, monkey
     never accepted, never a connection cut mid-request."""
     monkeypatch.setenv("BIONER_DRAIN_GRACE_S", "0")
     monkeypatch.setenv("BIONER_MAX_BATCH_SIZE", "1")  # one window a batch: the queue outlasts the signal
+    monkeypatch.setenv("BIONER_MAX_QUEUE_WINDOWS", "100000")  # 40 x 60 windows may land on one worker: never "overloaded"
     proc, url = start_server(tiny_bundle, "--workers", "2")
     big = [" ".join(["p53 kinase binds the myc gene"] * 100)] * 40
     try:
