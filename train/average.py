@@ -1,11 +1,13 @@
-"""Checkpoint averaging: the mean of a run's kept epoch weights, scored on that run's dev split.
+"""Checkpoint averaging: the mean of a run's kept epoch weights, or of several runs' best weights.
 
 A run trained with ``--keep-epochs`` leaves every epoch's weights under ``epochs/``. Late epochs of
 one run sit in one basin, so their mean is a single network of the same size that often scores
 above each of them (Izmailov et al. 2018, "Averaging weights leads to wider optima"): an ensemble's
-gain with none of its serving cost. The averaged checkpoint is written like a training run's best
+gain with none of its serving cost. Runs fine-tuned from one pretrained encoder usually stay in one
+basin too, so the mean of their best checkpoints (a uniform "model soup", Wortsman et al. 2022) is
+the same bet across recipes and seeds. The averaged checkpoint is written like a training run's best
 epoch, so ``bioner export`` takes it unchanged, and it is scored by the same pipeline, on the same
-dev documents, as the run's epochs were.
+dev documents, as the runs were.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from service.bundle_format import read_serving
 from train.config import EPOCHS_DIR, TrainConfig
 from train.data import load_documents
 from train.finetune import save_checkpoint, score_dev
+from train.qat import RANGES_FILE
 from train.run_log import read_log
 from train.task import prepare
 
@@ -76,5 +79,68 @@ def average(run: Path, epochs: list[int], output: Path) -> dict[str, Any]:
     )
     by_epoch = {r["epoch"]: r["dev"]["micro"]["f1"] for r in read_log(run) if r.get("epoch") in epochs}
     result = {"run": str(run), "epochs": epochs, "dev": report, "epochs_dev_f1": by_epoch, "config": asdict(config)}
+    (output / REPORT_FILE).write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return result
+
+
+def _trained_config(checkpoint: Path) -> dict[str, Any]:
+    serving = read_serving(checkpoint)
+    saved = serving.extra.get("train_config")
+    if not isinstance(saved, dict):
+        raise ValueError(f"{checkpoint} is not a `bioner train` checkpoint (its serving.json records no train_config)")
+    if saved.get("qat_epochs") or (checkpoint / RANGES_FILE).exists():
+        raise ValueError(f"{checkpoint} carries int8 ranges from a --qat-epochs run, which do not average: soup fp32 checkpoints")
+    return dict(saved)
+
+
+def _best_dev_f1(checkpoint: Path) -> float | None:
+    """The dev F1 the run recorded for the epoch it kept, to set the soup beside its members."""
+    best = checkpoint / "best.json"
+    return float(json.loads(best.read_text(encoding="utf-8"))["dev"]["micro"]["f1"]) if best.exists() else None
+
+
+def _same_network(checkpoints: list[Path], states: list[dict[str, dict[str, torch.Tensor]]]) -> None:
+    """Refuse a soup of networks that differ in any tensor's name or shape (another base, head or label set)."""
+    first = {name: {k: tuple(v.shape) for k, v in state.items()} for name, state in states[0].items()}
+    for checkpoint, state in zip(checkpoints[1:], states[1:], strict=True):
+        shapes = {name: {k: tuple(v.shape) for k, v in module.items()} for name, module in state.items()}
+        if shapes != first:
+            raise ValueError(f"{checkpoint} is not the same network as {checkpoints[0]} (tensor names or shapes differ)")
+
+
+def soup(checkpoints: list[Path], output: Path) -> dict[str, Any]:
+    """Write the mean of these runs' best weights to ``output``, scored on the dev documents they all share.
+
+    The soup keeps the first checkpoint's settings (window, decoding, train_config), so list first the
+    run whose recipe it should carry."""
+    if len(checkpoints) < 2:
+        raise ValueError("a soup needs at least two checkpoints")
+    if len({c.resolve() for c in checkpoints}) != len(checkpoints):
+        raise ValueError(f"checkpoints repeat: {[str(c) for c in checkpoints]}")
+    saved = [_trained_config(c) for c in checkpoints]
+    # rebuilt as trained, less what only shaped training; a student's checkpoint already has its layers
+    configs = [replace(TrainConfig(**s), output=str(output), teacher=[], distill_text=[], aux_train=[], student_layers=0) for s in saved]
+    kinds = {str(c): read_serving(c).token_types.value for c in checkpoints}
+    if len(set(kinds.values())) > 1:
+        raise ValueError(f"the checkpoints read different token types ({kinds}): one network cannot serve both")
+    train_docs, dev_docs = load_documents(configs[0])
+    for checkpoint, config in zip(checkpoints[1:], configs[1:], strict=True):
+        if [d.text for d in load_documents(config)[1]] != [d.text for d in dev_docs]:
+            raise ValueError(f"{checkpoint} was scored on other dev documents than {checkpoints[0]}: its dev F1 would not compare")
+    states, members = [], {}
+    for checkpoint, config in zip(checkpoints, configs, strict=True):
+        # each checkpoint loads as a base would: its encoder, its classifier and (CRF) its transitions
+        task = prepare(replace(config, base_model=str(checkpoint)), train_docs, dev_docs)
+        states.append({name: module.state_dict() for name, module in task.modules.items()})
+        members[str(checkpoint)] = _best_dev_f1(checkpoint)
+    _same_network(checkpoints, states)
+    for name, module in task.modules.items():
+        module.load_state_dict(mean_weights([state[name] for state in states]))
+    transitions = task.tagger.crf.to_transitions() if task.tagger is not None else None
+    report = score_dev(task, dev_docs, transitions)
+    output.mkdir(parents=True, exist_ok=True)
+    souped = {"train_config": saved[0], "souped_from": [str(c) for c in checkpoints], "souped_output": str(output)}
+    save_checkpoint(output, task, transitions, souped)
+    result = {"checkpoints": [str(c) for c in checkpoints], "dev": report, "checkpoints_dev_f1": members}
     (output / REPORT_FILE).write_text(json.dumps(result, indent=2), encoding="utf-8")
     return result

@@ -28,9 +28,18 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
     t.add_argument("--resume", action="store_true", help=RESUME)
     t.set_defaults(handler=_train)
 
-    a = sub.add_parser("average", help="checkpoint averaging: the mean of a --keep-epochs run's epoch weights, scored on its dev")
-    a.add_argument("--run", required=True, help="a `bioner train --keep-epochs` run folder")
-    a.add_argument("--epochs", type=int, nargs="+", required=True, help="the epochs to average (for example the last three)")
+    a = sub.add_parser(
+        "average",
+        help="checkpoint averaging: the mean of a --keep-epochs run's epoch weights, or of several runs' best weights, scored on their dev",
+    )
+    source = a.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="a `bioner train --keep-epochs` run folder (with --epochs)")
+    source.add_argument(
+        "--checkpoints",
+        nargs="+",
+        help="a uniform model soup: run folders fine-tuned from one base, with the same labels, head and dev documents",
+    )
+    a.add_argument("--epochs", type=int, nargs="+", help="the epochs of --run to average (for example the last three)")
     a.add_argument("--output", required=True, help="checkpoint folder for the averaged weights (what `bioner export` takes)")
     a.set_defaults(handler=_average)
 
@@ -173,14 +182,22 @@ def _train(args: argparse.Namespace) -> int:
 def _average(args: argparse.Namespace) -> int:
     if not _require_extra("average"):
         return 2
-    from train.average import average
+    from train.average import average, soup
 
+    if (args.run is None) != (args.epochs is None):
+        print("bioner average: --epochs goes with --run, and only with it", file=sys.stderr)
+        return 2
     try:
-        result = average(Path(args.run), args.epochs, Path(args.output))
+        if args.run is not None:
+            result = average(Path(args.run), args.epochs, Path(args.output))
+            members = {"epochs": result["epochs"], "epochs_dev_f1": result["epochs_dev_f1"]}
+        else:
+            result = soup([Path(c) for c in args.checkpoints], Path(args.output))
+            members = {"checkpoints_dev_f1": result["checkpoints_dev_f1"]}
     except ValueError as exc:
         print(f"bioner average: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"epochs": result["epochs"], "dev_micro": result["dev"]["micro"], "epochs_dev_f1": result["epochs_dev_f1"]}, indent=2))
+    print(json.dumps({**members, "dev_micro": result["dev"]["micro"]}, indent=2))
     return 0
 
 

@@ -126,7 +126,17 @@ def write_model_card(folder: Path, meta: dict[str, Any], parity: dict[str, Any],
         if averaged
         else []
     )
-    epoch = f"the mean of epochs {', '.join(map(str, averaged))} (checkpoint averaging)" if averaged else meta.get("best_epoch", "?")
+    souped = meta.get("souped_from")
+    if souped:
+        members = " ".join(_quote(portable(c)) for c in souped)
+        average_cmd = [f"bioner average --checkpoints {members} --output {_quote(portable(meta.get('souped_output', '?')))}"]
+    epoch = (
+        f"the mean of epochs {', '.join(map(str, averaged))} (checkpoint averaging)"
+        if averaged
+        else f"the mean of {len(souped)} runs' best weights (a uniform model soup: {', '.join(map(str, souped))})"
+        if souped
+        else meta.get("best_epoch", "?")
+    )
     lines = [
         f"# {meta.get('name', folder.name)} {meta.get('version', '')}",
         "",
@@ -143,7 +153,7 @@ def write_model_card(folder: Path, meta: dict[str, Any], parity: dict[str, Any],
             if meta.get("consistency") == "first_mention"
             else ""
         ),
-        f"- {'Weights' if averaged else 'Best epoch'}: {epoch}; quantisation: {meta.get('quantization', 'none')}",
+        f"- {'Weights' if averaged or souped else 'Best epoch'}: {epoch}; quantisation: {meta.get('quantization', 'none')}",
         f"- model.onnx: {size_mb:.1f} MB, sha256 `{meta.get('onnx_sha256', '')}`",
         "",
         "## Hyperparameters",

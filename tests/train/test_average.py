@@ -1,8 +1,10 @@
-"""Checkpoint averaging: kept epoch weights, their mean, and the averaged checkpoint through export."""
+"""Checkpoint averaging: kept epoch weights, their mean, and the averaged checkpoint through export;
+the same for several runs' best weights (a model soup)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -28,11 +30,24 @@ def test_mean_of_floats_and_integer_buffers_kept() -> None:
 
 
 @pytest.fixture(scope="module")
-def crf_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("average")
-    base, corpus = make_base_model(root / "base"), make_corpus(root / "corpus")
+    make_base_model(root / "base"), make_corpus(root / "corpus")
+    return root
+
+
+@pytest.fixture(scope="module")
+def crf_run(root: Path) -> Path:
     run = root / "run"
-    train(tiny_train_config(base, corpus, run, epochs=3, head="crf", keep_epochs=True))
+    train(tiny_train_config(root / "base", root / "corpus", run, epochs=3, head="crf", keep_epochs=True))
+    return run
+
+
+@pytest.fixture(scope="module")
+def crf_run_seed7(root: Path) -> Path:
+    """The same recipe under another seed, on seed 13's dev documents: a second member for a soup."""
+    run = root / "run-seed7"
+    train(tiny_train_config(root / "base", root / "corpus", run, epochs=2, head="crf", seed=7, dev_seed=13))
     return run
 
 
@@ -79,3 +94,60 @@ def test_averaged_checkpoint_exports_with_its_crf(crf_run: Path, tmp_path: Path)
 def test_epochs_not_kept_are_a_clear_error(crf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["average", "--run", str(crf_run), "--epochs", "3", "7", "--output", str(tmp_path / "x")]) == 2
     assert "kept no weights for epoch(s) [7] (kept: [1, 2, 3])" in capsys.readouterr().err
+
+
+def test_soup_of_a_run_and_its_copy_is_that_run(crf_run: Path, tmp_path: Path) -> None:
+    """The mean of two equal networks is that network: rebuilt from each checkpoint, CRF included."""
+    copy = tmp_path / "copy"
+    shutil.copytree(crf_run, copy, ignore=shutil.ignore_patterns("epochs"))
+    assert main(["average", "--checkpoints", str(crf_run), str(copy), "--output", str(tmp_path / "soup")]) == 0
+    report = json.loads((tmp_path / "soup" / "average.json").read_text(encoding="utf-8"))
+    best = json.loads((crf_run / "best.json").read_text(encoding="utf-8"))["dev"]["micro"]["f1"]
+    assert report["dev"]["micro"]["f1"] == pytest.approx(best, abs=1e-9)
+    assert report["checkpoints_dev_f1"] == {str(crf_run): best, str(copy): best}
+
+
+def test_soup_of_two_seeds_is_their_mean_and_exports(crf_run: Path, crf_run_seed7: Path, tmp_path: Path) -> None:
+    out = tmp_path / "soup"
+    assert main(["average", "--checkpoints", str(crf_run), str(crf_run_seed7), "--output", str(out)]) == 0
+    from safetensors.torch import load_file
+
+    from service.bundle_format import read_serving
+
+    members = [load_file(run / "model.safetensors") for run in (crf_run, crf_run_seed7)]
+    weights = load_file(out / "model.safetensors")
+    name = next(k for k in weights if k.endswith("classifier.weight"))
+    assert not torch.allclose(members[0][name], members[1][name])  # two different networks were averaged
+    assert torch.allclose(weights[name], (members[0][name] + members[1][name]) / 2, atol=1e-6)
+    starts = [read_serving(run).transitions for run in (crf_run, crf_run_seed7)]
+    serving = read_serving(out)
+    assert serving.transitions is not None and all(t is not None for t in starts)
+    assert torch.allclose(
+        torch.from_numpy(serving.transitions.start),
+        torch.from_numpy((starts[0].start + starts[1].start) / 2),
+        atol=1e-6,  # type: ignore[union-attr]
+    )
+    assert serving.extra["souped_from"] == [str(crf_run), str(crf_run_seed7)]
+    assert export_bundle(out, tmp_path / "bundle", "--quantize", "none") == 0
+    card = (tmp_path / "bundle" / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "Weights: the mean of 2 runs' best weights (a uniform model soup" in card
+    assert f"bioner average --checkpoints {crf_run} {crf_run_seed7} --output {out}" in card
+
+
+def test_soup_refuses_what_would_not_compare(root: Path, crf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other_dev = tmp_path / "other-dev"
+    train(tiny_train_config(root / "base", root / "corpus", other_dev, head="crf", seed=7))
+    linear = tmp_path / "linear"
+    train(tiny_train_config(root / "base", root / "corpus", linear))
+    cases = [
+        (["--checkpoints", str(crf_run), str(other_dev)], "was scored on other dev documents"),
+        (["--checkpoints", str(crf_run), str(linear)], "is not the same network"),
+        (["--checkpoints", str(crf_run)], "at least two checkpoints"),
+        (["--checkpoints", str(crf_run), str(crf_run)], "checkpoints repeat"),
+        (["--checkpoints", str(crf_run), str(root / "base")], "records no train_config"),
+        (["--checkpoints", str(crf_run), str(linear), "--epochs", "1"], "--epochs goes with --run"),
+        (["--run", str(crf_run)], "--epochs goes with --run"),
+    ]
+    for args, message in cases:
+        assert main(["average", *args, "--output", str(tmp_path / "x")]) == 2, args
+        assert message in capsys.readouterr().err, args
