@@ -19,15 +19,16 @@ from typing import Any
 
 import torch
 
-from service.bundle_format import read_serving
+from service.bundle_format import SERVING_FILE, read_serving
 from train.config import EPOCHS_DIR, TrainConfig
 from train.data import load_documents
 from train.finetune import save_checkpoint, score_dev
 from train.qat import RANGES_FILE
 from train.run_log import read_log
-from train.task import prepare
+from train.task import Task, prepare
 
 REPORT_FILE = "average.json"
+WEIGHTS_FILE = "model.safetensors"
 
 
 def mean_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -57,13 +58,15 @@ def average(run: Path, epochs: list[int], output: Path) -> dict[str, Any]:
     """Write the averaged checkpoint to ``output``; returns its dev report beside each averaged epoch's."""
     if len(set(epochs)) != len(epochs):
         raise ValueError(f"epochs repeat: {epochs}")
+    if output.resolve() == run.resolve():
+        raise ValueError(f"--output {output} is the run itself: it would overwrite the run's best checkpoint")
     kept = read_epochs(run, epochs)
     serving = read_serving(run)
     saved = dict(serving.extra["train_config"])
     if saved.get("qat_epochs"):
         raise ValueError("a --qat-epochs run's int8 ranges do not average: average the fp32 run, then fine-tune the mean with --qat-epochs")
     # the network is rebuilt as the run built it; teachers and auxiliary corpora shaped only its training
-    config = replace(TrainConfig(**saved), output=str(output), teacher=[], distill_text=[], aux_train=[])
+    config = replace(TrainConfig(**saved), output=str(output), teacher=[], distill_text=[], aux_train=[], device="cpu")
     train_docs, dev_docs = load_documents(config)
     task = prepare(config, train_docs, dev_docs)
     for name, module in task.modules.items():
@@ -84,12 +87,20 @@ def average(run: Path, epochs: list[int], output: Path) -> dict[str, Any]:
 
 
 def _trained_config(checkpoint: Path) -> dict[str, Any]:
-    serving = read_serving(checkpoint)
-    saved = serving.extra.get("train_config")
+    """The run's recorded settings; a clear refusal for what is not a fp32 `bioner train` checkpoint."""
+    if not (checkpoint / SERVING_FILE).is_file():
+        raise ValueError(f"{checkpoint}: no {SERVING_FILE} there (not a checkpoint folder, or a mistyped path)")
+    if not (checkpoint / WEIGHTS_FILE).is_file():
+        raise ValueError(f"{checkpoint} holds no PyTorch weights ({WEIGHTS_FILE}): an exported bundle does not average, its runs do")
+    saved = read_serving(checkpoint).extra.get("train_config")
     if not isinstance(saved, dict):
-        raise ValueError(f"{checkpoint} is not a `bioner train` checkpoint (its serving.json records no train_config)")
+        raise ValueError(f"{checkpoint} is not a `bioner train` checkpoint (its {SERVING_FILE} records no train_config)")
     if saved.get("qat_epochs") or (checkpoint / RANGES_FILE).exists():
         raise ValueError(f"{checkpoint} carries int8 ranges from a --qat-epochs run, which do not average: soup fp32 checkpoints")
+    try:
+        TrainConfig(**saved)
+    except TypeError as exc:  # a train-joint run, or settings of another version
+        raise ValueError(f"{checkpoint}'s train_config is not one `bioner train` reads ({exc})") from None
     return dict(saved)
 
 
@@ -99,13 +110,30 @@ def _best_dev_f1(checkpoint: Path) -> float | None:
     return float(json.loads(best.read_text(encoding="utf-8"))["dev"]["micro"]["f1"]) if best.exists() else None
 
 
-def _same_network(checkpoints: list[Path], states: list[dict[str, dict[str, torch.Tensor]]]) -> None:
-    """Refuse a soup of networks that differ in any tensor's name or shape (another base, head or label set)."""
-    first = {name: {k: tuple(v.shape) for k, v in state.items()} for name, state in states[0].items()}
-    for checkpoint, state in zip(checkpoints[1:], states[1:], strict=True):
-        shapes = {name: {k: tuple(v.shape) for k, v in module.items()} for name, module in state.items()}
-        if shapes != first:
+def _same_recipe_shape(checkpoints: list[Path], saved: list[dict[str, Any]]) -> None:
+    """Refuse members that would be read differently: the soup keeps the first one's settings."""
+    for key in ("label_policy", "head"):
+        values = {str(c): s.get(key) for c, s in zip(checkpoints, saved, strict=True)}
+        if len(set(map(str, values.values()))) > 1:
+            raise ValueError(f"the checkpoints differ in {key} ({values}): one network cannot be read both ways")
+    kinds = {str(c): read_serving(c).token_types.value for c in checkpoints}  # as served, a continued run's included
+    if len(set(kinds.values())) > 1:
+        raise ValueError(f"the checkpoints read different token types ({kinds}): one network cannot serve both")
+
+
+def _same_network(checkpoints: list[Path], tasks: list[Task]) -> None:
+    """Refuse a soup of networks that differ in a tensor's name or shape (another head or label set) or
+    in vocabulary (another base of the same shape, whose rows mean other subwords)."""
+
+    def shapes(task: Task) -> dict[str, dict[str, tuple[int, ...]]]:
+        return {name: {k: tuple(v.shape) for k, v in module.state_dict().items()} for name, module in task.modules.items()}
+
+    first, vocabulary = shapes(tasks[0]), tasks[0].tokenizer.get_vocab()
+    for checkpoint, task in zip(checkpoints[1:], tasks[1:], strict=True):
+        if shapes(task) != first:
             raise ValueError(f"{checkpoint} is not the same network as {checkpoints[0]} (tensor names or shapes differ)")
+        if task.tokenizer.get_vocab() != vocabulary:
+            raise ValueError(f"{checkpoint} reads another vocabulary than {checkpoints[0]}: fine-tuned from another base")
 
 
 def soup(checkpoints: list[Path], output: Path) -> dict[str, Any]:
@@ -117,23 +145,25 @@ def soup(checkpoints: list[Path], output: Path) -> dict[str, Any]:
         raise ValueError("a soup needs at least two checkpoints")
     if len({c.resolve() for c in checkpoints}) != len(checkpoints):
         raise ValueError(f"checkpoints repeat: {[str(c) for c in checkpoints]}")
+    if output.resolve() in {c.resolve() for c in checkpoints}:
+        raise ValueError(f"--output {output} is one of the checkpoints: it would overwrite that run's weights")
     saved = [_trained_config(c) for c in checkpoints]
-    # rebuilt as trained, less what only shaped training; a student's checkpoint already has its layers
-    configs = [replace(TrainConfig(**s), output=str(output), teacher=[], distill_text=[], aux_train=[], student_layers=0) for s in saved]
-    kinds = {str(c): read_serving(c).token_types.value for c in checkpoints}
-    if len(set(kinds.values())) > 1:
-        raise ValueError(f"the checkpoints read different token types ({kinds}): one network cannot serve both")
+    _same_recipe_shape(checkpoints, saved)
+    # rebuilt as trained, less what only shaped training; a student's checkpoint already has its layers;
+    # on the CPU whatever device a run trained on, so that every member's weights meet on one device
+    configs = [
+        replace(TrainConfig(**s), output=str(output), teacher=[], distill_text=[], aux_train=[], student_layers=0, device="cpu")
+        for s in saved
+    ]
     train_docs, dev_docs = load_documents(configs[0])
     for checkpoint, config in zip(checkpoints[1:], configs[1:], strict=True):
         if [d.text for d in load_documents(config)[1]] != [d.text for d in dev_docs]:
             raise ValueError(f"{checkpoint} was scored on other dev documents than {checkpoints[0]}: its dev F1 would not compare")
-    states, members = [], {}
-    for checkpoint, config in zip(checkpoints, configs, strict=True):
-        # each checkpoint loads as a base would: its encoder, its classifier and (CRF) its transitions
-        task = prepare(replace(config, base_model=str(checkpoint)), train_docs, dev_docs)
-        states.append({name: module.state_dict() for name, module in task.modules.items()})
-        members[str(checkpoint)] = _best_dev_f1(checkpoint)
-    _same_network(checkpoints, states)
+    # each checkpoint loads as a base would: its encoder, its classifier and (CRF) its transitions
+    tasks = [prepare(replace(config, base_model=str(c)), train_docs, dev_docs) for c, config in zip(checkpoints, configs, strict=True)]
+    _same_network(checkpoints, tasks)
+    states = [{name: module.state_dict() for name, module in task.modules.items()} for task in tasks]
+    task = tasks[0]
     for name, module in task.modules.items():
         module.load_state_dict(mean_weights([state[name] for state in states]))
     transitions = task.tagger.crf.to_transitions() if task.tagger is not None else None
@@ -141,6 +171,7 @@ def soup(checkpoints: list[Path], output: Path) -> dict[str, Any]:
     output.mkdir(parents=True, exist_ok=True)
     souped = {"train_config": saved[0], "souped_from": [str(c) for c in checkpoints], "souped_output": str(output)}
     save_checkpoint(output, task, transitions, souped)
+    members = {str(c): _best_dev_f1(c) for c in checkpoints}
     result = {"checkpoints": [str(c) for c in checkpoints], "dev": report, "checkpoints_dev_f1": members}
     (output / REPORT_FILE).write_text(json.dumps(result, indent=2), encoding="utf-8")
     return result

@@ -185,7 +185,8 @@ def _average(args: argparse.Namespace) -> int:
     from train.average import average, soup
 
     if (args.run is None) != (args.epochs is None):
-        print("bioner average: --epochs goes with --run, and only with it", file=sys.stderr)
+        problem = "--run needs --epochs" if args.epochs is None else "--epochs goes with --run, not with --checkpoints"
+        print(f"bioner average: {problem}", file=sys.stderr)
         return 2
     try:
         if args.run is not None:

@@ -249,6 +249,8 @@ def run_export(args: argparse.Namespace) -> int:
     extra = dict(serving.extra)
     if "train_config" in extra:
         extra["train_config"] = {k: portable(v) if k in ("base_model", "output") else v for k, v in extra["train_config"].items()}
+    if "souped_from" in extra:  # the runs a soup averaged, written as the card writes them
+        extra["souped_from"], extra["souped_output"] = [portable(c) for c in extra["souped_from"]], portable(extra.get("souped_output", ""))
     released = replace(
         serving,
         name=args.name or output.name,

@@ -133,7 +133,8 @@ def write_model_card(folder: Path, meta: dict[str, Any], parity: dict[str, Any],
     epoch = (
         f"the mean of epochs {', '.join(map(str, averaged))} (checkpoint averaging)"
         if averaged
-        else f"the mean of {len(souped)} runs' best weights (a uniform model soup: {', '.join(map(str, souped))})"
+        else f"the mean of {len(souped)} runs' best weights (a uniform model soup: {', '.join(map(portable, souped))}; "
+        "the settings and command below are the first run's, each other run's are in its own serving.json)"
         if souped
         else meta.get("best_epoch", "?")
     )

@@ -134,20 +134,66 @@ def test_soup_of_two_seeds_is_their_mean_and_exports(crf_run: Path, crf_run_seed
     assert f"bioner average --checkpoints {crf_run} {crf_run_seed7} --output {out}" in card
 
 
+def test_soup_of_students_and_of_other_windows_keeps_the_first_runs_settings(root: Path, tmp_path: Path) -> None:
+    """Members trained as 1-layer students load with their layers (not shrunk again), and a member
+    trained on other windows is read with the first member's: the soup's serving.json and its
+    train_config agree."""
+    first, second = tmp_path / "s13", tmp_path / "s7"
+    train(tiny_train_config(root / "base", root / "corpus", first, head="crf", student_layers=1))
+    train(tiny_train_config(root / "base", root / "corpus", second, head="crf", student_layers=1, seed=7, dev_seed=13, max_length=20))
+    out = tmp_path / "soup"
+    assert main(["average", "--checkpoints", str(first), str(second), "--output", str(out)]) == 0
+    from transformers import AutoConfig
+
+    from service.bundle_format import read_serving
+
+    assert AutoConfig.from_pretrained(out).num_hidden_layers == 1
+    serving = read_serving(out)
+    assert serving.window.max_length == 24 == serving.extra["train_config"]["max_length"]
+
+
 def test_soup_refuses_what_would_not_compare(root: Path, crf_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    other_dev = tmp_path / "other-dev"
-    train(tiny_train_config(root / "base", root / "corpus", other_dev, head="crf", seed=7))
-    linear = tmp_path / "linear"
-    train(tiny_train_config(root / "base", root / "corpus", linear))
+    def run(name: str, base: Path | None = None, **overrides: object) -> Path:
+        train(tiny_train_config(base or root / "base", root / "corpus", tmp_path / name, **overrides))
+        return tmp_path / name
+
+    other_dev, linear, linear_all = run("other-dev", head="crf", seed=7), run("linear"), run("linear-all", label_policy="all")
+    cased, student = run("cased", head="crf", token_types="case"), run("student", head="crf", student_layers=1)
+    # a base of the same shape whose vocabulary lists the same words in another order
+    words = (root / "base" / "vocab.txt").read_text(encoding="utf-8").split()
+    shuffled = tmp_path / "shuffled-base"
+    make_base_model(shuffled)
+    (shuffled / "vocab.txt").write_text("\n".join(reversed(words)) + "\n", encoding="utf-8")
+    from transformers import BertTokenizerFast
+
+    (shuffled / "tokenizer.json").unlink()
+    BertTokenizerFast(vocab_file=str(shuffled / "vocab.txt")).save_pretrained(shuffled)
+    other_vocabulary = run("other-vocabulary", base=shuffled, head="crf")
+    qat_like, bundle_like = tmp_path / "qat-like", tmp_path / "bundle-like"
+    for copy in (qat_like, bundle_like):
+        shutil.copytree(crf_run, copy, ignore=shutil.ignore_patterns("epochs"))
+    from train.qat import RANGES_FILE
+
+    (qat_like / RANGES_FILE).write_text("{}", encoding="utf-8")
+    (bundle_like / "model.safetensors").unlink()
     cases = [
         (["--checkpoints", str(crf_run), str(other_dev)], "was scored on other dev documents"),
-        (["--checkpoints", str(crf_run), str(linear)], "is not the same network"),
+        (["--checkpoints", str(crf_run), str(linear)], "differ in head"),
+        (["--checkpoints", str(linear), str(linear_all)], "differ in label_policy"),
+        (["--checkpoints", str(crf_run), str(cased)], "read different token types"),
+        (["--checkpoints", str(crf_run), str(student)], "is not the same network"),
+        (["--checkpoints", str(crf_run), str(other_vocabulary)], "reads another vocabulary"),
+        (["--checkpoints", str(crf_run), str(qat_like)], "carries int8 ranges"),
+        (["--checkpoints", str(crf_run), str(bundle_like)], "holds no PyTorch weights"),
+        (["--checkpoints", str(crf_run), str(tmp_path / "nowhere")], "no serving.json there"),
         (["--checkpoints", str(crf_run)], "at least two checkpoints"),
         (["--checkpoints", str(crf_run), str(crf_run)], "checkpoints repeat"),
-        (["--checkpoints", str(crf_run), str(root / "base")], "records no train_config"),
-        (["--checkpoints", str(crf_run), str(linear), "--epochs", "1"], "--epochs goes with --run"),
-        (["--run", str(crf_run)], "--epochs goes with --run"),
+        (["--checkpoints", str(crf_run), str(linear), "--epochs", "1"], "--epochs goes with --run, not with --checkpoints"),
+        (["--run", str(crf_run)], "--run needs --epochs"),
     ]
     for args, message in cases:
         assert main(["average", *args, "--output", str(tmp_path / "x")]) == 2, args
         assert message in capsys.readouterr().err, args
+    for args in (["--checkpoints", str(crf_run), str(qat_like)], ["--run", str(crf_run), "--epochs", "1"]):
+        assert main(["average", *args, "--output", str(crf_run)]) == 2
+        assert "would overwrite" in capsys.readouterr().err
