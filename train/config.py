@@ -132,6 +132,13 @@ class TrainConfig:
             "`bioner export --quantize static --keep-fp32 attention_scores` keeps the accuracy"
         ),
     )
+    adversarial_epsilon: float = field(
+        default=0.0,
+        metadata=flag(
+            "FGM adversarial training: each step also trains on the word embeddings moved this far along their loss "
+            "gradient (0: off; 1.0 is the usual value; a step then costs two passes). Fine-tuning epochs only, not --aux-train's"
+        ),
+    )
     keep_epochs: bool = field(
         default=False, metadata=flag("also keep every epoch's weights under epochs/ (for `bioner average`: checkpoint averaging)")
     )
@@ -164,6 +171,8 @@ class TrainConfig:
             raise ValueError("--distill-alpha must be in [0, 1] and --distill-temperature above 0")
         if not 0 <= self.qat_epochs <= self.epochs:
             raise ValueError(f"--qat-epochs must be between 0 and --epochs ({self.epochs}), not {self.qat_epochs}")
+        if self.adversarial_epsilon < 0.0:
+            raise ValueError(f"--adversarial-epsilon must be 0 (off) or above, not {self.adversarial_epsilon}")
         if self.student_layers < 0:
             raise ValueError(f"student layers must be 0 (all) or more, not {self.student_layers}")
 

@@ -30,6 +30,7 @@ from service.bundle_format import ServingConfig, write_serving
 from service.corpora import Document
 from service.decoding.crf import Transitions
 from service.decoding.pipeline import Pipeline
+from train.adversarial import EmbeddingAttack
 from train.backends import torch_runner
 from train.batches import aux_batch_count
 from train.config import EPOCHS_DIR, TrainConfig
@@ -62,12 +63,15 @@ def phases(config: TrainConfig, task: Task, rng: np.random.Generator) -> list[Ph
     optimizer, scheduler = adamw(groups, config.learning_rate, config.max_steps or steps_per_epoch * config.epochs, config.warmup_ratio)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     plan = partial(task.main_plan, config.batch_size, rng)
+    attack = EmbeddingAttack(task.model.get_input_embeddings(), config.adversarial_epsilon) if config.adversarial_epsilon else None
     fp32_epochs = config.epochs - config.qat_epochs
     if fp32_epochs:
-        found.append(Phase("finetune", fp32_epochs, optimizer, scheduler, params, plan, task.step, config.max_steps))
+        found.append(Phase("finetune", fp32_epochs, optimizer, scheduler, params, plan, task.step, config.max_steps, adversary=attack))
     if task.quant_sim is not None:  # the same optimiser and schedule go on, through simulated int8
         switch_on = task.quant_sim.enable
-        found.append(Phase("finetune-qat", config.qat_epochs, optimizer, scheduler, params, plan, task.step, config.max_steps, switch_on))
+        found.append(
+            Phase("finetune-qat", config.qat_epochs, optimizer, scheduler, params, plan, task.step, config.max_steps, switch_on, attack)
+        )
     return found
 
 

@@ -2,9 +2,10 @@
 
 A run is a list of phases (multi-task then fine-tune; head warm-up then adaptation), each with its
 own optimiser and schedule or sharing the one before's (fine-tuning, then its int8-aware epochs);
-epochs and steps are counted over the whole run. A step is: loss, backward, gradient norm clipped to
-1, optimiser, scheduler. At each epoch end the caller's callback runs (dev scores, best checkpoint),
-then the resume state is saved, so a state never names an epoch whose callback did not finish.
+epochs and steps are counted over the whole run. A step is: loss, backward (and, with an adversary,
+a second loss and backward, :mod:`train.adversarial`), gradient norm clipped to 1, optimiser,
+scheduler. At each epoch end the caller's callback runs (dev scores, best checkpoint), then the
+resume state is saved, so a state never names an epoch whose callback did not finish.
 
 Resuming restores the weights, the optimiser and scheduler of the phase in progress, every random
 generator, the counters, the caller's values in ``extra`` (best-so-far) and metrics.jsonl's length
@@ -65,6 +66,7 @@ class Phase(Generic[Batch]):
     step: Callable[[Batch], tuple[torch.Tensor, int]]  # one batch -> its loss and its number of tokens
     max_steps: int = 0  # the run's step count at which the phase stops (0: all its epochs)
     before_epoch: Callable[[], None] | None = None  # e.g. switch on simulated int8 (resumed runs too)
+    adversary: Callable[[Callable[[], torch.Tensor]], object] | None = None  # e.g. FGM: a second loss after each backward
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,8 @@ class TrainingLoop:
         for n, batch in enumerate(bar, 1):
             loss, batch_tokens = phase.step(batch)
             loss.backward()
+            if phase.adversary is not None:
+                phase.adversary(lambda: phase.step(batch)[0])  # noqa: B023 (called at once, inside this iteration)
             torch.nn.utils.clip_grad_norm_(phase.params, 1.0)
             phase.optimizer.step()
             phase.scheduler.step()

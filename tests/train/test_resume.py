@@ -65,8 +65,9 @@ def keep_last_state(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"epochs": 2, "aux_train": "corpus", "aux_epochs": 1}, [1, 2]),  # after the multi-task phase, then inside fine-tuning
         ({"epochs": 2, "head": "crf", "crf_learning_rate": 0.1}, [1]),  # the CRF transitions come back too
         ({"epochs": 3, "qat_epochs": 2}, [1, 2]),  # before the int8-aware epochs, then inside them (observed ranges)
+        ({"epochs": 2, "head": "crf", "adversarial_epsilon": 1.0}, [1]),  # the attack's second pass draws dropout too
     ],
-    ids=["multitask", "crf", "qat"],
+    ids=["multitask", "crf", "qat", "fgm"],
 )
 def test_finetune_paused_and_resumed_equals_the_uninterrupted_run(
     tiny: tuple[Path, Path], tmp_path: Path, keep_last_state: None, overrides: dict[str, Any], pauses: list[int]
