@@ -57,6 +57,7 @@ TRAIN_FLAGS = [
     "--distill-temperature",
     "--student-layers",
     "--qat-epochs",
+    "--adversarial-epsilon",
     "--keep-epochs",
     "--resume",
 ]
