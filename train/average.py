@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers.utils import SAFE_WEIGHTS_NAME as WEIGHTS_FILE  # what save_pretrained writes
 
 from service.bundle_format import SERVING_FILE, read_serving
+from service.corpora import Document
 from train.config import EPOCHS_DIR, TrainConfig
 from train.data import load_documents
 from train.finetune import save_checkpoint, score_dev
@@ -28,7 +30,6 @@ from train.run_log import read_log
 from train.task import Task, prepare
 
 REPORT_FILE = "average.json"
-WEIGHTS_FILE = "model.safetensors"
 
 
 def mean_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -42,6 +43,26 @@ def mean_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
         else:
             mean[key] = last.clone()
     return mean
+
+
+def rebuilt(saved: dict[str, Any], output: Path, **changes: Any) -> TrainConfig:
+    """A run's settings to rebuild its network with: teachers and auxiliary corpora shaped only its training,
+    and on the CPU whatever device it trained on, so that every averaged state meets on one device."""
+    return replace(TrainConfig(**saved), output=str(output), teacher=[], distill_text=[], aux_train=[], device="cpu", **changes)
+
+
+def save_mean(
+    task: Task, states: list[dict[str, dict[str, torch.Tensor]]], dev_docs: list[Document], output: Path, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """Load the mean of ``states`` (by module name) into ``task``, write it to ``output`` as a checkpoint with
+    ``extra`` in its serving.json, and return its dev report."""
+    for name, module in task.modules.items():
+        module.load_state_dict(mean_weights([state[name] for state in states]))
+    transitions = task.tagger.crf.to_transitions() if task.tagger is not None else None
+    report = score_dev(task, dev_docs, transitions)
+    output.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(output, task, transitions, extra)
+    return report
 
 
 def read_epochs(run: Path, epochs: list[int]) -> list[dict[str, dict[str, torch.Tensor]]]:
@@ -65,21 +86,11 @@ def average(run: Path, epochs: list[int], output: Path) -> dict[str, Any]:
     saved = dict(serving.extra["train_config"])
     if saved.get("qat_epochs"):
         raise ValueError("a --qat-epochs run's int8 ranges do not average: average the fp32 run, then fine-tune the mean with --qat-epochs")
-    # the network is rebuilt as the run built it; teachers and auxiliary corpora shaped only its training
-    config = replace(TrainConfig(**saved), output=str(output), teacher=[], distill_text=[], aux_train=[], device="cpu")
+    config = rebuilt(saved, output)
     train_docs, dev_docs = load_documents(config)
     task = prepare(config, train_docs, dev_docs)
-    for name, module in task.modules.items():
-        module.load_state_dict(mean_weights([state[name] for state in kept]))
-    transitions = task.tagger.crf.to_transitions() if task.tagger is not None else None
-    report = score_dev(task, dev_docs, transitions)
-    output.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(
-        output,
-        task,
-        transitions,
-        {"train_config": saved, "averaged_epochs": epochs, "averaged_from": str(run), "averaged_output": str(output)},
-    )
+    extra = {"train_config": saved, "averaged_epochs": epochs, "averaged_from": str(run), "averaged_output": str(output)}
+    report = save_mean(task, kept, dev_docs, output, extra)
     by_epoch = {r["epoch"]: r["dev"]["micro"]["f1"] for r in read_log(run) if r.get("epoch") in epochs}
     result = {"run": str(run), "epochs": epochs, "dev": report, "epochs_dev_f1": by_epoch, "config": asdict(config)}
     (output / REPORT_FILE).write_text(json.dumps(result, indent=2), encoding="utf-8")
@@ -149,12 +160,7 @@ def soup(checkpoints: list[Path], output: Path) -> dict[str, Any]:
         raise ValueError(f"--output {output} is one of the checkpoints: it would overwrite that run's weights")
     saved = [_trained_config(c) for c in checkpoints]
     _same_recipe_shape(checkpoints, saved)
-    # rebuilt as trained, less what only shaped training; a student's checkpoint already has its layers;
-    # on the CPU whatever device a run trained on, so that every member's weights meet on one device
-    configs = [
-        replace(TrainConfig(**s), output=str(output), teacher=[], distill_text=[], aux_train=[], student_layers=0, device="cpu")
-        for s in saved
-    ]
+    configs = [rebuilt(s, output, student_layers=0) for s in saved]  # a student's checkpoint already has its layers
     train_docs, dev_docs = load_documents(configs[0])
     for checkpoint, config in zip(checkpoints[1:], configs[1:], strict=True):
         if [d.text for d in load_documents(config)[1]] != [d.text for d in dev_docs]:
@@ -163,14 +169,8 @@ def soup(checkpoints: list[Path], output: Path) -> dict[str, Any]:
     tasks = [prepare(replace(config, base_model=str(c)), train_docs, dev_docs) for c, config in zip(checkpoints, configs, strict=True)]
     _same_network(checkpoints, tasks)
     states = [{name: module.state_dict() for name, module in task.modules.items()} for task in tasks]
-    task = tasks[0]
-    for name, module in task.modules.items():
-        module.load_state_dict(mean_weights([state[name] for state in states]))
-    transitions = task.tagger.crf.to_transitions() if task.tagger is not None else None
-    report = score_dev(task, dev_docs, transitions)
-    output.mkdir(parents=True, exist_ok=True)
     souped = {"train_config": saved[0], "souped_from": [str(c) for c in checkpoints], "souped_output": str(output)}
-    save_checkpoint(output, task, transitions, souped)
+    report = save_mean(tasks[0], states, dev_docs, output, souped)
     members = {str(c): _best_dev_f1(c) for c in checkpoints}
     result = {"checkpoints": [str(c) for c in checkpoints], "dev": report, "checkpoints_dev_f1": members}
     (output / REPORT_FILE).write_text(json.dumps(result, indent=2), encoding="utf-8")
