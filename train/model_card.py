@@ -117,27 +117,22 @@ def write_model_card(folder: Path, meta: dict[str, Any], parity: dict[str, Any],
         if train_config
         else "(unknown)"
     )
-    averaged = meta.get("averaged_epochs")
-    average_cmd = (
-        [
+    averaged, souped = meta.get("averaged_epochs"), meta.get("souped_from")
+    if averaged:
+        average_cmd = [
             f"bioner average --run {_quote(portable(meta.get('averaged_from', '?')))} --epochs {' '.join(map(str, averaged))} "
             f"--output {_quote(portable(meta.get('averaged_output', '?')))}"
         ]
-        if averaged
-        else []
-    )
-    souped = meta.get("souped_from")
-    if souped:
+        epoch = f"the mean of epochs {', '.join(map(str, averaged))} (checkpoint averaging)"
+    elif souped:
         members = " ".join(_quote(portable(c)) for c in souped)
         average_cmd = [f"bioner average --checkpoints {members} --output {_quote(portable(meta.get('souped_output', '?')))}"]
-    epoch = (
-        f"the mean of epochs {', '.join(map(str, averaged))} (checkpoint averaging)"
-        if averaged
-        else f"the mean of {len(souped)} runs' best weights (a uniform model soup: {', '.join(map(portable, souped))}; "
-        "the settings and command below are the first run's, each other run's are in its own serving.json)"
-        if souped
-        else meta.get("best_epoch", "?")
-    )
+        epoch = (
+            f"the mean of {len(souped)} runs' best weights (a uniform model soup: {', '.join(map(portable, souped))}; "
+            "the settings and command below are the first run's, each other run's are in its own serving.json)"
+        )
+    else:
+        average_cmd, epoch = [], meta.get("best_epoch", "?")
     lines = [
         f"# {meta.get('name', folder.name)} {meta.get('version', '')}",
         "",
